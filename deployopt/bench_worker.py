@@ -1,0 +1,77 @@
+"""One benchmark worker process: load one runner, time it at each batch size, write JSON, exit.
+
+Reads a job from stdin (see ``deployopt.bench._run_worker``) and writes ``{"measurements": [...]}``
+or ``{"error": {"type", "message"}}`` to the job's result path. Not meant to be run by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+
+from deployopt.data import generate_data
+from deployopt.errors import DeployoptError
+from deployopt.fsutil import write_json_atomic
+from deployopt.runners import RunnerSpec, create_runner
+from deployopt.signature import Signature
+
+
+def _time_batch(runner, feeds: dict[str, np.ndarray], config: dict) -> dict:
+    warm_until = time.perf_counter() + config["warmup_seconds"]
+    runner.infer(feeds)  # at least one warm-up call, whatever the time budget
+    while time.perf_counter() < warm_until:
+        runner.infer(feeds)
+    latencies: list[float] = []
+    started = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        runner.infer(feeds)
+        latencies.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - started
+        enough = len(latencies) >= config["min_iterations"] and elapsed >= config["min_seconds"]
+        if enough or elapsed >= config["max_seconds"]:
+            break
+    ms = np.array(latencies) * 1000.0
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "iterations": len(latencies),
+        "total_seconds": elapsed,
+    }
+
+
+def run_job(job: dict) -> dict:
+    spec = RunnerSpec.from_json(job["spec"])
+    signature = Signature.from_json(job["signature"])
+    config = job["config"]
+    measurements = []
+    with create_runner(spec) as runner:
+        for batch in config["batch_sizes"]:
+            feeds = generate_data(signature, samples=batch, seed=config["seed"]).inputs
+            timing = _time_batch(runner, feeds, config)
+            actual_batch = next(iter(feeds.values())).shape[signature.inputs[0].batch_axis or 0]
+            timing["batch"] = batch
+            timing["throughput"] = actual_batch * timing["iterations"] / timing.pop("total_seconds")
+            timing["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+            measurements.append(timing)
+    return {"measurements": measurements}
+
+
+def main() -> int:
+    job = json.loads(sys.stdin.read())
+    try:
+        result = run_job(job)
+    except DeployoptError as exc:
+        result = {"error": {"type": type(exc).__name__, "message": str(exc)}}
+    write_json_atomic(job["result_path"], result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""Build reports: ``report.json`` (machine-readable), ``report.md`` and the terminal table.
+
+The table has one row per variant: precision, size, p50 latency per batch size, speedup against
+PyTorch eager and against ONNX fp32 (same run, so ratios are comparable), accuracy and its delta
+against the reference, and whether it met its budget.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+REFERENCE = "pytorch"
+ONNX_FP32 = "onnx-fp32"
+
+
+@dataclass
+class VariantReport:
+    name: str
+    path: str
+    precision: str
+    size_bytes: int
+    role: str = "artifact"  # "reference" for the model everything is verified against
+    latency: dict[int, dict] = field(default_factory=dict)  # batch → Measurement.to_json()
+    verify: dict | None = None  # VerifyResult.to_json(), None for the reference
+    accuracy: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.verify is None or bool(self.verify["passed"])
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name, "role": self.role, "path": self.path, "precision": self.precision,
+            "size_bytes": self.size_bytes, "accuracy": self.accuracy, "passed": self.passed,
+            "latency": {str(b): m for b, m in self.latency.items()}, "verify": self.verify,
+        }
+
+
+@dataclass
+class BuildReport:
+    model: str
+    run_dir: str
+    source: dict
+    data: str
+    samples: int
+    batch_sizes: list[int]
+    threads: int | None
+    stages: list[dict] = field(default_factory=list)  # {"stage", "cached", "seconds", "summary"}
+    variants: list[VariantReport] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.variants)
+
+    @property
+    def failures(self) -> list[str]:
+        return [f"{v.name}: {f}" for v in self.variants if v.verify for f in v.verify["failures"]]
+
+    def variant(self, name: str) -> VariantReport | None:
+        return next((v for v in self.variants if v.name == name), None)
+
+    def speedup(self, name: str, baseline: str, batch: int) -> float | None:
+        """p50 of ``baseline`` divided by p50 of ``name`` at ``batch`` (>1 means faster)."""
+        this, base = self.variant(name), self.variant(baseline)
+        if not this or not base or batch not in this.latency or batch not in base.latency:
+            return None
+        return base.latency[batch]["p50_ms"] / this.latency[batch]["p50_ms"]
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model, "run_dir": self.run_dir, "passed": self.passed, "failures": self.failures,
+            "source": self.source, "data": self.data, "samples": self.samples,
+            "batch_sizes": self.batch_sizes, "threads": self.threads, "machine": machine_description(),
+            "stages": self.stages, "variants": [v.to_json() for v in self.variants], "notes": self.notes,
+        }
+
+
+def machine_description() -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version()}
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
+
+
+def _x(value: float | None) -> str:
+    return f"{value:.2f}×" if value is not None else "–"
+
+
+def variant_table(report: BuildReport) -> str:
+    """The Markdown table of variants (also what the terminal shows)."""
+    batches = report.batch_sizes
+    header = ["variant", "precision", "size"]
+    header += [f"p50 b{b}" for b in batches]
+    header += [f"vs PyTorch b{b}" for b in batches] + [f"vs ONNX fp32 b{b}" for b in batches]
+    header += ["accuracy", "Δ acc", "verify"]
+    rows = [header]
+    reference = report.variant(REFERENCE)
+    for v in report.variants:
+        row = [v.name, v.precision, _mb(v.size_bytes)]
+        row += [f"{v.latency[b]['p50_ms']:.2f} ms" if b in v.latency else "–" for b in batches]
+        row += [_x(report.speedup(v.name, REFERENCE, b)) for b in batches]
+        row += [_x(report.speedup(v.name, ONNX_FP32, b)) for b in batches]
+        row.append(f"{v.accuracy:.2f}%" if v.accuracy is not None else "–")
+        if v.accuracy is not None and reference and reference.accuracy is not None and v is not reference:
+            row.append(f"{v.accuracy - reference.accuracy:+.2f}")
+        else:
+            row.append("–")
+        row.append("reference" if v.verify is None else ("pass" if v.passed else "FAIL"))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def render_markdown(report: BuildReport) -> str:
+    src = report.source
+    lines = [
+        f"# deployopt build report: {report.model}",
+        "",
+        f"- Source: `{src['path']}` ({src['kind']}, sha256 {src['sha256'][:12]}…)",
+        f"- Verification data: {report.data}, {report.samples} samples",
+        f"- Benchmark: batch sizes {', '.join(map(str, report.batch_sizes))}, {report.threads or 'all'} threads, "
+        "each variant in its own process; latency is the median (p50) per batch",
+        f"- Result: **{'PASS' if report.passed else 'FAIL'}**",
+        "",
+        "## Variants",
+        "",
+        variant_table(report) if report.variants else "(none)",
+        "",
+        "## Steps",
+        "",
+    ]
+    for stage in report.stages:
+        state = "reused from cache" if stage.get("cached") else f"{stage['seconds']:.1f} s"
+        lines.append(f"- **{stage['stage']}** ({state}): {stage['summary']}")
+    if report.failures:
+        lines += ["", "## Budget failures", ""] + [f"- {f}" for f in report.failures]
+    if report.notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,165 @@
+"""Input signatures: names, shapes (with symbolic dynamic axes) and dtypes of a model's inputs.
+
+The textual form used by ``--input`` and by pipeline files is ``NAME:SHAPE[:DTYPE]`` where SHAPE is
+comma- or ``x``-separated. A dimension that is not an integer is symbolic (dynamic); the batch axis is
+the symbolic dimension named one of :data:`BATCH_NAMES` (or the first symbolic one). A symbolic
+dimension may carry a typical value, ``seq=128``, used when inputs must be generated.
+
+Examples: ``input:batch,1,8,8``, ``input_ids:B,seq=128:int64``, ``image:1x3x224x224:float16``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from deployopt.errors import UsageError
+
+DTYPES = ("float32", "float16", "float64", "bfloat16", "int64", "int32", "int8", "uint8", "bool")
+BATCH_NAMES = frozenset({"b", "n", "batch", "batch_size", "bs"})
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]*$")  # no ":" (it separates the fields)
+
+Dim = int | str
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input tensor: its name, shape (int = fixed, str = symbolic) and numpy dtype name."""
+
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str = "float32"
+    # Typical values for symbolic non-batch dims, e.g. {"seq": 128}; used to generate inputs.
+    dim_values: dict[str, int] = field(default_factory=dict, compare=False)
+
+    @property
+    def batch_axis(self) -> int | None:
+        """Index of the batch axis: the symbolic dim with a batch-like name, else the first symbolic one."""
+        symbolic = [i for i, d in enumerate(self.shape) if isinstance(d, str)]
+        for i in symbolic:
+            if str(self.shape[i]).lower() in BATCH_NAMES:
+                return i
+        return symbolic[0] if symbolic else None
+
+    def concrete_shape(self, batch: int) -> tuple[int, ...]:
+        """Shape with the batch axis set to ``batch`` and other symbolic dims to their typical value."""
+        out = []
+        for axis, dim in enumerate(self.shape):
+            if isinstance(dim, int):
+                out.append(dim)
+            elif axis == self.batch_axis:
+                out.append(batch)
+            elif dim in self.dim_values:
+                out.append(self.dim_values[dim])
+            else:
+                raise UsageError(
+                    f"input '{self.name}': dynamic dimension '{dim}' has no typical value; "
+                    f"give one as {dim}=N in --input (e.g. --input {self.name}:{self._example()})"
+                )
+        return tuple(out)
+
+    def accepts(self, shape: Sequence[int]) -> bool:
+        """Whether a concrete array shape fits this spec (same rank, fixed dims equal)."""
+        if len(shape) != len(self.shape):
+            return False
+        return all(isinstance(d, str) or d == s for d, s in zip(self.shape, shape, strict=True))
+
+    def to_text(self) -> str:
+        dims = ",".join(
+            f"{d}={self.dim_values[d]}" if isinstance(d, str) and d in self.dim_values else str(d)
+            for d in self.shape
+        )
+        return f"{self.name}:{dims}:{self.dtype}"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "dim_values": self.dim_values}
+
+    @classmethod
+    def from_json(cls, data: dict) -> TensorSpec:
+        return cls(
+            name=data["name"],
+            shape=tuple(data["shape"]),
+            dtype=data.get("dtype", "float32"),
+            dim_values=dict(data.get("dim_values", {})),
+        )
+
+    def _example(self) -> str:
+        return ",".join(f"{d}=128" if isinstance(d, str) and i != self.batch_axis else str(d)
+                        for i, d in enumerate(self.shape))
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The ordered inputs of a model."""
+
+    inputs: tuple[TensorSpec, ...]
+
+    def __post_init__(self) -> None:
+        names = [spec.name for spec in self.inputs]
+        if len(set(names)) != len(names):
+            raise UsageError(f"input names must be unique, got {names}")
+        if not names:
+            raise UsageError("a signature needs at least one input")
+
+    @property
+    def names(self) -> list[str]:
+        return [spec.name for spec in self.inputs]
+
+    def __getitem__(self, name: str) -> TensorSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    @property
+    def has_dynamic_batch(self) -> bool:
+        return all(spec.batch_axis is not None for spec in self.inputs)
+
+    def to_text(self) -> list[str]:
+        return [spec.to_text() for spec in self.inputs]
+
+    def to_json(self) -> list[dict]:
+        return [spec.to_json() for spec in self.inputs]
+
+    @classmethod
+    def from_json(cls, data: Iterable[dict]) -> Signature:
+        return cls(tuple(TensorSpec.from_json(item) for item in data))
+
+    @classmethod
+    def parse(cls, texts: Iterable[str]) -> Signature:
+        return cls(tuple(parse_tensor_spec(text) for text in texts))
+
+
+def parse_tensor_spec(text: str) -> TensorSpec:
+    """Parse ``NAME:SHAPE[:DTYPE]``; raise :class:`UsageError` naming the bad part and a valid example."""
+    example = "e.g. --input input:batch,3,224,224:float32"
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise UsageError(f"--input '{text}': expected NAME:SHAPE[:DTYPE], {example}")
+    name, shape_text = parts[0], parts[1]
+    dtype = parts[2] if len(parts) == 3 else "float32"
+    if not _NAME.match(name):
+        raise UsageError(f"--input '{text}': '{name}' is not a valid input name, {example}")
+    if dtype not in DTYPES:
+        raise UsageError(f"--input '{text}': unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
+    shape: list[Dim] = []
+    dim_values: dict[str, int] = {}
+    for raw in re.split(r"[,x×]", shape_text):
+        raw = raw.strip()
+        if not raw:
+            raise UsageError(f"--input '{text}': empty dimension in shape '{shape_text}', {example}")
+        if raw.isdigit():
+            if int(raw) <= 0:
+                raise UsageError(f"--input '{text}': dimension {raw} must be positive")
+            shape.append(int(raw))
+            continue
+        symbol, _, typical = raw.partition("=")
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", symbol):
+            raise UsageError(f"--input '{text}': dimension '{raw}' is neither a positive integer nor a name")
+        if typical:
+            if not typical.isdigit() or int(typical) <= 0:
+                raise UsageError(f"--input '{text}': typical value in '{raw}' must be a positive integer")
+            dim_values[symbol] = int(typical)
+        shape.append(symbol)
+    return TensorSpec(name=name, shape=tuple(shape), dtype=dtype, dim_values=dim_values)

@@ -1,0 +1,226 @@
+"""Export stage: a PyTorch model source → a checked ONNX model with dynamic batch.
+
+Tries the torch.export-based exporter first (it handles modern models and optimises the graph) and
+falls back to the TorchScript exporter; the one that produced the model is recorded. Exporter chatter
+is captured into the returned log instead of the user's terminal unless ``verbose`` is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployopt.data import generate_data
+from deployopt.errors import StageError
+from deployopt.signature import Signature
+from deployopt.sources import ModelSource, SourceKind, load_torch_model
+
+DEFAULT_OPSET = 18  # accepted by ONNX Runtime ≥ 1.14 and TensorRT ≥ 10.0
+MAX_SINGLE_FILE_BYTES = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GB limit, with headroom for the graph
+
+
+class ExportConfig(BaseModel):
+    """Options of the export stage (``deployopt export`` / the ``export`` section of a pipeline)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    opset: int = Field(DEFAULT_OPSET, ge=13, le=23, description="ONNX opset version")
+    exporter: Literal["auto", "dynamo", "torchscript"] = Field(
+        "auto", description="auto: torch.export-based first, TorchScript exporter as fallback"
+    )
+    verbose: bool = Field(False, description="let exporter messages reach the terminal")
+
+
+@dataclass
+class ExportResult:
+    exporter: str
+    opset: int
+    output_names: list[str]
+    seconds: float
+    log: str = ""
+    fallback_reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "exporter": self.exporter,
+            "opset": self.opset,
+            "output_names": self.output_names,
+            "seconds": round(self.seconds, 3),
+            "fallback_reason": self.fallback_reason,
+        }
+
+
+def export_onnx(source: ModelSource, signature: Signature, out_path: Path, config: ExportConfig) -> ExportResult:
+    """Export ``source`` to ``out_path`` (which the caller renames into place) and check the result."""
+    import torch
+
+    if not source.kind.is_torch:
+        raise StageError(f"{source.path}: already an ONNX model; export is only for PyTorch sources")
+    model = load_torch_model(source)
+    _check_size(model, source)
+    sample = generate_data(signature, samples=2, seed=0).inputs
+    args = tuple(torch.from_numpy(np.ascontiguousarray(sample[name])) for name in signature.names)
+    output_names = _output_names(model, args, source)
+
+    attempts = [config.exporter]
+    if config.exporter == "auto":
+        # torch.export cannot trace a ScriptModule: TorchScript archives go straight to the TorchScript exporter.
+        attempts = ["torchscript"] if source.kind is SourceKind.TORCHSCRIPT else ["dynamo", "torchscript"]
+    log = io.StringIO()
+    errors: dict[str, BaseException] = {}
+    started = time.perf_counter()
+    for exporter in attempts:
+        try:
+            with _captured(log, config.verbose):
+                _run_exporter(exporter, source, model, args, signature, output_names, out_path, config.opset)
+            break
+        except Exception as exc:
+            errors[exporter] = exc
+            log.write(f"\n[deployopt] {exporter} exporter failed: {_ANSI.sub('', str(exc))}\n")
+    else:
+        raise StageError(_failure_message(source, errors)) from errors[attempts[-1]]
+    seconds = time.perf_counter() - started
+    _check_onnx(out_path, source)
+    fallback = None
+    if errors:
+        failed, exc = next(iter(errors.items()))
+        fallback = f"{failed} exporter failed: {_first_line(exc)}"
+    return ExportResult(exporter, config.opset, output_names, seconds, log.getvalue(), fallback)
+
+
+def _check_size(model: Any, source: ModelSource) -> None:
+    state = model.state_dict() if hasattr(model, "state_dict") else {}
+    total = sum(t.numel() * t.element_size() for t in state.values() if hasattr(t, "numel"))
+    if total > MAX_SINGLE_FILE_BYTES:
+        raise StageError(f"{source.path}: weights are {total / 1024**3:.1f} GB; ONNX files above 2 GB "
+                         "(external data) are not supported yet — prune or quantize the PyTorch model first")
+
+
+def _output_names(model: Any, args: tuple, source: ModelSource) -> list[str]:
+    """Run the model once to count its (flattened) outputs: 'output' for one, 'output_0..' for several."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            outputs = model(*args)
+    except Exception as exc:
+        raise StageError(f"{source.path}: the model fails on inputs of its signature "
+                         f"({_first_line(exc)}); check --input shapes and dtypes") from exc
+    count = len(torch.utils._pytree.tree_leaves(outputs))
+    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+
+
+@contextlib.contextmanager
+def _captured(log: io.StringIO, verbose: bool):
+    """Send exporter output to ``log``: Python prints, warnings, and C++ writes to fds 1 and 2."""
+    if verbose:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        try:
+            for fd in saved:
+                os.dup2(sink.fileno(), fd)
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), \
+                    warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    yield
+                finally:
+                    for item in caught:
+                        log.write(f"warning: {item.category.__name__}: {item.message}\n")
+        finally:
+            for fd, original in saved.items():
+                os.dup2(original, fd)
+                os.close(original)
+            sink.seek(0)
+            log.write(sink.read().decode(errors="replace"))
+
+
+def _run_exporter(exporter: str, source: ModelSource, model: Any, args: tuple, signature: Signature,
+                  output_names: list[str], out_path: Path, opset: int) -> None:
+    import torch
+
+    input_names = signature.names
+    if exporter == "dynamo":
+        dims: dict[str, Any] = {}
+        dynamic_shapes = tuple(
+            {axis: dims.setdefault(str(d), torch.export.Dim.DYNAMIC) for axis, d in enumerate(spec.shape)
+             if isinstance(d, str)}
+            for spec in signature.inputs
+        )
+        target = torch.export.load(str(source.path)) if source.kind is SourceKind.TORCH_EXPORT else model
+        torch.onnx.export(
+            target, args, str(out_path), dynamo=True, external_data=False, opset_version=opset,
+            input_names=input_names, output_names=output_names,
+            dynamic_shapes=None if source.kind is SourceKind.TORCH_EXPORT else dynamic_shapes,
+        )
+    else:
+        dynamic_axes: dict[str, dict[int, str]] = {
+            spec.name: {axis: str(d) for axis, d in enumerate(spec.shape) if isinstance(d, str)}
+            for spec in signature.inputs
+        }
+        batch_name = next((str(s.shape[s.batch_axis]) for s in signature.inputs if s.batch_axis is not None), None)
+        if batch_name:
+            dynamic_axes.update({name: {0: batch_name} for name in output_names})
+        torch.onnx.export(
+            model, args, str(out_path), dynamo=False, opset_version=opset, input_names=input_names,
+            output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True,
+        )
+
+
+def _check_onnx(path: Path, source: ModelSource) -> None:
+    """Full ONNX checker plus strict shape inference; a failure here is an exporter bug worth naming."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise StageError(f"{source.path}: the exported ONNX model fails onnx.checker ({_first_line(exc)}); "
+                         "try --exporter torchscript or another --opset") from exc
+
+
+_OPERATOR = re.compile(r"(aten(?:::|\.)[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?|[A-Za-z_][\w]*::[A-Za-z_]\w*)")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The most telling line of an exception: its root cause's first line, without colour codes."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = _ANSI.sub("", str(exc)).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+
+
+def _failure_message(source: ModelSource, errors: dict[str, BaseException]) -> str:
+    """One line naming the unsupported operator when any exporter's message names one."""
+    operators: list[str] = []
+    for exc in errors.values():
+        chain = [exc]
+        while chain[-1].__cause__ is not None:
+            chain.append(chain[-1].__cause__)
+        for match in _OPERATOR.findall(" ".join(_ANSI.sub("", str(e)) for e in chain)):
+            if match not in operators and not match.startswith(("torch::", "c10::")):
+                operators.append(match)
+    reasons = "; ".join(f"{name}: {_first_line(exc)}" for name, exc in errors.items())
+    if operators:
+        return (f"{source.path}: ONNX export failed on unsupported operator {operators[0]} ({reasons}); "
+                "replace that operation in the model or register a custom ONNX translation")
+    return f"{source.path}: ONNX export failed ({reasons}); rerun with --verbose for the exporter's log"

@@ -1,0 +1,114 @@
+"""Graph optimisation stage (graph pruning): a float ONNX model → a smaller, equivalent ONNX model.
+
+onnxslim does the portable rewrites (constant folding, dead-node and unused-initializer removal,
+Identity/Dropout elimination, Conv+BN fusion, shape simplification). ONNX Runtime's offline optimiser
+at the *basic* level is then tried and kept only if it removes further nodes: basic rewrites stay in
+standard ONNX ops, so the result still loads in TensorRT (extended/all levels emit ORT-only fused ops,
+which is why they are left to ORT's own session-time optimisation).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployopt.errors import InputFileError, StageError
+from deployopt.onnxutil import op_counts
+
+
+class GraphConfig(BaseModel):
+    """Options of the graph stage (``deployopt optimize`` / the ``graph`` section of a pipeline)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    onnxslim: bool = Field(True, description="run onnxslim's graph simplification")
+    ort_basic: bool = Field(True, description="try ONNX Runtime's basic offline optimiser; kept only if it helps")
+
+
+@dataclass
+class GraphResult:
+    nodes_before: int
+    nodes_after: int
+    ops_before: dict[str, int]
+    ops_after: dict[str, int]
+    size_before: int
+    size_after: int
+    passes: list[str]  # the passes that changed the graph and were kept
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"seconds": round(self.seconds, 3)}
+
+
+def optimize_graph(in_path: Path, out_path: Path, config: GraphConfig) -> GraphResult:
+    """Write the optimised graph to ``out_path``; the input file is only read."""
+    import onnx
+
+    started = time.perf_counter()
+    try:
+        model = onnx.load_model(str(in_path))
+    except Exception as exc:
+        raise InputFileError(f"{in_path}: cannot be loaded as ONNX ({exc}); re-export it") from exc
+    before = op_counts(model)
+    passes: list[str] = []
+    if config.onnxslim:
+        model = _onnxslim(model, in_path)
+        passes.append("onnxslim")
+    if config.ort_basic:
+        candidate = _ort_basic(model, in_path)
+        if candidate is not None and len(candidate.graph.node) < len(model.graph.node):
+            model = candidate
+            passes.append("onnxruntime-basic")
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save_model(model, str(out_path))
+    return GraphResult(
+        nodes_before=sum(before.values()),
+        nodes_after=len(model.graph.node),
+        ops_before=before,
+        ops_after=op_counts(model),
+        size_before=in_path.stat().st_size,
+        size_after=out_path.stat().st_size,
+        passes=passes,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _onnxslim(model: Any, in_path: Path) -> Any:
+    import onnxslim
+
+    try:
+        return onnxslim.slim(model)
+    except Exception as exc:  # onnxslim raises assorted types on graphs it cannot handle
+        raise StageError(f"{in_path}: onnxslim failed ({type(exc).__name__}: {exc}); rerun with --no-onnxslim") from exc
+
+
+def _ort_basic(model: Any, in_path: Path) -> Any | None:
+    """ORT's basic-level offline optimisation, or None when onnxruntime is not installed."""
+    import onnx
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory(prefix="deployopt-graph-") as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save_model(model, str(src))
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(dst)
+        options.log_severity_level = 3
+        try:
+            ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise StageError(f"{in_path}: ONNX Runtime cannot load the graph ({exc}); "
+                             "rerun with --no-ort-basic to skip its optimiser") from exc
+        optimized = onnx.load_model(str(dst))
+    # Keep only results that stay in the standard ONNX domain (portable to TensorRT and other runtimes).
+    if any(node.domain not in ("", "ai.onnx") for node in optimized.graph.node):
+        return None
+    return optimized
