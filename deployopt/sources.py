@@ -198,7 +198,9 @@ def _inspect_checkpoint(source: ModelSource) -> ModelSource:
         obj = _torch_load(source.path, weights_only=True)
     except pickle.UnpicklingError:
         # weights_only refuses arbitrary classes: this is a whole pickled module (or other object).
-        return replace(source, kind=SourceKind.PICKLED_MODULE)
+        pickled = replace(source, kind=SourceKind.PICKLED_MODULE)
+        _require_trust(pickled)
+        return pickled
     if is_deployopt_checkpoint(obj):
         return replace(
             source,
@@ -312,12 +314,7 @@ def load_torch_model(source: ModelSource) -> Any:
             raise file_error(source.path, f"cannot be loaded as a torch.export archive ({str(exc).splitlines()[0]})", "re-save it with torch.export.save") from exc
         return module  # an exported GraphModule has no eval()/train() switch: it is fixed at export
     elif kind is SourceKind.PICKLED_MODULE:
-        if not source.options.trust_pickle:
-            raise file_error(
-                source.path,
-                "is a whole pickled nn.Module; loading it runs arbitrary code, so torch.load(weights_only=True) refused it",
-                "if you trust the file pass --trust-pickle, or save model.state_dict() and pass --arch",
-            )
+        _require_trust(source)
         module = _torch_load(source.path, weights_only=False)
         if not isinstance(module, torch.nn.Module):
             raise file_error(source.path, f"unpickles to a {type(module).__name__}, not an nn.Module", "save the module or its state_dict")
@@ -326,6 +323,15 @@ def load_torch_model(source: ModelSource) -> Any:
     else:
         raise UsageError(f"{source.path}: an ONNX model has no PyTorch module; use the ONNX Runtime runner")
     return module.eval()
+
+
+def _require_trust(source: ModelSource) -> None:
+    if not source.options.trust_pickle:
+        raise file_error(
+            source.path,
+            "is a whole pickled nn.Module; loading it runs arbitrary code, so torch.load(weights_only=True) refused it",
+            "if you trust the file pass --trust-pickle, or save model.state_dict() and pass --arch",
+        )
 
 
 def _module_from_checkpoint(source: ModelSource) -> Any:

@@ -152,7 +152,7 @@ def compare_outputs(reference: list[np.ndarray], candidate: list[np.ndarray], na
         metrics.append(item)
         failures.extend(_budget_misses(item, budget))
     if budget.max_accuracy_drop is not None and ref_acc is not None and ref_acc - cand_acc > budget.max_accuracy_drop:
-        failures.append(f"accuracy drop {ref_acc - cand_acc:.2f} points > budget {budget.max_accuracy_drop} "
+        failures.append(f"accuracy drop {ref_acc - cand_acc:.2f} points > budget {budget.max_accuracy_drop:g} "
                         f"({cand_acc:.2f}% vs {ref_acc:.2f}%)")
     return metrics, failures, ref_acc, cand_acc
 

@@ -1,0 +1,114 @@
+"""Shared fixtures: the digits CNN trained once per session, saved in every supported source format."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+from deployopt.signature import Signature
+
+DIGITS_INPUT = "input:batch,1,8,8:float32"
+HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
+needs_torchvision = pytest.mark.skipif(not HAS_TORCHVISION, reason="torchvision is not installed (pip install 'deployopt[vision]')")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _small_thread_pools():
+    """Tests run on 2 shared cores; keep each library's thread pool from oversubscribing them."""
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def digits_trained(model_dir):
+    """(checkpoint path, training metrics) from the demo's own recipe."""
+    from deployopt.models.digits import train_digits
+
+    path = model_dir / "digits-cnn.pt"
+    metrics = train_digits(path, log=lambda message: None)
+    return path, metrics
+
+
+@pytest.fixture(scope="session")
+def digits_checkpoint(digits_trained) -> Path:
+    return digits_trained[0]
+
+
+@pytest.fixture(scope="session")
+def digits_module(digits_checkpoint):
+    from deployopt.sources import inspect_source, load_torch_model
+
+    return load_torch_model(inspect_source(digits_checkpoint))
+
+
+@pytest.fixture(scope="session")
+def digits_state_dict(digits_module, model_dir) -> Path:
+    import torch
+
+    path = model_dir / "digits-weights.pth"
+    torch.save(digits_module.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_torchscript(digits_module, model_dir) -> Path:
+    import torch
+
+    path = model_dir / "digits-scripted.pt"
+    torch.jit.save(torch.jit.trace(digits_module, torch.zeros(2, 1, 8, 8)), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_pt2(digits_module, model_dir) -> Path:
+    import torch
+
+    path = model_dir / "digits-exported.pt2"
+    program = torch.export.export(digits_module, (torch.zeros(2, 1, 8, 8),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_pickled(digits_module, model_dir) -> Path:
+    import torch
+
+    path = model_dir / "digits-pickled.pt"
+    torch.save(digits_module, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_onnx(digits_checkpoint, model_dir) -> Path:
+    from deployopt.api import export
+
+    path = model_dir / "digits.onnx"
+    export(digits_checkpoint, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_signature() -> Signature:
+    return Signature.parse([DIGITS_INPUT])
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    from deployopt.cli import main
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return exit_info.value.code, captured.out, captured.err
+
+    return invoke

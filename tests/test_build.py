@@ -1,0 +1,121 @@
+"""`deployopt build` end to end through the CLI, for every model source, plus caching and reports."""
+
+import json
+
+import numpy as np
+import pytest
+
+from deployopt.fsutil import sha256_file
+from tests.conftest import DIGITS_INPUT, needs_torchvision
+
+NO_BENCH = ("--no-bench",)
+
+
+def _report(run_dir):
+    return json.loads((run_dir / "report.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("fixture", "extra"),
+    [
+        ("digits_checkpoint", ()),
+        ("digits_state_dict", ("--arch", "digits-cnn")),
+        ("digits_torchscript", ("--input", DIGITS_INPUT)),
+        ("digits_pt2", ()),
+        ("digits_pickled", ("--trust-pickle", "--input", DIGITS_INPUT)),
+        ("digits_onnx", ()),
+    ],
+)
+def test_every_source_kind_builds_and_verifies(fixture, extra, request, run_cli, tmp_path):
+    model = request.getfixturevalue(fixture)
+    before = sha256_file(model)
+    code, out, err = run_cli("build", model, "-o", tmp_path / "run", *extra, *NO_BENCH)
+    assert code == 0, err
+    assert "onnx-fp32" in out and "pass" in out
+    report = _report(tmp_path / "run")
+    assert report["passed"] is True
+    fp32 = next(v for v in report["variants"] if v["name"] == "onnx-fp32")
+    assert fp32["verify"]["outputs"][0]["max_rel_error"] < 1e-4
+    assert (tmp_path / "run" / "model-fp32.onnx").is_file()
+    assert sha256_file(model) == before  # the input model is never modified
+
+
+def test_registered_dataset_gives_real_accuracy_and_manifest_lineage(digits_checkpoint, run_cli, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = run_cli("build", digits_checkpoint, "-o", run, "--batch", "1,8", "--threads", "1")
+    assert code == 0, err
+    report = _report(run)
+    assert report["data"] == "dataset:digits/test" and report["samples"] == 360
+    variants = {v["name"]: v for v in report["variants"]}
+    assert variants["pytorch"]["accuracy"] >= 98.0
+    assert variants["onnx-fp32"]["accuracy"] == variants["pytorch"]["accuracy"]
+    for name in ("pytorch", "onnx-fp32"):
+        assert set(variants[name]["latency"]) == {"1", "8"}
+        assert variants[name]["latency"]["8"]["p50_ms"] > 0
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    export, graph = manifest["stages"]["export"], manifest["stages"]["graph"]
+    assert export["inputs"]["source"] == sha256_file(digits_checkpoint)
+    assert graph["inputs"]["model"] == export["outputs"]["model"]["sha256"]  # lineage: graph consumed export's output
+    assert graph["outputs"]["model"]["sha256"] == sha256_file(run / "model-fp32.onnx")
+    assert {"torch", "onnx", "onnxruntime"} <= set(manifest["tools"])
+    assert manifest["result"]["passed"] is True
+    markdown = (run / "report.md").read_text()
+    assert "| onnx-fp32" in markdown and "**export**" in markdown and "**graph**" in markdown
+    assert (run / "logs" / "export.log").read_text()
+
+
+def test_rerun_reuses_stages_and_force_redoes_them(digits_checkpoint, run_cli, tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("build", digits_checkpoint, "-o", run, *NO_BENCH)[0] == 0
+    first = json.loads((run / "manifest.json").read_text())
+    assert run_cli("build", digits_checkpoint, "-o", run, *NO_BENCH)[0] == 0
+    stages = {s["stage"]: s for s in _report(run)["stages"]}
+    assert stages["export"]["cached"] and stages["graph"]["cached"] and stages["verify onnx-fp32"]["cached"]
+    second = json.loads((run / "manifest.json").read_text())
+    assert second["stages"]["export"]["started"] == first["stages"]["export"]["started"]
+    assert run_cli("build", digits_checkpoint, "-o", run, "--force", *NO_BENCH)[0] == 0
+    stages = {s["stage"]: s for s in _report(run)["stages"]}
+    assert not stages["export"]["cached"] and not stages["graph"]["cached"]
+
+
+def test_missed_budget_fails_the_build_naming_the_metric(digits_checkpoint, run_cli, tmp_path):
+    code, out, err = run_cli("build", digits_checkpoint, "-o", tmp_path / "run", "--max-abs-error", "0", *NO_BENCH)
+    assert code == 1
+    assert "FAIL onnx-fp32: output: max_abs_error" in err and "above budget 0" in err
+    assert _report(tmp_path / "run")["passed"] is False
+
+
+def test_user_validation_data_and_labels(digits_checkpoint, run_cli, tmp_path):
+    from deployopt.models.digits import load_digits_split
+
+    inputs, labels = load_digits_split("val")
+    data = tmp_path / "val.npz"
+    np.savez(data, input=inputs["input"], labels=labels)
+    code, _, err = run_cli("build", digits_checkpoint, "-o", tmp_path / "run", "--data", data, *NO_BENCH)
+    assert code == 0, err
+    report = _report(tmp_path / "run")
+    assert report["data"] == str(data) and report["samples"] == len(labels)
+    assert report["variants"][0]["accuracy"] >= 95.0
+
+
+def test_missing_signature_asks_for_input(digits_torchscript, run_cli, tmp_path):
+    code, _, err = run_cli("build", digits_torchscript, "-o", tmp_path / "run")
+    assert code == 3 and "pass --input NAME:SHAPE" in err
+
+
+@needs_torchvision
+def test_torchvision_resnet18_builds(run_cli, tmp_path):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    code, out, err = run_cli("build", weights, "--arch", "torchvision:resnet18", "--input", "input:batch,3,224,224",
+                             "--samples", "16", "-o", tmp_path / "run", *NO_BENCH)
+    assert code == 0, err
+    report = _report(tmp_path / "run")
+    graph = next(s for s in report["stages"] if s["stage"] == "graph")
+    assert "nodes" in graph["summary"]
+    assert report["variants"][1]["verify"]["outputs"][0]["top1_agreement"] == 1.0
