@@ -22,8 +22,18 @@ from deployopt.stages.graph import GraphConfig, GraphResult, optimize_graph
 from deployopt.verify import VerifyConfig, VerifyResult, budget_for, load_eval_data, verify
 
 __all__ = [
-    "BenchConfig", "BuildConfig", "ExportConfig", "GraphConfig", "SourceOptions", "VerifyConfig",
-    "bench_models", "build", "export", "optimize", "run_demo", "verify_models",
+    "BenchConfig",
+    "BuildConfig",
+    "ExportConfig",
+    "GraphConfig",
+    "SourceOptions",
+    "VerifyConfig",
+    "bench_models",
+    "build",
+    "export",
+    "optimize",
+    "run_demo",
+    "verify_models",
 ]
 
 
@@ -32,8 +42,9 @@ def _refuse_overwrite_of_input(source: Path, out: Path) -> None:
         raise UsageError(f"{out}: the output would overwrite the input model; choose another -o")
 
 
-def export(model: str | Path, out: str | Path, options: SourceOptions = SourceOptions(),
-           config: ExportConfig = ExportConfig()) -> ExportResult:
+def export(
+    model: str | Path, out: str | Path, options: SourceOptions = SourceOptions(), config: ExportConfig = ExportConfig()
+) -> ExportResult:
     """Export a PyTorch model file to ONNX at ``out`` (written atomically); the result names the exporter used."""
     source = inspect_source(Path(model), options)
     if source.kind is SourceKind.ONNX:
@@ -55,8 +66,12 @@ def optimize(model: str | Path, out: str | Path, config: GraphConfig = GraphConf
         return optimize_graph(source.path, tmp, config)
 
 
-def verify_models(reference: str | Path, candidate: str | Path, options: SourceOptions = SourceOptions(),
-                  config: VerifyConfig = VerifyConfig()) -> VerifyResult:
+def verify_models(
+    reference: str | Path,
+    candidate: str | Path,
+    options: SourceOptions = SourceOptions(),
+    config: VerifyConfig = VerifyConfig(),
+) -> VerifyResult:
     """Run both models on the same inputs and check the candidate against the budget.
 
     The budget defaults by the candidate's precision (fp32 / fp16 / int8, read from its graph);
@@ -67,7 +82,9 @@ def verify_models(reference: str | Path, candidate: str | Path, options: SourceO
     cand_source = inspect_source(Path(candidate), options)
     signature = ref_source.signature or cand_source.signature
     if signature is None:
-        raise InputFileError(f"{reference}: no input signature is saved with this model; pass --input NAME:SHAPE[:DTYPE]")
+        raise InputFileError(
+            f"{reference}: no input signature is saved with this model; pass --input NAME:SHAPE[:DTYPE]"
+        )
     precision = describe(cand_source.path)["precision"] if cand_source.kind is SourceKind.ONNX else "fp32"
     budget = budget_for(precision, config.budget.model_dump())
     data = load_eval_data(signature, config, ref_source.dataset)
@@ -75,18 +92,26 @@ def verify_models(reference: str | Path, candidate: str | Path, options: SourceO
     return verify(reference_spec(ref_source), cand_spec, data, budget, config.batch_size)
 
 
-def bench_models(models: list[str | Path], options: SourceOptions = SourceOptions(),
-                 config: BenchConfig = BenchConfig(), progress=lambda message: None) -> list[Measurement]:
+def bench_models(
+    models: list[str | Path],
+    options: SourceOptions = SourceOptions(),
+    config: BenchConfig = BenchConfig(),
+    progress=lambda message: None,
+) -> list[Measurement]:
     """Measure every model in one invocation, each in its own worker process, at each batch size."""
     if not models:
         raise UsageError("bench needs at least one model file")
     sources = [inspect_source(Path(m), options) for m in models]
     signature = next((s.signature for s in sources if s.signature is not None), None)
     if signature is None:
-        raise InputFileError(f"{models[0]}: no input signature is saved with this model; pass --input NAME:SHAPE[:DTYPE]")
+        raise InputFileError(
+            f"{models[0]}: no input signature is saved with this model; pass --input NAME:SHAPE[:DTYPE]"
+        )
     labels = _unique_labels([s.path for s in sources])
-    variants = [BenchVariant(label, spec_for_model(str(s.path), source_options=options.to_json()))
-                for label, s in zip(labels, sources, strict=True)]
+    variants = [
+        BenchVariant(label, spec_for_model(str(s.path), source_options=options.to_json()))
+        for label, s in zip(labels, sources, strict=True)
+    ]
     return bench(variants, signature, config, progress)
 
 

@@ -79,12 +79,18 @@ def _run_worker(variant: BenchVariant, signature: Signature, config: BenchConfig
         }
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         proc = subprocess.run(
-            [sys.executable, "-m", "deployopt.bench_worker"], input=json.dumps(job), text=True,
-            capture_output=True, env=env, check=False,
+            [sys.executable, "-m", "deployopt.bench_worker"],
+            input=json.dumps(job),
+            text=True,
+            capture_output=True,
+            env=env,
+            check=False,
         )
         if not result_path.exists():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise errors.StageError(f"benchmark worker for '{variant.label}' crashed (exit {proc.returncode}): {tail[0]}")
+            raise errors.StageError(
+                f"benchmark worker for '{variant.label}' crashed (exit {proc.returncode}): {tail[0]}"
+            )
         result = json.loads(result_path.read_text())
     if "error" in result:
         error_type = getattr(errors, result["error"]["type"], errors.StageError)
@@ -92,8 +98,9 @@ def _run_worker(variant: BenchVariant, signature: Signature, config: BenchConfig
     return result["measurements"]
 
 
-def bench(variants: list[BenchVariant], signature: Signature, config: BenchConfig,
-          progress=lambda message: None) -> list[Measurement]:
+def bench(
+    variants: list[BenchVariant], signature: Signature, config: BenchConfig, progress=lambda message: None
+) -> list[Measurement]:
     """Measure every variant at every batch size; medians over ``config.repeats`` worker processes."""
     runs: dict[tuple[str, int], list[dict]] = {}
     for repeat in range(config.repeats):
@@ -103,12 +110,22 @@ def bench(variants: list[BenchVariant], signature: Signature, config: BenchConfi
                 runs.setdefault((variant.label, row["batch"]), []).append(row)
     measurements = []
     for (label, batch), rows in runs.items():
+
         def median(key: str, rows=rows) -> float:
             return float(statistics.median(r[key] for r in rows))
 
-        measurements.append(Measurement(
-            variant=label, batch=batch, p50_ms=median("p50_ms"), p90_ms=median("p90_ms"), p99_ms=median("p99_ms"),
-            mean_ms=median("mean_ms"), throughput=median("throughput"), iterations=int(median("iterations")),
-            peak_rss_mb=median("peak_rss_mb"), repeats=len(rows),
-        ))
+        measurements.append(
+            Measurement(
+                variant=label,
+                batch=batch,
+                p50_ms=median("p50_ms"),
+                p90_ms=median("p90_ms"),
+                p99_ms=median("p99_ms"),
+                mean_ms=median("mean_ms"),
+                throughput=median("throughput"),
+                iterations=int(median("iterations")),
+                peak_rss_mb=median("peak_rss_mb"),
+                repeats=len(rows),
+            )
+        )
     return measurements

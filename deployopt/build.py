@@ -75,8 +75,7 @@ def require_signature(source: ModelSource) -> Signature:
 def reference_spec(source: ModelSource, threads: int | None = None) -> RunnerSpec:
     """The runner for the original: PyTorch eager, or ONNX Runtime when the source is already ONNX."""
     backend = "onnxruntime" if source.kind is SourceKind.ONNX else "torch"
-    return RunnerSpec(backend=backend, path=str(source.path), threads=threads,
-                      source_options=source.options.to_json())
+    return RunnerSpec(backend=backend, path=str(source.path), threads=threads, source_options=source.options.to_json())
 
 
 def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress: Progress = _silent) -> BuildReport:
@@ -88,16 +87,29 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
         run.manifest["source"] = source.to_json()
         run.manifest["signature"] = signature.to_json()
         run.save()
-        report = BuildReport(model=model_name(source), run_dir=str(run.root), source=source.to_json(), data="",
-                             samples=0, batch_sizes=list(config.bench.batch_sizes),
-                             threads=config.bench.resolved_threads())
+        report = BuildReport(
+            model=model_name(source),
+            run_dir=str(run.root),
+            source=source.to_json(),
+            data="",
+            samples=0,
+            batch_sizes=list(config.bench.batch_sizes),
+            threads=config.bench.resolved_threads(),
+        )
         fp32_path = _produce_fp32(run, source, signature, config, report, progress)
 
         data = load_eval_data(signature, config.verify, source.dataset)
         report.data, report.samples = data.origin, data.num_samples
         ref_spec = reference_spec(source)
-        report.variants.append(VariantReport(REFERENCE if source.kind.is_torch else "onnx-original",
-                                             str(source.path), "fp32", source.path.stat().st_size, role="reference"))
+        report.variants.append(
+            VariantReport(
+                REFERENCE if source.kind.is_torch else "onnx-original",
+                str(source.path),
+                "fp32",
+                source.path.stat().st_size,
+                role="reference",
+            )
+        )
         artifacts = {ONNX_FP32: fp32_path}
         reference_outputs: list[CollectedOutputs] = []  # computed at most once, only if some result is not cached
 
@@ -118,8 +130,14 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
             report.variants[0].accuracy = result["reference_accuracy"]
             report.variants.append(variant)
             verdict = "pass" if result["passed"] else "FAIL: " + "; ".join(result["failures"])
-            report.stages.append({"stage": f"verify {name}", "cached": result.get("cached", False),
-                                  "seconds": result.get("seconds", 0.0), "summary": _verify_summary(result, verdict)})
+            report.stages.append(
+                {
+                    "stage": f"verify {name}",
+                    "cached": result.get("cached", False),
+                    "seconds": result.get("seconds", 0.0),
+                    "summary": _verify_summary(result, verdict),
+                }
+            )
             progress(f"verify {name}: {verdict}")
 
         if not config.skip_bench:
@@ -131,13 +149,25 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
     return report
 
 
-def _produce_fp32(run: RunDirectory, source: ModelSource, signature: Signature, config: BuildConfig,
-                  report: BuildReport, progress: Progress) -> Path:
+def _produce_fp32(
+    run: RunDirectory,
+    source: ModelSource,
+    signature: Signature,
+    config: BuildConfig,
+    report: BuildReport,
+    progress: Progress,
+) -> Path:
     """Export (PyTorch sources) then optimise the graph; returns the fp32 ONNX artifact."""
     if source.kind is SourceKind.ONNX:
         onnx_path, onnx_hash = source.path, source.sha256
-        report.stages.append({"stage": "export", "cached": False, "seconds": 0.0,
-                              "summary": "skipped: the source is already ONNX (it is also the reference)"})
+        report.stages.append(
+            {
+                "stage": "export",
+                "cached": False,
+                "seconds": 0.0,
+                "summary": "skipped: the source is already ONNX (it is also the reference)",
+            }
+        )
     else:
         progress("export: PyTorch → ONNX")
 
@@ -147,49 +177,88 @@ def _produce_fp32(run: RunDirectory, source: ModelSource, signature: Signature, 
             return result.to_json()
 
         outcome = run.run_stage(
-            "export", config.export,
-            {"source": source.sha256, "signature": sha256_json(signature.to_json()),
-             "source_options": sha256_json(source.options.to_json())},
-            {"model": "model.onnx", "log": "logs/export.log"}, do_export,
+            "export",
+            config.export,
+            {
+                "source": source.sha256,
+                "signature": sha256_json(signature.to_json()),
+                "source_options": sha256_json(source.options.to_json()),
+            },
+            {"model": "model.onnx", "log": "logs/export.log"},
+            do_export,
         )
         details = outcome.record["details"]
         summary = f"{details['exporter']} exporter, opset {details['opset']}, outputs {details['output_names']}"
         if details.get("fallback_reason"):
             summary += f"; fell back because the {details['fallback_reason']}"
-        report.stages.append({"stage": "export", "cached": outcome.cached, "seconds": outcome.record["seconds"],
-                              "summary": summary + "; exporter log in logs/export.log"})
+        report.stages.append(
+            {
+                "stage": "export",
+                "cached": outcome.cached,
+                "seconds": outcome.record["seconds"],
+                "summary": summary + "; exporter log in logs/export.log",
+            }
+        )
         onnx_path = outcome.output("model")
         onnx_hash = outcome.record["outputs"]["model"]["sha256"]
 
     progress("graph: optimising the ONNX graph")
     outcome = run.run_stage(
-        "graph", config.graph, {"model": onnx_hash}, {"model": "model-fp32.onnx"},
+        "graph",
+        config.graph,
+        {"model": onnx_hash},
+        {"model": "model-fp32.onnx"},
         lambda out: optimize_graph(onnx_path, out["model"], config.graph).to_json(),
     )
     details = outcome.record["details"]
-    report.stages.append({"stage": "graph", "cached": outcome.cached, "seconds": outcome.record["seconds"],
-                          "summary": _graph_summary(details)})
+    report.stages.append(
+        {
+            "stage": "graph",
+            "cached": outcome.cached,
+            "seconds": outcome.record["seconds"],
+            "summary": _graph_summary(details),
+        }
+    )
     return outcome.output("model")
 
 
 def _graph_summary(details: dict) -> str:
     before, after = details["ops_before"], details["ops_after"]
-    changed = [f"{op} {before.get(op, 0)}→{after.get(op, 0)}" for op in sorted(set(before) | set(after))
-               if before.get(op, 0) != after.get(op, 0)]
+    changed = [
+        f"{op} {before.get(op, 0)}→{after.get(op, 0)}"
+        for op in sorted(set(before) | set(after))
+        if before.get(op, 0) != after.get(op, 0)
+    ]
     passes = ", ".join(details["passes"]) or "none"
-    return (f"passes kept: {passes}; nodes {details['nodes_before']} → {details['nodes_after']}"
-            f" ({', '.join(changed) if changed else 'no op-type count changed'}); "
-            f"size {details['size_before']:,} → {details['size_after']:,} bytes")
+    return (
+        f"passes kept: {passes}; nodes {details['nodes_before']} → {details['nodes_after']}"
+        f" ({', '.join(changed) if changed else 'no op-type count changed'}); "
+        f"size {details['size_before']:,} → {details['size_after']:,} bytes"
+    )
 
 
-def _verify_variant(run: RunDirectory, name: str, ref_spec: RunnerSpec, path: Path, precision: str,
-                    source: ModelSource, data, config: BuildConfig, reference) -> dict:
+def _verify_variant(
+    run: RunDirectory,
+    name: str,
+    ref_spec: RunnerSpec,
+    path: Path,
+    precision: str,
+    source: ModelSource,
+    data,
+    config: BuildConfig,
+    reference,
+) -> dict:
     import time
 
     budget = budget_for(precision, config.verify.budget.model_dump())
     candidate = RunnerSpec(backend="onnxruntime", path=str(path))
-    key = {"reference": source.sha256, "candidate": run.manifest["artifacts"][name]["sha256"],
-           "data": data_fingerprint(data), "budget": budget.model_dump(), "batch": config.verify.batch_size}
+    key = {
+        "reference": source.sha256,
+        "candidate": run.manifest["artifacts"][name]["sha256"],
+        "data": data_fingerprint(data),
+        "budget": budget.model_dump(),
+        "batch": config.verify.batch_size,
+    }
     cached = run.cached_result(f"verify:{name}", key)
     if cached is not None:
         return cached | {"cached": True}
@@ -203,8 +272,10 @@ def _verify_variant(run: RunDirectory, name: str, ref_spec: RunnerSpec, path: Pa
 def _verify_summary(result: dict, verdict: str) -> str:
     parts = []
     for output in result["outputs"]:
-        text = (f"{output['name']}: max abs {output['max_abs_error']:.3g}, max rel {output['max_rel_error']:.3g}, "
-                f"cosine {output['cosine']:.6f}")
+        text = (
+            f"{output['name']}: max abs {output['max_abs_error']:.3g}, max rel {output['max_rel_error']:.3g}, "
+            f"cosine {output['cosine']:.6f}"
+        )
         if output.get("top1_agreement") is not None:
             text += f", top-1 agreement {output['top1_agreement'] * 100:.2f}%"
         parts.append(text)
@@ -213,21 +284,37 @@ def _verify_summary(result: dict, verdict: str) -> str:
     return f"{'; '.join(parts)} on {result['samples']} samples of {result['data']} → {verdict}"
 
 
-def _bench_variants(run: RunDirectory, report: BuildReport, ref_spec: RunnerSpec, artifacts: dict[str, Path],
-                    signature: Signature, config: BenchConfig, progress: Progress) -> None:
+def _bench_variants(
+    run: RunDirectory,
+    report: BuildReport,
+    ref_spec: RunnerSpec,
+    artifacts: dict[str, Path],
+    signature: Signature,
+    config: BenchConfig,
+    progress: Progress,
+) -> None:
     import time
 
     variants = [BenchVariant(report.variants[0].name, ref_spec)]
-    variants += [BenchVariant(name, RunnerSpec(backend="onnxruntime", path=str(path))) for name, path in artifacts.items()]
+    variants += [
+        BenchVariant(name, RunnerSpec(backend="onnxruntime", path=str(path))) for name, path in artifacts.items()
+    ]
     started = time.perf_counter()
     measurements = bench(variants, signature, config, progress)
     for m in measurements:
         report.variant(m.variant).latency[m.batch] = m.to_json()
-    run.manifest["metrics"]["bench"] = {"config": config.model_dump(mode="json"),
-                                        "measurements": [m.to_json() for m in measurements]}
+    run.manifest["metrics"]["bench"] = {
+        "config": config.model_dump(mode="json"),
+        "measurements": [m.to_json() for m in measurements],
+    }
     run.save()
-    report.stages.append({
-        "stage": "bench", "cached": False, "seconds": round(time.perf_counter() - started, 3),
-        "summary": f"{len(variants)} variants × batch {list(config.batch_sizes)}, {config.resolved_threads()} threads, "
-                   f"{config.repeats} worker process(es) each; always re-measured (timings are never cached)",
-    })
+    report.stages.append(
+        {
+            "stage": "bench",
+            "cached": False,
+            "seconds": round(time.perf_counter() - started, 3),
+            "summary": f"{len(variants)} variants × batch {list(config.batch_sizes)}, "
+            f"{config.resolved_threads()} threads, {config.repeats} worker process(es) each; "
+            "always re-measured (timings are never cached)",
+        }
+    )

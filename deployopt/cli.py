@@ -60,15 +60,28 @@ def _options(*decorators: Callable) -> Callable:
 
 
 source_options = _options(
-    click.option("--arch", help="Architecture for a state_dict: registered name, torchvision:NAME or pkg.module:factory."),
-    click.option("--input", "inputs", multiple=True, metavar="NAME:SHAPE[:DTYPE]",
-                 help="Input signature, repeatable; symbolic dims (batch, seq=128) are dynamic."),
-    click.option("--trust-pickle", is_flag=True, help="Allow loading a whole pickled nn.Module (runs code from the file)."),
+    click.option(
+        "--arch", help="Architecture for a state_dict: registered name, torchvision:NAME or pkg.module:factory."
+    ),
+    click.option(
+        "--input",
+        "inputs",
+        multiple=True,
+        metavar="NAME:SHAPE[:DTYPE]",
+        help="Input signature, repeatable; symbolic dims (batch, seq=128) are dynamic.",
+    ),
+    click.option(
+        "--trust-pickle", is_flag=True, help="Allow loading a whole pickled nn.Module (runs code from the file)."
+    ),
 )
 data_options = _options(
-    click.option("--data", type=click.Path(path_type=Path), help=".npz with one array per input name (and optionally 'labels')."),
+    click.option(
+        "--data", type=click.Path(path_type=Path), help=".npz with one array per input name (and optionally 'labels')."
+    ),
     click.option("--labels", type=click.Path(path_type=Path), help=".npz/.npy with one integer label per sample."),
-    click.option("--samples", type=int, default=128, show_default=True, help="Generated samples when no real data is given."),
+    click.option(
+        "--samples", type=int, default=128, show_default=True, help="Generated samples when no real data is given."
+    ),
 )
 budget_options = _options(
     click.option("--max-abs-error", type=float, help="Budget: max |candidate − reference| per output."),
@@ -78,11 +91,22 @@ budget_options = _options(
     click.option("--max-accuracy-drop", type=float, help="Budget: task accuracy drop in points (needs labels)."),
 )
 bench_options = _options(
-    click.option("--batch", "batch_sizes", default="1,32", show_default=True, callback=_batch_sizes,
-                 help="Batch sizes to measure, comma-separated."),
+    click.option(
+        "--batch",
+        "batch_sizes",
+        default="1,32",
+        show_default=True,
+        callback=_batch_sizes,
+        help="Batch sizes to measure, comma-separated.",
+    ),
     click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (default: all cores)."),
-    click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
-                 help="Worker processes per model; medians over repeats are reported."),
+    click.option(
+        "--repeats",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="Worker processes per model; medians over repeats are reported.",
+    ),
 )
 
 
@@ -128,8 +152,12 @@ def cli(debug: bool, verbose: bool) -> None:
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset for export.")
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True)
 @click.option("--onnxslim/--no-onnxslim", default=True, show_default=True, help="Graph simplification with onnxslim.")
-@click.option("--ort-basic/--no-ort-basic", default=True, show_default=True,
-              help="Try ONNX Runtime's basic offline optimiser (kept only if it removes nodes).")
+@click.option(
+    "--ort-basic/--no-ort-basic",
+    default=True,
+    show_default=True,
+    help="Try ONNX Runtime's basic offline optimiser (kept only if it removes nodes).",
+)
 @data_options
 @budget_options
 @bench_options
@@ -141,16 +169,23 @@ def build(model: Path, **kw: Any) -> int:
 
     Exits 1 when an artifact misses its accuracy budget.
     """
-    from deployopt.api import BuildConfig, build as run_build
+    from deployopt.api import BuildConfig
+    from deployopt.api import build as run_build
     from deployopt.stages.export import ExportConfig
     from deployopt.stages.graph import GraphConfig
 
     as_json = kw.pop("as_json")
     config = BuildConfig(
-        arch=kw.pop("arch"), inputs=tuple(kw.pop("inputs")), trust_pickle=kw.pop("trust_pickle"), out=kw.pop("out"),
+        arch=kw.pop("arch"),
+        inputs=tuple(kw.pop("inputs")),
+        trust_pickle=kw.pop("trust_pickle"),
+        out=kw.pop("out"),
         export=ExportConfig(opset=kw.pop("opset"), exporter=kw.pop("exporter"), verbose=_State.verbose),
         graph=GraphConfig(onnxslim=kw.pop("onnxslim"), ort_basic=kw.pop("ort_basic")),
-        verify=_verify_config(kw), bench=_bench_config(kw), skip_bench=kw.pop("no_bench"), force=kw.pop("force"),
+        verify=_verify_config(kw),
+        bench=_bench_config(kw),
+        skip_bench=kw.pop("no_bench"),
+        force=kw.pop("force"),
     )
     report = run_build(model, config, progress=_progress)
     return _show_build(report, as_json)
@@ -171,8 +206,14 @@ def _show_build(report, as_json: bool) -> int:
 
 
 @cli.command()
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("deployopt-out"), show_default=True,
-              help="Where the checkpoint and run directory go.")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("deployopt-out"),
+    show_default=True,
+    help="Where the checkpoint and run directory go.",
+)
 @click.option("--no-bench", is_flag=True, help="Skip benchmarking.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
 def demo(out: Path, no_bench: bool, as_json: bool) -> int:
@@ -191,12 +232,19 @@ def demo(out: Path, no_bench: bool, as_json: bool) -> int:
 @click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True)
 def export(model: Path, out: Path, arch, inputs, trust_pickle, opset: int, exporter: str) -> int:
     """Export a PyTorch MODEL to ONNX (dynamic batch, checked with onnx.checker)."""
-    from deployopt.api import ExportConfig, export as run_export
+    from deployopt.api import ExportConfig
+    from deployopt.api import export as run_export
 
-    result = run_export(model, out, _source(arch, inputs, trust_pickle),
-                        ExportConfig(opset=opset, exporter=exporter, verbose=_State.verbose))
-    click.echo(f"{out}: exported with the {result.exporter} exporter, opset {result.opset}, "
-               f"outputs {result.output_names} in {result.seconds:.1f} s")
+    result = run_export(
+        model,
+        out,
+        _source(arch, inputs, trust_pickle),
+        ExportConfig(opset=opset, exporter=exporter, verbose=_State.verbose),
+    )
+    click.echo(
+        f"{out}: exported with the {result.exporter} exporter, opset {result.opset}, "
+        f"outputs {result.output_names} in {result.seconds:.1f} s"
+    )
     if result.fallback_reason:
         click.echo(f"note: fell back because the {result.fallback_reason}", err=True)
     return EXIT_OK
@@ -209,11 +257,14 @@ def export(model: Path, out: Path, arch, inputs, trust_pickle, opset: int, expor
 @click.option("--ort-basic/--no-ort-basic", default=True, show_default=True)
 def optimize(model: Path, out: Path, onnxslim: bool, ort_basic: bool) -> int:
     """Graph-optimise an ONNX MODEL: folding, dead code, Identity/Dropout removal, Conv+BN fusion."""
-    from deployopt.api import GraphConfig, optimize as run_optimize
+    from deployopt.api import GraphConfig
+    from deployopt.api import optimize as run_optimize
 
     result = run_optimize(model, out, GraphConfig(onnxslim=onnxslim, ort_basic=ort_basic))
-    click.echo(f"{out}: {result.nodes_before} → {result.nodes_after} nodes, "
-               f"{result.size_before:,} → {result.size_after:,} bytes (passes: {', '.join(result.passes) or 'none'})")
+    click.echo(
+        f"{out}: {result.nodes_before} → {result.nodes_after} nodes, "
+        f"{result.size_before:,} → {result.size_after:,} bytes (passes: {', '.join(result.passes) or 'none'})"
+    )
     return EXIT_OK
 
 
@@ -234,13 +285,18 @@ def verify(reference: Path, candidate: Path, **kw: Any) -> int:
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
-        click.echo(f"{result.samples} samples from {result.data_origin}; budget {result.budget.model_dump(exclude_none=True)}")
+        click.echo(
+            f"{result.samples} samples from {result.data_origin}; budget {result.budget.model_dump(exclude_none=True)}"
+        )
         for o in result.outputs:
             top1 = f"  top-1 agreement {o.top1_agreement * 100:.2f}%" if o.top1_agreement is not None else ""
-            click.echo(f"  {o.name}: max abs {o.max_abs_error:.3g}  max rel {o.max_rel_error:.3g}  "
-                       f"cosine {o.cosine:.6f}{top1}")
+            click.echo(
+                f"  {o.name}: max abs {o.max_abs_error:.3g}  max rel {o.max_rel_error:.3g}  cosine {o.cosine:.6f}{top1}"
+            )
         if result.candidate_accuracy is not None:
-            click.echo(f"  accuracy: reference {result.reference_accuracy:.2f}%  candidate {result.candidate_accuracy:.2f}%")
+            click.echo(
+                f"  accuracy: reference {result.reference_accuracy:.2f}%  candidate {result.candidate_accuracy:.2f}%"
+            )
         for failure in result.failures:
             click.echo(f"FAIL {failure}", err=True)
         click.echo("PASS" if result.passed else "FAIL", err=True)
@@ -266,8 +322,10 @@ def bench(models: tuple[Path, ...], **kw: Any) -> int:
     header = f"{'model':<28} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'samples/s':>10} {'peak RSS':>9}"
     click.echo(header)
     for m in measurements:
-        click.echo(f"{m.variant:<28} {m.batch:>5} {m.p50_ms:>9.3f} {m.p90_ms:>9.3f} {m.p99_ms:>9.3f} "
-                   f"{m.throughput:>10.1f} {m.peak_rss_mb:>7.0f}MB")
+        click.echo(
+            f"{m.variant:<28} {m.batch:>5} {m.p50_ms:>9.3f} {m.p90_ms:>9.3f} {m.p99_ms:>9.3f} "
+            f"{m.throughput:>10.1f} {m.peak_rss_mb:>7.0f}MB"
+        )
     click.echo("sizes: " + ", ".join(f"{Path(p).name} {s / 1e6:.2f} MB" for p, s in sizes.items()))
     return EXIT_OK
 
@@ -307,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
             where = ".".join(str(p) for p in problem["loc"])
             click.echo(f"deployopt: error: invalid value for {where}: {problem['msg']}", err=True)
             sys.exit(EXIT_USAGE)
-        click.echo(f"deployopt: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)", err=True)
+        click.echo(
+            f"deployopt: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)", err=True
+        )
         code = EXIT_INTERNAL
     sys.exit(code if isinstance(code, int) else EXIT_OK)

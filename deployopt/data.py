@@ -34,14 +34,13 @@ class EvalData:
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         """Yield feeds of at most ``batch_size`` samples (the last may be smaller)."""
-        if self.signature.has_dynamic_batch:
-            step = batch_size
-        else:  # a fixed-batch model: feed exactly its batch size
-            step = self.signature.inputs[0].shape[0]
+        # A fixed-batch model is fed exactly its batch size.
+        step = batch_size if self.signature.has_dynamic_batch else self.signature.inputs[0].shape[0]
         for start in range(0, self.num_samples, step):
             yield {
-                spec.name: np.take(self.inputs[spec.name], range(start, min(start + step, self.num_samples)),
-                                   axis=spec.batch_axis or 0)
+                spec.name: np.take(
+                    self.inputs[spec.name], range(start, min(start + step, self.num_samples)), axis=spec.batch_axis or 0
+                )
                 for spec in self.signature.inputs
             }
 
@@ -64,8 +63,12 @@ def generate_data(signature: Signature, samples: int, seed: int = 0) -> EvalData
     if not signature.has_dynamic_batch:
         fixed = signature.inputs[0].shape[0]
         samples = max(fixed, samples - samples % fixed)
-    return EvalData({spec.name: generate_feed(spec, samples, rng) for spec in signature.inputs}, None,
-                    f"generated (seed {seed})", signature)
+    return EvalData(
+        {spec.name: generate_feed(spec, samples, rng) for spec in signature.inputs},
+        None,
+        f"generated (seed {seed})",
+        signature,
+    )
 
 
 def load_arrays(path: str | Path, what: str) -> dict[str, np.ndarray]:
@@ -93,8 +96,11 @@ def load_data(signature: Signature, data_path: str | Path, labels_path: str | Pa
         arrays = {signature.inputs[0].name: arrays[""]}
     missing = [name for name in signature.names if name not in arrays]
     if missing:
-        raise file_error(data_path, f"has no array for input(s) {missing} (found {sorted(arrays)})",
-                         f"save the arrays under the model's input names: numpy.savez(file, {missing[0]}=...)")
+        raise file_error(
+            data_path,
+            f"has no array for input(s) {missing} (found {sorted(arrays)})",
+            f"save the arrays under the model's input names: numpy.savez(file, {missing[0]}=...)",
+        )
     inputs = {name: arrays[name] for name in signature.names}
     _check_arrays(signature, inputs, data_path)
     labels = arrays.get("labels")
@@ -107,9 +113,11 @@ def load_data(signature: Signature, data_path: str | Path, labels_path: str | Pa
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
         if labels.shape[0] != data.num_samples or not np.issubdtype(labels.dtype, np.integer):
-            raise file_error(labels_path or data_path,
-                             f"labels must be {data.num_samples} integers (got shape {labels.shape}, {labels.dtype})",
-                             "save one integer class index per sample")
+            raise file_error(
+                labels_path or data_path,
+                f"labels must be {data.num_samples} integers (got shape {labels.shape}, {labels.dtype})",
+                "save one integer class index per sample",
+            )
     return EvalData(inputs, labels, str(data_path), signature)
 
 
@@ -118,14 +126,24 @@ def _check_arrays(signature: Signature, inputs: dict[str, np.ndarray], origin: s
     for spec in signature.inputs:
         array = inputs[spec.name]
         if str(array.dtype) != spec.dtype:
-            raise file_error(origin, f"input '{spec.name}' has dtype {array.dtype} but the model expects {spec.dtype}",
-                             f"convert it with array.astype(numpy.{spec.dtype})")
+            raise file_error(
+                origin,
+                f"input '{spec.name}' has dtype {array.dtype} but the model expects {spec.dtype}",
+                f"convert it with array.astype(numpy.{spec.dtype})",
+            )
         if not spec.accepts(array.shape):
-            raise file_error(origin, f"input '{spec.name}' has shape {list(array.shape)} but the model expects "
-                                     f"{list(spec.shape)}", "reshape the data to the model's input signature")
+            raise file_error(
+                origin,
+                f"input '{spec.name}' has shape {list(array.shape)} but the model expects {list(spec.shape)}",
+                "reshape the data to the model's input signature",
+            )
         counts.add(array.shape[spec.batch_axis or 0])
     if len(counts) > 1:
-        raise file_error(origin, f"inputs have different sample counts {sorted(counts)}", "give every input the same number of samples")
+        raise file_error(
+            origin,
+            f"inputs have different sample counts {sorted(counts)}",
+            "give every input the same number of samples",
+        )
 
 
 def dataset_data(signature: Signature, dataset: str, split: str = "test", seed: int = 0) -> EvalData:

@@ -10,8 +10,9 @@ from deployopt.report import BuildReport
 DEMO_CHECKPOINT = "digits-cnn.pt"
 
 
-def run_demo(out_root: str | Path = DEFAULT_OUT_ROOT, config: BuildConfig | None = None,
-             progress: Progress = print) -> BuildReport:
+def run_demo(
+    out_root: str | Path = DEFAULT_OUT_ROOT, config: BuildConfig | None = None, progress: Progress = print
+) -> BuildReport:
     """Train (once) and build the digits CNN; the checkpoint and run directory live under ``out_root``."""
     from deployopt.models.digits import train_digits
 

@@ -10,12 +10,31 @@ from deployopt.signature import Signature, TensorSpec
 
 # Op types that show a graph computes in int8 (QDQ format, QOperator format, or integer ops).
 INT8_OPS = frozenset(
-    {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
-     "DynamicQuantizeLinear", "QLinearAdd", "QLinearMul", "QGemm", "DynamicQuantizeMatMul"}
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+        "DynamicQuantizeLinear",
+        "QLinearAdd",
+        "QLinearMul",
+        "QGemm",
+        "DynamicQuantizeMatMul",
+    }
 )
 _ONNX_TO_NUMPY = {
-    1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
-    10: "float16", 11: "float64", 16: "bfloat16",
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    16: "bfloat16",
 }
 
 

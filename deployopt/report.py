@@ -33,9 +33,15 @@ class VariantReport:
 
     def to_json(self) -> dict:
         return {
-            "name": self.name, "role": self.role, "path": self.path, "precision": self.precision,
-            "size_bytes": self.size_bytes, "accuracy": self.accuracy, "passed": self.passed,
-            "latency": {str(b): m for b, m in self.latency.items()}, "verify": self.verify,
+            "name": self.name,
+            "role": self.role,
+            "path": self.path,
+            "precision": self.precision,
+            "size_bytes": self.size_bytes,
+            "accuracy": self.accuracy,
+            "passed": self.passed,
+            "latency": {str(b): m for b, m in self.latency.items()},
+            "verify": self.verify,
         }
 
 
@@ -72,16 +78,29 @@ class BuildReport:
 
     def to_json(self) -> dict:
         return {
-            "model": self.model, "run_dir": self.run_dir, "passed": self.passed, "failures": self.failures,
-            "source": self.source, "data": self.data, "samples": self.samples,
-            "batch_sizes": self.batch_sizes, "threads": self.threads, "machine": machine_description(),
-            "stages": self.stages, "variants": [v.to_json() for v in self.variants], "notes": self.notes,
+            "model": self.model,
+            "run_dir": self.run_dir,
+            "passed": self.passed,
+            "failures": self.failures,
+            "source": self.source,
+            "data": self.data,
+            "samples": self.samples,
+            "batch_sizes": self.batch_sizes,
+            "threads": self.threads,
+            "machine": machine_description(),
+            "stages": self.stages,
+            "variants": [v.to_json() for v in self.variants],
+            "notes": self.notes,
         }
 
 
 def machine_description() -> dict[str, Any]:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version()}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
 
 
 def _mb(size: int) -> str:

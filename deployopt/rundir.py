@@ -68,13 +68,14 @@ class RunDirectory:
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"{self.root}: exists and is not a directory; choose another --out")
         self.root.mkdir(parents=True, exist_ok=True)
-        self._lock_handle = open(self.root / ".lock", "w")  # noqa: SIM115 - held for the whole run
+        self._lock_handle = open(self.root / ".lock", "w")
         try:
             fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock_handle.close()
             raise RunDirectoryLockedError(
-                f"{self.root}: another deployopt process is using this run directory; wait for it or choose another --out"
+                f"{self.root}: another deployopt process is using this run directory; "
+                "wait for it or choose another --out"
             ) from None
         remove_partials(self.root)
         self.manifest = self._load_manifest()
@@ -103,23 +104,31 @@ class RunDirectory:
 
     # ------------------------------------------------------------------------------------------ stages
 
-    def run_stage(self, name: str, config: BaseModel, inputs: dict[str, str],
-                  outputs: dict[str, str], work: Callable[[dict[str, Path]], dict]) -> StageOutcome:
+    def run_stage(
+        self,
+        name: str,
+        config: BaseModel,
+        inputs: dict[str, str],
+        outputs: dict[str, str],
+        work: Callable[[dict[str, Path]], dict],
+    ) -> StageOutcome:
         """Run ``work`` unless a recorded run with the same key has intact outputs.
 
         ``inputs`` maps a label to the content hash of each input; ``outputs`` maps a label to a file
         name in the run directory. ``work`` receives temporary paths to write, returns JSON details,
         and its files are renamed into place only after it returns.
         """
-        key = sha256_json({"stage": name, "config": config.model_dump(mode="json"), "inputs": inputs,
-                           "tools": tool_versions()})
+        key = sha256_json(
+            {"stage": name, "config": config.model_dump(mode="json"), "inputs": inputs, "tools": tool_versions()}
+        )
         previous = self.manifest["stages"].get(name)
         if not self.force and previous and previous.get("key") == key and self._outputs_intact(previous):
             return StageOutcome(previous, cached=True)
         started = time.perf_counter()
         with contextlib.ExitStack() as stack:
-            temporaries = {label: stack.enter_context(atomic_path(self.root / filename))
-                           for label, filename in outputs.items()}
+            temporaries = {
+                label: stack.enter_context(atomic_path(self.root / filename)) for label, filename in outputs.items()
+            }
             details = work(temporaries)
         record = {
             "stage": name,

@@ -67,8 +67,7 @@ class TensorSpec:
 
     def to_text(self) -> str:
         dims = ",".join(
-            f"{d}={self.dim_values[d]}" if isinstance(d, str) and d in self.dim_values else str(d)
-            for d in self.shape
+            f"{d}={self.dim_values[d]}" if isinstance(d, str) and d in self.dim_values else str(d) for d in self.shape
         )
         return f"{self.name}:{dims}:{self.dtype}"
 
@@ -85,8 +84,9 @@ class TensorSpec:
         )
 
     def _example(self) -> str:
-        return ",".join(f"{d}=128" if isinstance(d, str) and i != self.batch_axis else str(d)
-                        for i, d in enumerate(self.shape))
+        return ",".join(
+            f"{d}=128" if isinstance(d, str) and i != self.batch_axis else str(d) for i, d in enumerate(self.shape)
+        )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from deployopt.errors import InputFileError, UsageError, file_error
+from deployopt.errors import UsageError, file_error
 from deployopt.fsutil import sha256_file
 from deployopt.signature import Signature
 
@@ -100,7 +100,9 @@ def _zip_kind(path: Path) -> SourceKind | None:
             names = archive.namelist()
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError) as exc:
-        raise file_error(path, f"is a truncated or corrupt archive ({exc})", "re-save or re-download the model") from exc
+        raise file_error(
+            path, f"is a truncated or corrupt archive ({exc})", "re-save or re-download the model"
+        ) from exc
     if bad is not None:
         raise file_error(path, f"is a corrupt archive (bad entry {bad})", "re-save or re-download the model")
     if any(n.endswith("archive_format") or "serialized_exported_program" in n for n in names):
@@ -131,7 +133,11 @@ def detect_kind(path: Path) -> SourceKind:
     if head.startswith(b"PK\x03\x04") or zipfile.is_zipfile(path):
         kind = _zip_kind(path)
         if kind is None:
-            raise file_error(path, "is a zip archive but not a PyTorch model", "pass a torch.save / torch.jit.save / torch.export.save file")
+            raise file_error(
+                path,
+                "is a zip archive but not a PyTorch model",
+                "pass a torch.save / torch.jit.save / torch.export.save file",
+            )
         return kind
     if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
         return SourceKind.CHECKPOINT
@@ -141,8 +147,16 @@ def detect_kind(path: Path) -> SourceKind:
     if suffix == ".onnx":
         raise file_error(path, "is not a valid ONNX model (truncated or corrupt protobuf)", "re-export it")
     if suffix in KNOWN_EXTENSIONS:
-        raise file_error(path, f"is not a readable model ({suffix} file whose content is not a PyTorch or ONNX model)", "re-save it with torch.save, torch.jit.save, torch.export.save or torch.onnx.export")
-    raise file_error(path, f"unrecognised model format (extension '{suffix or 'none'}', content not PyTorch or ONNX)", f"pass one of {', '.join(KNOWN_EXTENSIONS)}")
+        raise file_error(
+            path,
+            f"is not a readable model ({suffix} file whose content is not a PyTorch or ONNX model)",
+            "re-save it with torch.save, torch.jit.save, torch.export.save or torch.onnx.export",
+        )
+    raise file_error(
+        path,
+        f"unrecognised model format (extension '{suffix or 'none'}', content not PyTorch or ONNX)",
+        f"pass one of {', '.join(KNOWN_EXTENSIONS)}",
+    )
 
 
 # ------------------------------------------------------------------------------------------- inspect
@@ -186,7 +200,9 @@ def _torch_load(path: Path, *, weights_only: bool) -> Any:
     except pickle.UnpicklingError:
         raise
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise file_error(path, f"cannot be loaded by torch.load ({str(exc).splitlines()[0]})", "re-save the model") from exc
+        raise file_error(
+            path, f"cannot be loaded by torch.load ({str(exc).splitlines()[0]})", "re-save the model"
+        ) from exc
 
 
 def _inspect_checkpoint(source: ModelSource) -> ModelSource:
@@ -210,7 +226,11 @@ def _inspect_checkpoint(source: ModelSource) -> ModelSource:
             dataset=obj.get("dataset"),
         )
     if not isinstance(obj, dict):
-        raise file_error(source.path, f"holds a {type(obj).__name__}, not a state_dict or model", "save model.state_dict() or the module itself")
+        raise file_error(
+            source.path,
+            f"holds a {type(obj).__name__}, not a state_dict or model",
+            "save model.state_dict() or the module itself",
+        )
     return source
 
 
@@ -238,7 +258,11 @@ def _torch_export_signature(path: Path) -> Signature:
     try:
         program = torch.export.load(str(path))
     except Exception as exc:  # torch.export.load raises many types for a damaged archive
-        raise file_error(path, f"cannot be loaded as a torch.export archive ({str(exc).splitlines()[0]})", "re-save it with torch.export.save") from exc
+        raise file_error(
+            path,
+            f"cannot be loaded as a torch.export archive ({str(exc).splitlines()[0]})",
+            "re-save it with torch.export.save",
+        ) from exc
     user_inputs = set(program.graph_signature.user_inputs)
     specs = []
     for node in program.graph.nodes:
@@ -278,7 +302,9 @@ def resolve_arch(arch: str, kwargs: dict[str, Any] | None = None) -> Any:
         try:
             import torchvision
         except ImportError as exc:
-            raise UsageError(f"--arch {arch} needs torchvision; install it with: pip install 'deployopt[vision]'") from exc
+            raise UsageError(
+                f"--arch {arch} needs torchvision; install it with: pip install 'deployopt[vision]'"
+            ) from exc
         name = arch.split(":", 1)[1]
         try:
             return torchvision.models.get_model(name, weights=None, **kwargs)
@@ -294,7 +320,10 @@ def resolve_arch(arch: str, kwargs: dict[str, Any] | None = None) -> Any:
             raise UsageError(f"--arch {arch}: cannot import '{attr}' from '{module_name}' ({exc})") from exc
         return factory(**kwargs)
     known = ", ".join(models.model_names())
-    raise UsageError(f"--arch {arch}: unknown architecture; use a registered name ({known}), torchvision:NAME or package.module:factory")
+    raise UsageError(
+        f"--arch {arch}: unknown architecture; use a registered name ({known}), "
+        "torchvision:NAME or package.module:factory"
+    )
 
 
 def load_torch_model(source: ModelSource) -> Any:
@@ -306,18 +335,30 @@ def load_torch_model(source: ModelSource) -> Any:
         try:
             module = torch.jit.load(str(source.path), map_location="cpu")
         except RuntimeError as exc:
-            raise file_error(source.path, f"cannot be loaded as TorchScript ({str(exc).splitlines()[0]})", "re-save it with torch.jit.save") from exc
+            raise file_error(
+                source.path,
+                f"cannot be loaded as TorchScript ({str(exc).splitlines()[0]})",
+                "re-save it with torch.jit.save",
+            ) from exc
     elif kind is SourceKind.TORCH_EXPORT:
         try:
             module = torch.export.load(str(source.path)).module()
         except Exception as exc:  # torch.export.load raises many types for a damaged archive
-            raise file_error(source.path, f"cannot be loaded as a torch.export archive ({str(exc).splitlines()[0]})", "re-save it with torch.export.save") from exc
+            raise file_error(
+                source.path,
+                f"cannot be loaded as a torch.export archive ({str(exc).splitlines()[0]})",
+                "re-save it with torch.export.save",
+            ) from exc
         return module  # an exported GraphModule has no eval()/train() switch: it is fixed at export
     elif kind is SourceKind.PICKLED_MODULE:
         _require_trust(source)
         module = _torch_load(source.path, weights_only=False)
         if not isinstance(module, torch.nn.Module):
-            raise file_error(source.path, f"unpickles to a {type(module).__name__}, not an nn.Module", "save the module or its state_dict")
+            raise file_error(
+                source.path,
+                f"unpickles to a {type(module).__name__}, not an nn.Module",
+                "save the module or its state_dict",
+            )
     elif kind is SourceKind.CHECKPOINT:
         module = _module_from_checkpoint(source)
     else:
@@ -338,7 +379,11 @@ def _module_from_checkpoint(source: ModelSource) -> Any:
     from deployopt.checkpoint import is_deployopt_checkpoint
 
     if source.arch is None:
-        raise file_error(source.path, "holds only weights (a state_dict) and no architecture", "pass --arch NAME, --arch torchvision:NAME or --arch package.module:factory")
+        raise file_error(
+            source.path,
+            "holds only weights (a state_dict) and no architecture",
+            "pass --arch NAME, --arch torchvision:NAME or --arch package.module:factory",
+        )
     obj = _torch_load(source.path, weights_only=True)
     state = obj["state_dict"] if is_deployopt_checkpoint(obj) else _unwrap_state_dict(obj)
     module = resolve_arch(source.arch, source.arch_kwargs)
@@ -346,7 +391,11 @@ def _module_from_checkpoint(source: ModelSource) -> Any:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = " ".join(str(exc).split())[:300]
-        raise file_error(source.path, f"weights do not fit --arch {source.arch} ({first})", "pass the architecture these weights were trained with") from exc
+        raise file_error(
+            source.path,
+            f"weights do not fit --arch {source.arch} ({first})",
+            "pass the architecture these weights were trained with",
+        ) from exc
     return module
 
 

@@ -124,8 +124,13 @@ def _per_sample_cosine(ref: np.ndarray, cand: np.ndarray) -> float:
     return float(cos.mean())
 
 
-def compare_outputs(reference: list[np.ndarray], candidate: list[np.ndarray], names: list[str],
-                    labels: np.ndarray | None, budget: Budget) -> tuple[list[OutputMetrics], list[str], float | None, float | None]:
+def compare_outputs(
+    reference: list[np.ndarray],
+    candidate: list[np.ndarray],
+    names: list[str],
+    labels: np.ndarray | None,
+    budget: Budget,
+) -> tuple[list[OutputMetrics], list[str], float | None, float | None]:
     """Metrics per output, the budget failures, and the reference/candidate accuracy when labels exist."""
     failures: list[str] = []
     metrics: list[OutputMetrics] = []
@@ -152,8 +157,10 @@ def compare_outputs(reference: list[np.ndarray], candidate: list[np.ndarray], na
         metrics.append(item)
         failures.extend(_budget_misses(item, budget))
     if budget.max_accuracy_drop is not None and ref_acc is not None and ref_acc - cand_acc > budget.max_accuracy_drop:
-        failures.append(f"accuracy drop {ref_acc - cand_acc:.2f} points > budget {budget.max_accuracy_drop:g} "
-                        f"({cand_acc:.2f}% vs {ref_acc:.2f}%)")
+        failures.append(
+            f"accuracy drop {ref_acc - cand_acc:.2f} points > budget {budget.max_accuracy_drop:g} "
+            f"({cand_acc:.2f}% vs {ref_acc:.2f}%)"
+        )
     return metrics, failures, ref_acc, cand_acc
 
 
@@ -173,8 +180,14 @@ def _budget_misses(item: OutputMetrics, budget: Budget) -> list[str]:
     return misses
 
 
-def verify(reference: RunnerSpec, candidate: RunnerSpec, data: EvalData, budget: Budget,
-           batch_size: int = 32, reference_outputs: CollectedOutputs | None = None) -> VerifyResult:
+def verify(
+    reference: RunnerSpec,
+    candidate: RunnerSpec,
+    data: EvalData,
+    budget: Budget,
+    batch_size: int = 32,
+    reference_outputs: CollectedOutputs | None = None,
+) -> VerifyResult:
     """Compare ``candidate`` with ``reference`` on ``data``; pass precomputed reference outputs to reuse them."""
     if reference_outputs is None:
         with create_runner(reference) as ref_runner:
@@ -184,8 +197,9 @@ def verify(reference: RunnerSpec, candidate: RunnerSpec, data: EvalData, budget:
     metrics, failures, ref_acc, cand_acc = compare_outputs(
         reference_outputs.arrays, candidate_outputs.arrays, candidate_outputs.names, data.labels, budget
     )
-    return VerifyResult(reference.path, candidate.path, budget, data.num_samples, data.origin, metrics,
-                        ref_acc, cand_acc, failures)
+    return VerifyResult(
+        reference.path, candidate.path, budget, data.num_samples, data.origin, metrics, ref_acc, cand_acc, failures
+    )
 
 
 class VerifyConfig(BaseModel):

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from deployopt.models import DatasetEntry, ModelEntry
 
 INPUT_NAME = "input"
@@ -40,7 +39,7 @@ def load_digits_split(split: str = "test", seed: int = 0) -> tuple[dict[str, np.
     return {INPUT_NAME: np.ascontiguousarray(chosen[0])}, chosen[1]
 
 
-def DigitsCNN(width: int = 32, num_classes: int = 10):  # noqa: N802 - a factory that reads as a class
+def DigitsCNN(width: int = 32, num_classes: int = 10):
     """Conv-BN-ReLU blocks → global pooling → linear; ~60k parameters at width 32."""
     from torch import nn
 
@@ -62,7 +61,7 @@ def DigitsCNN(width: int = 32, num_classes: int = 10):  # noqa: N802 - a factory
 
 def _shift_augment(batch, rng: np.random.Generator):
     """Random translation by up to one pixel: pad by 1 and crop back to 8×8 at a random offset."""
-    import torch.nn.functional as F  # noqa: N812
+    import torch.nn.functional as F
 
     padded = F.pad(batch, (1, 1, 1, 1))
     dx, dy = (int(v) for v in rng.integers(0, 3, size=2))

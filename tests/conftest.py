@@ -12,7 +12,9 @@ from deployopt.signature import Signature
 
 DIGITS_INPUT = "input:batch,1,8,8:float32"
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
-needs_torchvision = pytest.mark.skipif(not HAS_TORCHVISION, reason="torchvision is not installed (pip install 'deployopt[vision]')")
+needs_torchvision = pytest.mark.skipif(
+    not HAS_TORCHVISION, reason="torchvision is not installed (pip install 'deployopt[vision]')"
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -71,8 +73,9 @@ def digits_pt2(digits_module, model_dir) -> Path:
     import torch
 
     path = model_dir / "digits-exported.pt2"
-    program = torch.export.export(digits_module, (torch.zeros(2, 1, 8, 8),),
-                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program = torch.export.export(
+        digits_module, (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
     torch.export.save(program, str(path))
     return path
 

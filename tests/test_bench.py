@@ -33,8 +33,10 @@ def test_each_variant_runs_in_its_own_process(digits_onnx, digits_checkpoint, di
         return result
 
     monkeypatch.setattr(bench_module.subprocess, "run", spy)
-    variants = [BenchVariant("torch", RunnerSpec("torch", str(digits_checkpoint))),
-                BenchVariant("onnx", RunnerSpec("onnxruntime", str(digits_onnx)))]
+    variants = [
+        BenchVariant("torch", RunnerSpec("torch", str(digits_checkpoint))),
+        BenchVariant("onnx", RunnerSpec("onnxruntime", str(digits_onnx))),
+    ]
     rows = bench(variants, digits_signature, FAST.model_copy(update={"repeats": 2, "batch_sizes": (2,)}))
     assert len(pids) == 4  # 2 variants × 2 repeats, each a fresh worker
     assert {r.variant for r in rows} == {"torch", "onnx"} and all(r.repeats == 2 for r in rows)

@@ -80,7 +80,7 @@ def test_rerun_reuses_stages_and_force_redoes_them(digits_checkpoint, run_cli, t
 
 
 def test_missed_budget_fails_the_build_naming_the_metric(digits_checkpoint, run_cli, tmp_path):
-    code, out, err = run_cli("build", digits_checkpoint, "-o", tmp_path / "run", "--max-abs-error", "0", *NO_BENCH)
+    code, _, err = run_cli("build", digits_checkpoint, "-o", tmp_path / "run", "--max-abs-error", "0", *NO_BENCH)
     assert code == 1
     assert "FAIL onnx-fp32: output: max_abs_error" in err and "above budget 0" in err
     assert _report(tmp_path / "run")["passed"] is False
@@ -112,8 +112,19 @@ def test_torchvision_resnet18_builds(run_cli, tmp_path):
     torch.manual_seed(0)
     weights = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), weights)
-    code, out, err = run_cli("build", weights, "--arch", "torchvision:resnet18", "--input", "input:batch,3,224,224",
-                             "--samples", "16", "-o", tmp_path / "run", *NO_BENCH)
+    code, _, err = run_cli(
+        "build",
+        weights,
+        "--arch",
+        "torchvision:resnet18",
+        "--input",
+        "input:batch,3,224,224",
+        "--samples",
+        "16",
+        "-o",
+        tmp_path / "run",
+        *NO_BENCH,
+    )
     assert code == 0, err
     report = _report(tmp_path / "run")
     graph = next(s for s in report["stages"] if s["stage"] == "graph")

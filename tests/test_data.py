@@ -79,5 +79,5 @@ def test_label_count_must_match(tmp_path, sig):
 def test_registered_digits_dataset_is_real_and_split_is_fixed(sig):
     test = dataset_data(sig, "digits", "test")
     assert test.num_samples == 360 and set(np.unique(test.labels)) == set(range(10))
-    assert 0.0 <= test.inputs["input"].min() and test.inputs["input"].max() <= 1.0
+    assert test.inputs["input"].min() >= 0.0 and test.inputs["input"].max() <= 1.0
     np.testing.assert_array_equal(test.labels, dataset_data(sig, "digits", "test").labels)

@@ -9,8 +9,9 @@ from deployopt.errors import InputFileError, UsageError
 from deployopt.sources import SourceKind, SourceOptions, detect_kind, inspect_source, load_torch_model, resolve_arch
 
 
-def test_each_format_is_detected_from_content(digits_checkpoint, digits_state_dict, digits_torchscript,
-                                               digits_pt2, digits_pickled, digits_onnx, tmp_path):
+def test_each_format_is_detected_from_content(
+    digits_checkpoint, digits_state_dict, digits_torchscript, digits_pt2, digits_pickled, digits_onnx, tmp_path
+):
     expected = {
         digits_checkpoint: SourceKind.CHECKPOINT,
         digits_state_dict: SourceKind.CHECKPOINT,
@@ -57,7 +58,7 @@ def test_weights_for_another_arch_are_rejected(digits_state_dict):
     source = inspect_source(digits_state_dict, SourceOptions(arch="deployopt.models.digits:DigitsCNN"))
     load_torch_model(source)  # the factory path works with matching weights
     wrong = inspect_source(digits_state_dict, SourceOptions(arch="torch.nn:Identity"))
-    with pytest.raises(InputFileError, match="do not fit --arch torch.nn:Identity"):
+    with pytest.raises(InputFileError, match=r"do not fit --arch torch\.nn:Identity"):
         load_torch_model(wrong)
 
 

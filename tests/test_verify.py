@@ -34,7 +34,9 @@ def test_metrics_have_the_documented_meaning():
 def test_budget_misses_name_metric_value_and_limit():
     ref = np.eye(4, dtype=np.float32)
     cand = ref[::-1].copy()  # every top-1 flips
-    _, failures, _, _ = compare_outputs([ref], [cand], ["logits"], None, Budget(min_top1_agreement=0.9, max_abs_error=0.5))
+    _, failures, _, _ = compare_outputs(
+        [ref], [cand], ["logits"], None, Budget(min_top1_agreement=0.9, max_abs_error=0.5)
+    )
     assert any("top1_agreement 0 below budget 0.9" in f for f in failures)
     assert any("max_abs_error 1 above budget 0.5" in f for f in failures)
 
@@ -66,8 +68,12 @@ def test_defaults_loosen_with_precision_and_overrides_apply():
 
 def test_digits_onnx_verifies_against_pytorch_on_real_data(digits_checkpoint, digits_onnx, digits_signature):
     data = dataset_data(digits_signature, "digits", "test")
-    result = verify(RunnerSpec("torch", str(digits_checkpoint)), RunnerSpec("onnxruntime", str(digits_onnx)),
-                    data, budget_for("fp32"))
+    result = verify(
+        RunnerSpec("torch", str(digits_checkpoint)),
+        RunnerSpec("onnxruntime", str(digits_onnx)),
+        data,
+        budget_for("fp32"),
+    )
     assert result.passed, result.failures
     assert result.samples == 360
     assert result.reference_accuracy == result.candidate_accuracy >= 98.0
@@ -83,7 +89,8 @@ def test_damaged_weights_fail_verification(digits_checkpoint, digits_onnx, digit
     damaged = tmp_path / "damaged.onnx"
     onnx.save(model, str(damaged))
     data = dataset_data(digits_signature, "digits", "test")
-    result = verify(RunnerSpec("torch", str(digits_checkpoint)), RunnerSpec("onnxruntime", str(damaged)),
-                    data, budget_for("fp32"))
+    result = verify(
+        RunnerSpec("torch", str(digits_checkpoint)), RunnerSpec("onnxruntime", str(damaged)), data, budget_for("fp32")
+    )
     assert not result.passed
     assert any("max_rel_error" in f for f in result.failures)

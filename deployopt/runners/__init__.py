@@ -22,18 +22,22 @@ def create_runner(spec: RunnerSpec) -> Runner:
     return getattr(importlib.import_module(module_name), class_name)(spec)
 
 
-
-
-def spec_for_model(path: str, *, source_options: dict | None = None, threads: int | None = None,
-                   providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> RunnerSpec:
+def spec_for_model(
+    path: str,
+    *,
+    source_options: dict | None = None,
+    threads: int | None = None,
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
+) -> RunnerSpec:
     """Pick the backend from the file's content: ONNX → onnxruntime, any PyTorch format → torch."""
     from pathlib import Path
 
     from deployopt.sources import SourceKind, detect_kind
 
     backend = "onnxruntime" if detect_kind(Path(path)) is SourceKind.ONNX else "torch"
-    return RunnerSpec(backend=backend, path=str(path), threads=threads, providers=providers,
-                      source_options=dict(source_options or {}))
+    return RunnerSpec(
+        backend=backend, path=str(path), threads=threads, providers=providers, source_options=dict(source_options or {})
+    )
 
 
 __all__ = ["BACKENDS", "Runner", "RunnerSpec", "create_runner", "spec_for_model"]

@@ -45,8 +45,10 @@ class OnnxRuntimeRunner(Runner):
             self._session = ort.InferenceSession(self.spec.path, options, providers=requested)
         except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, NoSuchFile, ...)
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputFileError(f"{self.spec.path}: ONNX Runtime cannot load the model ({message}); "
-                                 "check it with onnx.checker or re-export it") from exc
+            raise InputFileError(
+                f"{self.spec.path}: ONNX Runtime cannot load the model ({message}); "
+                "check it with onnx.checker or re-export it"
+            ) from exc
         active = self._session.get_providers()
         if not active or active[0] != requested[0]:
             raise BackendUnavailableError(

@@ -16,7 +16,9 @@ class TorchRunner(Runner):
 
         if self.spec.threads:
             torch.set_num_threads(self.spec.threads)
-        options = SourceOptions(**{**self.spec.source_options, "inputs": tuple(self.spec.source_options.get("inputs", ()))})
+        options = SourceOptions(
+            **{**self.spec.source_options, "inputs": tuple(self.spec.source_options.get("inputs", ()))}
+        )
         self._source = inspect_source(Path(self.spec.path), options)
         self._model = load_torch_model(self._source)
         self._names = self._source.signature.names if self._source.signature else None

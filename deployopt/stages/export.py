@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data import generate_data
-from deployopt.errors import StageError
+from deployopt.errors import StageError, UsageError
 from deployopt.signature import Signature
 from deployopt.sources import ModelSource, SourceKind, load_torch_model
 
@@ -105,8 +105,10 @@ def _check_size(model: Any, source: ModelSource) -> None:
     state = model.state_dict() if hasattr(model, "state_dict") else {}
     total = sum(t.numel() * t.element_size() for t in state.values() if hasattr(t, "numel"))
     if total > MAX_SINGLE_FILE_BYTES:
-        raise StageError(f"{source.path}: weights are {total / 1024**3:.1f} GB; ONNX files above 2 GB "
-                         "(external data) are not supported yet — prune or quantize the PyTorch model first")
+        raise StageError(
+            f"{source.path}: weights are {total / 1024**3:.1f} GB; ONNX files above 2 GB "
+            "(external data) are not supported yet — prune or quantize the PyTorch model first"
+        )
 
 
 def _output_names(model: Any, args: tuple, source: ModelSource) -> list[str]:
@@ -117,8 +119,12 @@ def _output_names(model: Any, args: tuple, source: ModelSource) -> list[str]:
         with torch.inference_mode():
             outputs = model(*args)
     except Exception as exc:
-        raise StageError(f"{source.path}: the model fails on inputs of its signature "
-                         f"({_first_line(exc)}); check --input shapes and dtypes") from exc
+        # With --input the user chose the shapes: a usage error. A saved signature that fails is the model's fault.
+        error = UsageError if source.options.inputs else StageError
+        raise error(
+            f"{source.path}: the model fails on inputs of its signature "
+            f"({_first_line(exc)}); check the --input shapes and dtypes"
+        ) from exc
     count = len(torch.utils._pytree.tree_leaves(outputs))
     return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
 
@@ -136,8 +142,11 @@ def _captured(log: io.StringIO, verbose: bool):
         try:
             for fd in saved:
                 os.dup2(sink.fileno(), fd)
-            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), \
-                    warnings.catch_warnings(record=True) as caught:
+            with (
+                contextlib.redirect_stdout(log),
+                contextlib.redirect_stderr(log),
+                warnings.catch_warnings(record=True) as caught,
+            ):
                 warnings.simplefilter("always")
                 try:
                     yield
@@ -152,22 +161,39 @@ def _captured(log: io.StringIO, verbose: bool):
             log.write(sink.read().decode(errors="replace"))
 
 
-def _run_exporter(exporter: str, source: ModelSource, model: Any, args: tuple, signature: Signature,
-                  output_names: list[str], out_path: Path, opset: int) -> None:
+def _run_exporter(
+    exporter: str,
+    source: ModelSource,
+    model: Any,
+    args: tuple,
+    signature: Signature,
+    output_names: list[str],
+    out_path: Path,
+    opset: int,
+) -> None:
     import torch
 
     input_names = signature.names
     if exporter == "dynamo":
         dims: dict[str, Any] = {}
         dynamic_shapes = tuple(
-            {axis: dims.setdefault(str(d), torch.export.Dim.DYNAMIC) for axis, d in enumerate(spec.shape)
-             if isinstance(d, str)}
+            {
+                axis: dims.setdefault(str(d), torch.export.Dim.DYNAMIC)
+                for axis, d in enumerate(spec.shape)
+                if isinstance(d, str)
+            }
             for spec in signature.inputs
         )
         target = torch.export.load(str(source.path)) if source.kind is SourceKind.TORCH_EXPORT else model
         torch.onnx.export(
-            target, args, str(out_path), dynamo=True, external_data=False, opset_version=opset,
-            input_names=input_names, output_names=output_names,
+            target,
+            args,
+            str(out_path),
+            dynamo=True,
+            external_data=False,
+            opset_version=opset,
+            input_names=input_names,
+            output_names=output_names,
             dynamic_shapes=None if source.kind is SourceKind.TORCH_EXPORT else dynamic_shapes,
         )
     else:
@@ -179,8 +205,15 @@ def _run_exporter(exporter: str, source: ModelSource, model: Any, args: tuple, s
         if batch_name:
             dynamic_axes.update({name: {0: batch_name} for name in output_names})
         torch.onnx.export(
-            model, args, str(out_path), dynamo=False, opset_version=opset, input_names=input_names,
-            output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True,
+            model,
+            args,
+            str(out_path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
         )
 
 
@@ -191,8 +224,10 @@ def _check_onnx(path: Path, source: ModelSource) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise StageError(f"{source.path}: the exported ONNX model fails onnx.checker ({_first_line(exc)}); "
-                         "try --exporter torchscript or another --opset") from exc
+        raise StageError(
+            f"{source.path}: the exported ONNX model fails onnx.checker ({_first_line(exc)}); "
+            "try --exporter torchscript or another --opset"
+        ) from exc
 
 
 _OPERATOR = re.compile(r"(aten(?:::|\.)[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?|[A-Za-z_][\w]*::[A-Za-z_]\w*)")
@@ -221,6 +256,8 @@ def _failure_message(source: ModelSource, errors: dict[str, BaseException]) -> s
                 operators.append(match)
     reasons = "; ".join(f"{name}: {_first_line(exc)}" for name, exc in errors.items())
     if operators:
-        return (f"{source.path}: ONNX export failed on unsupported operator {operators[0]} ({reasons}); "
-                "replace that operation in the model or register a custom ONNX translation")
+        return (
+            f"{source.path}: ONNX export failed on unsupported operator {operators[0]} ({reasons}); "
+            "replace that operation in the model or register a custom ONNX translation"
+        )
     return f"{source.path}: ONNX export failed ({reasons}); rerun with --verbose for the exporter's log"

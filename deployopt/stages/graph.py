@@ -105,8 +105,10 @@ def _ort_basic(model: Any, in_path: Path) -> Any | None:
         try:
             ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise StageError(f"{in_path}: ONNX Runtime cannot load the graph ({exc}); "
-                             "rerun with --no-ort-basic to skip its optimiser") from exc
+            raise StageError(
+                f"{in_path}: ONNX Runtime cannot load the graph ({exc}); "
+                "rerun with --no-ort-basic to skip its optimiser"
+            ) from exc
         optimized = onnx.load_model(str(dst))
     # Keep only results that stay in the standard ONNX domain (portable to TensorRT and other runtimes).
     if any(node.domain not in ("", "ai.onnx") for node in optimized.graph.node):

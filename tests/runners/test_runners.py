@@ -37,8 +37,9 @@ def test_silent_provider_fallback_is_detected(digits_onnx, monkeypatch):
     """onnxruntime-gpu without a usable GPU creates the session on CPU; the runner must refuse it."""
     import onnxruntime
 
-    monkeypatch.setattr(onnxruntime, "get_available_providers",
-                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     real_session = onnxruntime.InferenceSession
 
     def falls_back(path, options, providers):
@@ -62,7 +63,10 @@ def test_onnx_runtime_rejecting_a_model_names_the_file(tmp_path, digits_onnx):
     model.graph.node[0].op_type = "NoSuchOp"
     bad = tmp_path / "bad.onnx"
     onnx.save(model, str(bad))
-    with pytest.raises(InputFileError, match="ONNX Runtime cannot load"), create_runner(RunnerSpec("onnxruntime", str(bad))):
+    with (
+        pytest.raises(InputFileError, match="ONNX Runtime cannot load"),
+        create_runner(RunnerSpec("onnxruntime", str(bad))),
+    ):
         pass
 
 

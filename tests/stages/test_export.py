@@ -5,7 +5,7 @@ import onnx
 import pytest
 import torch
 
-from deployopt.errors import StageError
+from deployopt.errors import StageError, UsageError
 from deployopt.sources import SourceOptions, inspect_source
 from deployopt.stages.export import ExportConfig, export_onnx
 from tests.conftest import needs_torchvision
@@ -94,7 +94,7 @@ def test_unsupported_operator_is_named(tmp_path):
 
 def test_wrong_input_shape_is_reported_before_export(digits_checkpoint, tmp_path):
     source = inspect_source(digits_checkpoint, SourceOptions(inputs=("input:batch,3,8,8",)))
-    with pytest.raises(StageError, match="check --input"):
+    with pytest.raises(UsageError, match="check the --input shapes"):
         export_onnx(source, source.signature, tmp_path / "m.onnx", ExportConfig())
 
 
@@ -116,5 +116,3 @@ def test_torchvision_architectures_export_and_match(arch, tmp_path):
     with torch.inference_mode():
         expected = model(x).numpy()
     np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], expected, atol=1e-3, rtol=1e-3)
-
-

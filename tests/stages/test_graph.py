@@ -34,7 +34,8 @@ def _wasteful_graph(path):
         helper.make_node("Sigmoid", ["X"], ["dead"]),  # feeds nothing
     ]
     graph = helper.make_graph(
-        nodes, "wasteful",
+        nodes,
+        "wasteful",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", 3, 8, 8])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", 4, 8, 8])],
         init,

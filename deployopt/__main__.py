@@ -1,0 +1,5 @@
+"""``python -m deployopt`` runs the CLI."""
+
+from deployopt.cli import main
+
+main()

@@ -1,0 +1,201 @@
+"""The command line as a user meets it: help without torch, documented exit codes, one-line errors."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from deployopt.errors import EXIT_CODES
+from tests.conftest import DIGITS_INPUT
+
+
+def _deployopt(*args, cwd=None, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "deployopt", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if not line.startswith("» ")]
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("deployopt: error: ")
+    return lines[0]
+
+
+def test_help_and_version_do_not_import_torch():
+    code = (
+        "import sys; from deployopt.cli import cli; import click\n"
+        "for args in (['--help'], ['build', '--help'], ['--version']):\n"
+        "    try: cli.main(args=args, prog_name='deployopt', standalone_mode=False)\n"
+        "    except click.exceptions.Exit: pass\n"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'onnx', 'tensorrt') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "Usage: deployopt build" in result.stdout and "version 0.1.0" in result.stdout
+
+
+def test_exit_codes_are_listed(run_cli):
+    code, out, _ = run_cli("exit-codes")
+    assert code == 0
+    for number in EXIT_CODES:
+        assert f"{number:>4}  " in out
+
+
+@pytest.mark.parametrize(
+    ("make", "exit_code", "message"),
+    [
+        (lambda d: d / "missing.pt", 3, "model file not found"),
+        (lambda d: _write(d / "empty.pt", b""), 3, "is empty"),
+        (lambda d: _write(d / "random.pt", os.urandom(2048)), 3, "not a readable model"),
+        (lambda d: d, 3, "is a directory"),
+        (lambda d: _write(d / "model.xyz", b"plain text\n"), 3, "unrecognised model format"),
+    ],
+)
+def test_bad_model_files_in_a_real_process(tmp_path, make, exit_code, message):
+    path = make(tmp_path)
+    result = _deployopt("build", path, "-o", tmp_path / "out")
+    assert result.returncode == exit_code
+    line = _one_error_line(result.stderr)
+    assert message in line and str(path) in line
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = _deployopt("--debug", "build", tmp_path / "missing.pt")
+    assert result.returncode == 3 and "Traceback" in result.stderr
+
+
+def test_truncated_model(digits_checkpoint, tmp_path, run_cli):
+    truncated = _write(tmp_path / "cut.pt", digits_checkpoint.read_bytes()[:20000])
+    code, _, err = run_cli("build", truncated, "-o", tmp_path / "out")
+    assert code == 3 and "truncated or corrupt" in _one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    ("spec", "exit_code", "message"),
+    [
+        ("input:batch,3,8,8", 2, "check the --input shapes"),
+        ("input:batch,1,8,8:int64", 2, "check the --input shapes"),
+        ("input:batch,,8", 2, "empty dimension"),
+        ("input:batch,1,8,8:complex", 2, "unknown dtype"),
+    ],
+)
+def test_wrong_input_signature(digits_checkpoint, tmp_path, run_cli, spec, exit_code, message):
+    code, _, err = run_cli("build", digits_checkpoint, "--input", spec, "-o", tmp_path / "out", "--no-bench")
+    assert code == exit_code
+    assert message in _one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    ("array", "message"),
+    [
+        (np.zeros((4, 1, 8, 8), np.float64), "dtype float64 but the model expects float32"),
+        (np.zeros((4, 1, 9, 9), np.float32), "shape [4, 1, 9, 9]"),
+    ],
+)
+def test_data_file_not_matching(digits_checkpoint, tmp_path, run_cli, array, message):
+    data = tmp_path / "data.npz"
+    np.savez(data, input=array)
+    code, _, err = run_cli("build", digits_checkpoint, "--data", data, "-o", tmp_path / "out", "--no-bench")
+    assert code == 3
+    line = _one_error_line(err)
+    assert message in line and str(data) in line
+
+
+def test_missing_data_file(digits_checkpoint, tmp_path, run_cli):
+    code, _, err = run_cli("verify", digits_checkpoint, digits_checkpoint, "--data", tmp_path / "nope.npz")
+    assert code == 3 and "data file not found" in _one_error_line(err)
+
+
+def test_export_failure_names_the_operator(tmp_path, run_cli):
+    import torch
+
+    from tests.stages.test_export import _UsesCustomOp
+
+    model = tmp_path / "custom.pt"
+    torch.save(_UsesCustomOp(), model)
+    code, _, err = run_cli("build", model, "--trust-pickle", "--input", "x:batch,4", "-o", tmp_path / "out")
+    assert code == 4
+    assert "unsupported operator deployopt_test::mystery" in _one_error_line(err)
+    assert not list((tmp_path / "out").glob("*.onnx"))  # nothing half-written is left
+
+
+def test_pickle_without_trust(digits_pickled, tmp_path, run_cli):
+    code, _, err = run_cli("build", digits_pickled, "-o", tmp_path / "out")
+    assert code == 3 and "--trust-pickle" in _one_error_line(err)
+
+
+def test_out_of_range_option_is_a_usage_error(digits_checkpoint, tmp_path, run_cli):
+    code, _, err = run_cli("build", digits_checkpoint, "--opset", "99", "-o", tmp_path / "out")
+    assert code == 2 and "opset" in err and "Traceback" not in err
+    code, _, err = run_cli("bench", digits_checkpoint, "--batch", "0")
+    assert code == 2 and "batch sizes must be positive" in err
+
+
+def test_verify_verb_passes_and_fails(digits_checkpoint, digits_onnx, run_cli):
+    code, out, err = run_cli("verify", digits_checkpoint, digits_onnx)
+    assert code == 0, err
+    assert "360 samples from dataset:digits/test" in out and "top-1 agreement 100.00%" in out
+    code, _, err = run_cli("verify", digits_checkpoint, digits_onnx, "--max-abs-error", "0")
+    assert code == 1 and "FAIL output: max_abs_error" in err
+
+
+def test_verify_with_generated_inputs_and_json(digits_torchscript, digits_onnx, run_cli):
+    import json
+
+    code, out, _ = run_cli(
+        "verify", digits_torchscript, digits_onnx, "--input", DIGITS_INPUT, "--samples", "20", "--json"
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert result["passed"] and result["samples"] == 20 and result["data"].startswith("generated")
+
+
+def test_export_and_optimize_verbs_write_atomically(digits_checkpoint, tmp_path, run_cli):
+    exported, optimized = tmp_path / "m.onnx", tmp_path / "m-opt.onnx"
+    code, out, _ = run_cli("export", digits_checkpoint, "-o", exported)
+    assert code == 0 and "dynamo exporter" in out and exported.is_file()
+    code, out, _ = run_cli("optimize", exported, "-o", optimized)
+    assert code == 0 and "nodes" in out and optimized.is_file()
+    assert not list(tmp_path.glob(".*partial"))
+    code, _, err = run_cli("optimize", exported, "-o", exported)
+    assert code == 2 and "overwrite the input" in err
+
+
+def test_bench_verb_table_and_json(digits_checkpoint, digits_onnx, run_cli):
+    import json
+
+    code, out, _ = run_cli("bench", digits_checkpoint, digits_onnx, "--batch", "1,4", "--threads", "1", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert {(r["variant"], r["batch"]) for r in rows} == {
+        (digits_checkpoint.name, 1),
+        (digits_checkpoint.name, 4),
+        (digits_onnx.name, 1),
+        (digits_onnx.name, 4),
+    }
+
+
+def test_demo_command_trains_builds_and_reports(tmp_path):
+    """The README's main job, exactly as a new user runs it (in a fresh process, benchmarks included)."""
+    result = _deployopt("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "onnx-fp32" in result.stdout and "PASS" in result.stderr
+    run = tmp_path / "deployopt-out" / "digits-cnn"
+    assert (run / "report.md").is_file() and (run / "manifest.json").is_file()
+    again = _deployopt("demo", "--no-bench", cwd=tmp_path)  # second time: no training, cached stages
+    assert again.returncode == 0 and "using the trained checkpoint" in again.stderr
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
