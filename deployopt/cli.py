@@ -80,7 +80,7 @@ data_options = _options(
     ),
     click.option("--labels", type=click.Path(path_type=Path), help=".npz/.npy with one integer label per sample."),
     click.option(
-        "--samples", type=int, default=128, show_default=True, help="Generated samples when no real data is given."
+        "--samples", type=int, default=64, show_default=True, help="Generated samples when no real data is given."
     ),
 )
 budget_options = _options(
@@ -164,6 +164,7 @@ def cli(debug: bool, verbose: bool) -> None:
 @click.option("--no-bench", is_flag=True, help="Skip benchmarking.")
 @click.option("--force", is_flag=True, help="Redo every stage instead of reusing cached results.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
+@click.option("--save-pipeline", type=click.Path(path_type=Path), help="Also write this run as a pipeline YAML file.")
 def build(model: Path, **kw: Any) -> int:
     """Export MODEL to ONNX, optimise the graph, verify and benchmark every artifact, write a report.
 
@@ -174,7 +175,7 @@ def build(model: Path, **kw: Any) -> int:
     from deployopt.stages.export import ExportConfig
     from deployopt.stages.graph import GraphConfig
 
-    as_json = kw.pop("as_json")
+    as_json, save_pipeline = kw.pop("as_json"), kw.pop("save_pipeline")
     config = BuildConfig(
         arch=kw.pop("arch"),
         inputs=tuple(kw.pop("inputs")),
@@ -187,6 +188,31 @@ def build(model: Path, **kw: Any) -> int:
         skip_bench=kw.pop("no_bench"),
         force=kw.pop("force"),
     )
+    if save_pipeline:
+        from deployopt.fsutil import write_text_atomic
+        from deployopt.pipeline import to_yaml
+
+        write_text_atomic(save_pipeline, to_yaml(model, config))
+    report = run_build(model, config, progress=_progress)
+    return _show_build(report, as_json)
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a pipeline setting, e.g. --set build.bench.repeats=3 (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
+def run(pipeline: Path, overrides: tuple[str, ...], as_json: bool) -> int:
+    """Run a YAML PIPELINE (see pipelines/); it is validated completely before any work starts."""
+    from deployopt.api import build as run_build
+    from deployopt.pipeline import load_pipeline
+
+    model, config = load_pipeline(pipeline, list(overrides))
     report = run_build(model, config, progress=_progress)
     return _show_build(report, as_json)
 

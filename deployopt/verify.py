@@ -210,7 +210,7 @@ class VerifyConfig(BaseModel):
     data: Path | None = Field(None, description=".npz with one array per input name (optionally 'labels')")
     labels: Path | None = Field(None, description=".npz/.npy with integer labels, one per sample")
     dataset_split: str = Field("test", description="split of the model's registered dataset, when it has one")
-    samples: int = Field(128, ge=1, description="number of generated samples when no real data is given")
+    samples: int = Field(64, ge=1, description="number of generated samples when no real data is given")
     batch_size: int = Field(32, ge=1)
     seed: int = 0
     budget: Budget = Budget()

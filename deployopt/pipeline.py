@@ -1,0 +1,138 @@
+"""Pipelines as code: a YAML file that says what ``deployopt build`` should do, validated before any work.
+
+    # pipelines/digits.yaml
+    model: ../deployopt-out/digits-cnn.pt     # relative to this file
+    build:
+      bench: {batch_sizes: [1, 32], repeats: 3}
+      verify: {budget: {max_accuracy_drop: 0.2}}
+
+The ``build`` section is :class:`~deployopt.build.BuildConfig`, the same typed config the CLI fills.
+An unknown key, a wrong type or a missing file fails with the file, line and key named.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from deployopt.build import BuildConfig
+from deployopt.errors import InputFileError, UsageError
+
+
+class Pipeline(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Path
+    build: BuildConfig = BuildConfig()
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def apply_overrides(document: dict, overrides: list[str]) -> dict:
+    """Apply ``--set a.b.c=value`` overrides (values parsed as YAML scalars or lists)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set '{item}': expected KEY=VALUE, e.g. --set build.bench.repeats=3")
+        node = document
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"--set '{item}': '{part}' is not a section")
+        node[leaf] = _parse_value(raw)
+    return document
+
+
+def _line_of(root: Any, loc: tuple) -> int | None:
+    """Line (1-based) of the YAML node at a pydantic error location, or of its nearest existing parent."""
+    import yaml
+
+    node, line = root, (root.start_mark.line + 1 if root is not None else None)
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple[Path, BuildConfig]:
+    """Read and validate a pipeline file; return the model path (resolved) and its build config."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: pipeline file not found; check the path")
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text)
+        document = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise InputFileError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from exc
+    if not isinstance(document, dict):
+        raise InputFileError(f"{path}: a pipeline must be a mapping with at least 'model:'")
+    document = apply_overrides(document, list(overrides or []))
+    try:
+        pipeline = Pipeline.model_validate(document)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"])
+        line = _line_of(root, error["loc"])
+        raise InputFileError(
+            f"{path}:{line}: key '{key}': {error['msg']}; see the BuildConfig fields in README"
+        ) from exc
+    base = path.parent
+    model = pipeline.model if pipeline.model.is_absolute() else base / pipeline.model
+    if not model.exists():
+        line = _line_of(root, ("model",))
+        raise InputFileError(
+            f"{path}:{line}: key 'model': file {model} not found; fix the path (relative to the pipeline)"
+        )
+    config = pipeline.build
+    for field in ("data", "labels"):
+        value = getattr(config.verify, field)
+        if value is not None and not value.is_absolute():
+            value = base / value
+            config = config.model_copy(update={"verify": config.verify.model_copy(update={field: value})})
+        if value is not None and not value.exists():
+            line = _line_of(root, ("build", "verify", field))
+            raise InputFileError(f"{path}:{line}: key 'build.verify.{field}': file {value} not found; fix the path")
+    if config.out is not None and not config.out.is_absolute():
+        config = config.model_copy(update={"out": base / config.out})
+    return model, config
+
+
+def to_yaml(model: str | Path, config: BuildConfig) -> str:
+    """The pipeline file equivalent of a build (for ``--save-pipeline``): only non-default settings."""
+    import yaml
+
+    absolute = {"out": config.out.resolve() if config.out else None}
+    if config.verify.data or config.verify.labels:
+        absolute["verify"] = config.verify.model_copy(
+            update={
+                name: getattr(config.verify, name).resolve()
+                for name in ("data", "labels")
+                if getattr(config.verify, name)
+            }
+        )
+    config = config.model_copy(update={k: v for k, v in absolute.items() if v is not None})
+    build = config.model_dump(mode="json", exclude_defaults=True)
+    document = {"model": str(Path(model).resolve())}
+    if build:
+        document["build"] = build
+    return yaml.safe_dump(document, sort_keys=False)
