@@ -23,6 +23,7 @@ from deployopt.signature import Signature
 from deployopt.sources import ModelSource, SourceKind, SourceOptions, inspect_source, model_name
 from deployopt.stages.export import ExportConfig, export_onnx
 from deployopt.stages.graph import GraphConfig, optimize_graph
+from deployopt.variants import QuantizedVariants, make_fp16, make_int8
 from deployopt.verify import (
     CollectedOutputs,
     VerifyConfig,
@@ -54,6 +55,7 @@ class BuildConfig(BaseModel):
     export: ExportConfig = ExportConfig()
     graph: GraphConfig = GraphConfig()
     verify: VerifyConfig = VerifyConfig()
+    quantize: QuantizedVariants = QuantizedVariants()
     bench: BenchConfig = BenchConfig()
     skip_bench: bool = False
     force: bool = Field(False, description="redo every stage even when a cached result exists")
@@ -98,7 +100,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
         )
         fp32_path = _produce_fp32(run, source, signature, config, report, progress)
 
-        data = load_eval_data(signature, config.verify, source.dataset)
+        data = _verification_data(signature, config, source.dataset)
         report.data, report.samples = data.origin, data.num_samples
         ref_spec = reference_spec(source)
         report.variants.append(
@@ -111,6 +113,37 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
             )
         )
         artifacts = {ONNX_FP32: fp32_path}
+        fp32_hash = run.manifest["stages"]["graph"]["outputs"]["model"]["sha256"]
+        made = []
+        if "fp16" in config.quantize.make:
+            progress("fp16: converting")
+            made.append(("onnx-fp16", make_fp16(run, fp32_path, fp32_hash, config.quantize.fp16)))
+        if "int8" in config.quantize.make:
+            made.append(
+                (
+                    "onnx-int8",
+                    make_int8(
+                        run,
+                        fp32_path,
+                        fp32_hash,
+                        signature,
+                        config.quantize,
+                        source.dataset,
+                        data,
+                        config.verify.budget,
+                        config.bench.batch_sizes,
+                        config.bench.threads,
+                        progress,
+                    ),
+                )
+            )
+        for name, outcome in made:
+            report.stages.append(outcome.stage)
+            if outcome.path is None:
+                report.notes.append(outcome.skipped)
+                progress(outcome.skipped)
+            else:
+                artifacts[name] = outcome.path
         reference_outputs: list[CollectedOutputs] = []  # computed at most once, only if some result is not cached
 
         def reference() -> CollectedOutputs:
@@ -142,6 +175,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
 
         if not config.skip_bench:
             _bench_variants(run, report, ref_spec, artifacts, signature, config.bench, progress)
+            report.notes += _fp16_speed_note(report)
         write_json_atomic(run.path("report.json"), report.to_json())
         write_text_atomic(run.path("report.md"), render_markdown(report))
         run.manifest["result"] = {"passed": report.passed, "failures": report.failures}
@@ -220,6 +254,33 @@ def _produce_fp32(
         }
     )
     return outcome.output("model")
+
+
+def _verification_data(signature: Signature, config: BuildConfig, dataset: str | None):
+    """--data, else the registered dataset, else the --calibration data (int8 must be judged on the inputs it
+    will see; generated noise lies outside every calibrated range), else seeded generated inputs."""
+    if config.verify.data is None and dataset is None and config.quantize.calibration is not None:
+        from deployopt.calibration import as_eval_data, load_calibration
+
+        calibration = load_calibration(signature, config.quantize.calibration, config.quantize.preprocess)
+        return as_eval_data(calibration, signature, max(config.verify.samples, config.quantize.int8.samples))
+    return load_eval_data(signature, config.verify, dataset)
+
+
+def _fp16_speed_note(report: BuildReport) -> list[str]:
+    """Say plainly when fp16 is slower than fp32 (CPUs without fp16 arithmetic) instead of hiding it."""
+    fp16, fp32 = report.variant("onnx-fp16"), report.variant(ONNX_FP32)
+    if not fp16 or not fp32 or not fp16.latency:
+        return []
+    slower = [b for b in fp16.latency if b in fp32.latency and fp16.latency[b]["p50_ms"] > fp32.latency[b]["p50_ms"]]
+    if not slower:
+        return []
+    ratio = max(fp16.latency[b]["p50_ms"] / fp32.latency[b]["p50_ms"] for b in slower)
+    return [
+        f"fp16 is up to {ratio:.1f}× slower than fp32 here (this CPU has no fp16 arithmetic, so ONNX Runtime "
+        f"converts back and forth); it is a size win ({fp16.size_bytes / 1e6:.2f} MB vs "
+        f"{fp32.size_bytes / 1e6:.2f} MB) and a speed win on GPUs"
+    ]
 
 
 def _graph_summary(details: dict) -> str:

@@ -123,6 +123,21 @@ def _verify_config(kw: dict[str, Any]):
     return VerifyConfig(data=kw.pop("data"), labels=kw.pop("labels"), samples=kw.pop("samples"), budget=budget)
 
 
+def _variants_config(kw: dict[str, Any]):
+    from deployopt.calibration import Preprocess
+    from deployopt.stages.quantize import Int8Config
+    from deployopt.variants import QuantizedVariants
+
+    make = tuple(v for v, wanted in (("fp16", kw.pop("make_fp16")), ("int8", kw.pop("make_int8"))) if wanted)
+    preprocess = kw.pop("preprocess")
+    return QuantizedVariants(
+        make=make,
+        calibration=kw.pop("calibration"),
+        preprocess=Preprocess.parse(preprocess) if preprocess else None,
+        int8=Int8Config(mode=kw.pop("int8_mode")),
+    )
+
+
 def _bench_config(kw: dict[str, Any]):
     from deployopt.bench import BenchConfig
 
@@ -159,6 +174,15 @@ def cli(debug: bool, verbose: bool) -> None:
     help="Try ONNX Runtime's basic offline optimiser (kept only if it removes nodes).",
 )
 @data_options
+@click.option("--fp16/--no-fp16", "make_fp16", default=True, show_default=True, help="Make the fp16 variant.")
+@click.option("--int8/--no-int8", "make_int8", default=True, show_default=True, help="Make the int8 variant.")
+@click.option(
+    "--calibration",
+    type=click.Path(path_type=Path),
+    help="int8 calibration data: .npz/.npy or an image folder [default: the model's registered dataset].",
+)
+@click.option("--preprocess", help="For an image-folder --calibration, e.g. resize=256,crop=224.")
+@click.option("--int8-mode", type=click.Choice(["auto", "static", "dynamic"]), default="auto", show_default=True)
 @budget_options
 @bench_options
 @click.option("--no-bench", is_flag=True, help="Skip benchmarking.")
@@ -184,6 +208,7 @@ def build(model: Path, **kw: Any) -> int:
         export=ExportConfig(opset=kw.pop("opset"), exporter=kw.pop("exporter"), verbose=_State.verbose),
         graph=GraphConfig(onnxslim=kw.pop("onnxslim"), ort_basic=kw.pop("ort_basic")),
         verify=_verify_config(kw),
+        quantize=_variants_config(kw),
         bench=_bench_config(kw),
         skip_bench=kw.pop("no_bench"),
         force=kw.pop("force"),
@@ -354,6 +379,122 @@ def bench(models: tuple[Path, ...], **kw: Any) -> int:
         )
     click.echo("sizes: " + ", ".join(f"{Path(p).name} {s / 1e6:.2f} MB" for p, s in sizes.items()))
     return EXIT_OK
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="ONNX file to write.")
+@click.option("--int8", "precision", flag_value="int8", help="Quantize to int8 (accuracy-aware).")
+@click.option("--fp16", "precision", flag_value="fp16", help="Convert to float16.")
+@click.option(
+    "--calibration", type=click.Path(path_type=Path), help="Calibration data: .npz/.npy or a folder of images."
+)
+@click.option(
+    "--preprocess", help="For image folders, e.g. resize=256,crop=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225"
+)
+@click.option("--dataset", help="Registered dataset: calibrate on its 'val' split, verify on 'test'.")
+@click.option(
+    "--data", type=click.Path(path_type=Path), help="Verification inputs (.npz); default: the calibration data."
+)
+@click.option("--labels", type=click.Path(path_type=Path), help="Labels for --data.")
+@click.option("--samples", type=click.IntRange(min=1), default=128, show_default=True, help="Calibration samples.")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
+@click.option("--per-channel/--per-tensor", default=True, show_default=True)
+@click.option("--mode", type=click.Choice(["auto", "static", "dynamic"]), default="auto", show_default=True)
+@click.option(
+    "--format", "quant_format", type=click.Choice(["auto", "qdq", "qoperator"]), default="auto", show_default=True
+)
+@click.option("--exclude", multiple=True, metavar="NODE_OR_OPTYPE", help="Keep these nodes / op types in float.")
+@click.option("--target", type=click.Choice(["cpu", "tensorrt"]), default="cpu", show_default=True)
+@click.option("--keep-io-types/--no-keep-io-types", default=True, show_default=True, help="fp16: keep float32 I/O.")
+@click.option("--block", multiple=True, metavar="OPTYPE", help="fp16: op types kept in float32.")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads for verification and measurements.")
+@budget_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def quantize(model: Path, out: Path, precision: str | None, **kw: Any) -> int:
+    """Quantize an ONNX MODEL to int8 or fp16, verify it against MODEL, exit 1 when outside the budget."""
+    from deployopt.api import Fp16Config, Int8Config, QuantizeData
+    from deployopt.api import quantize as run_quantize
+    from deployopt.calibration import Preprocess
+    from deployopt.errors import UsageError
+    from deployopt.verify import Budget
+
+    if precision is None:
+        raise UsageError("choose --int8 or --fp16")
+    as_json = kw.pop("as_json")
+    budget = Budget(**{k: kw.pop(k) for k in list(Budget.model_fields)})
+    data = QuantizeData(
+        calibration=kw["calibration"],
+        preprocess=Preprocess.parse(kw["preprocess"]) if kw["preprocess"] else None,
+        dataset=kw["dataset"],
+        data=kw["data"],
+        labels=kw["labels"],
+    )
+    int8 = fp16 = None
+    if precision == "int8":
+        int8 = Int8Config(
+            mode=kw["mode"],
+            format=kw["quant_format"],
+            method=kw["method"],
+            per_channel=kw["per_channel"],
+            samples=kw["samples"],
+            exclude=tuple(kw["exclude"]),
+            target=kw["target"],
+        )
+    else:
+        fp16 = Fp16Config(keep_io_types=kw["keep_io_types"], block=tuple(kw["block"]))
+    outcome = run_quantize(
+        model, out, int8=int8, fp16=fp16, data=data, budget=budget, threads=kw["threads"], progress=_progress
+    )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "precision": outcome.precision,
+                    "passed": outcome.passed,
+                    "details": outcome.details,
+                    "verify": outcome.verify.to_json(),
+                },
+                indent=2,
+            )
+        )
+    else:
+        _show_quantize(out, outcome)
+    return EXIT_OK if outcome.passed else EXIT_BUDGET
+
+
+def _show_quantize(out: Path, outcome) -> None:
+    details, result = outcome.details, outcome.verify
+    if outcome.precision == "int8":
+        click.echo(f"{out}: int8 {details['mode']}, kept {details['chosen']}")
+        for op, count in details["op_counts"].items():
+            click.echo(f"  {op}: {count['int8']} int8, {count['float']} float")
+        click.echo(f"  {'round':>5}  {'candidate':<22} {'excluded':>8}  {'cosine':>9}  {'latency p50':<22} verdict")
+        for a in details["attempts"]:
+            latency = ", ".join(f"b{b} {v:.2f} ms" for b, v in a["p50_ms"].items())
+            cosine = f"{a['cosine']:.5f}" if a["cosine"] is not None else "–"
+            click.echo(
+                f"  {a['round']:>5}  {a['candidate']:<22} {len(a['excluded']):>8}  {cosine:>9}  {latency:<22} "
+                f"{'pass' if a['passed'] else 'miss'}"
+            )
+        if details["excluded"]:
+            click.echo(f"  kept in float: {', '.join(details['excluded'])}")
+    else:
+        kept = details["fallback_nodes"]
+        click.echo(
+            f"{out}: fp16, {details['fp16_nodes']} fp16 nodes, {details['fp32_nodes']} fp32 nodes"
+            + (f"; kept in fp32 because ONNX Runtime refused them: {', '.join(kept)}" if kept else "")
+        )
+    for o in result.outputs:
+        click.echo(
+            f"  verify {o.name}: max rel {o.max_rel_error:.3g}, cosine {o.cosine:.6f}"
+            + (f", top-1 agreement {o.top1_agreement * 100:.2f}%" if o.top1_agreement is not None else "")
+        )
+    if result.candidate_accuracy is not None:
+        click.echo(f"  accuracy {result.candidate_accuracy:.2f}% vs {result.reference_accuracy:.2f}% (fp32)")
+    for failure in result.failures:
+        click.echo(f"FAIL {failure}", err=True)
+    click.echo("PASS" if outcome.passed else "FAIL: budget missed", err=True)
 
 
 @cli.command(name="exit-codes")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ INT8_OPS = frozenset(
         "DynamicQuantizeMatMul",
     }
 )
+SIGNATURE_METADATA = "deployopt.signature"  # metadata_props key written by the export stage
 _ONNX_TO_NUMPY = {
     1: "float32",
     2: "uint8",
@@ -46,7 +48,11 @@ def numpy_dtype(elem_type: int) -> str:
 
 
 def signature_from_onnx(model: Any) -> Signature:
-    """Input signature of an ONNX model; unnamed dynamic dims become 'batch' (axis 0) or 'dimN'."""
+    """Input signature of an ONNX model: deployopt's saved one when present, else read from the graph inputs
+    (unnamed dynamic dims become 'batch' on axis 0, 'dimN' elsewhere)."""
+    saved = next((p.value for p in model.metadata_props if p.key == SIGNATURE_METADATA), None)
+    if saved:
+        return Signature.from_json(json.loads(saved))
     initializers = {init.name for init in model.graph.initializer}
     specs = []
     for value in model.graph.input:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from deployopt.models import DatasetEntry, ModelEntry
 
 INPUT_NAME = "input"

@@ -115,3 +115,29 @@ def run_cli(capsys):
         return exit_info.value.code, captured.out, captured.err
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def text_onnx(model_dir) -> Path:
+    """The registered tiny transformer (seeded random weights), exported by deployopt."""
+    import torch
+
+    from deployopt.api import SourceOptions, export
+    from deployopt.models.text import TinyTextTransformer
+
+    torch.manual_seed(0)
+    weights = model_dir / "text.pth"
+    torch.save(TinyTextTransformer().eval().state_dict(), weights)
+    path = model_dir / "text.onnx"
+    export(weights, path, SourceOptions(arch="tiny-text-transformer"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_fp32(digits_onnx, model_dir) -> Path:
+    """The graph-optimised digits model, as `build` makes it."""
+    from deployopt.api import optimize
+
+    path = model_dir / "digits-fp32.onnx"
+    optimize(digits_onnx, path)
+    return path

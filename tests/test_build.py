@@ -130,3 +130,54 @@ def test_torchvision_resnet18_builds(run_cli, tmp_path):
     graph = next(s for s in report["stages"] if s["stage"] == "graph")
     assert "nodes" in graph["summary"]
     assert report["variants"][1]["verify"]["outputs"][0]["top1_agreement"] == 1.0
+
+
+def test_build_makes_fp16_and_int8_variants_by_default(digits_checkpoint, run_cli, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = run_cli("build", digits_checkpoint, "-o", run, "--batch", "1,8", "--threads", "1")
+    assert code == 0, err
+    report = _report(run)
+    variants = {v["name"]: v for v in report["variants"]}
+    assert set(variants) == {"pytorch", "onnx-fp32", "onnx-fp16", "onnx-int8"}
+    assert variants["onnx-fp16"]["precision"] == "fp16" and variants["onnx-int8"]["precision"] == "int8"
+    assert variants["pytorch"]["accuracy"] - variants["onnx-int8"]["accuracy"] <= 0.5
+    assert variants["onnx-int8"]["size_bytes"] < variants["onnx-fp32"]["size_bytes"] / 2
+    for name in ("onnx-fp16", "onnx-int8"):
+        assert set(variants[name]["latency"]) == {"1", "8"}
+    steps = {s["stage"]: s["summary"] for s in report["stages"]}
+    assert "static quantization" in steps["int8"] and "Conv 4/4" in steps["int8"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    graph_out = manifest["stages"]["graph"]["outputs"]["model"]["sha256"]
+    assert manifest["stages"]["int8"]["inputs"]["model"] == graph_out  # lineage: int8 made from the fp32 graph
+    assert manifest["stages"]["fp16"]["inputs"]["model"] == graph_out
+
+
+def test_int8_without_calibration_data_is_skipped_with_a_reason(digits_torchscript, run_cli, tmp_path):
+    code, _, err = run_cli("build", digits_torchscript, "--input", DIGITS_INPUT, "-o", tmp_path / "run", *NO_BENCH)
+    assert code == 0, err
+    assert "int8 skipped: static int8 needs calibration data" in err
+    report = _report(tmp_path / "run")
+    assert "onnx-int8" not in {v["name"] for v in report["variants"]}
+    assert any("int8 skipped" in note for note in report["notes"])
+
+
+def test_calibration_file_enables_int8_for_any_model(digits_torchscript, run_cli, tmp_path):
+    from deployopt.models.digits import load_digits_split
+
+    inputs, _ = load_digits_split("val")
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, input=inputs["input"])
+    code, _, err = run_cli(
+        "build",
+        digits_torchscript,
+        "--input",
+        DIGITS_INPUT,
+        "--calibration",
+        calib,
+        "--no-fp16",
+        "-o",
+        tmp_path / "run",
+        *NO_BENCH,
+    )
+    assert code == 0, err
+    assert {v["name"] for v in _report(tmp_path / "run")["variants"]} == {"pytorch", "onnx-fp32", "onnx-int8"}

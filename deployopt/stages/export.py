@@ -7,14 +7,9 @@ is captured into the returned log instead of the user's terminal unless ``verbos
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 import re
-import sys
-import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data import generate_data
 from deployopt.errors import StageError, UsageError
+from deployopt.quiet import capture_output
 from deployopt.signature import Signature
 from deployopt.sources import ModelSource, SourceKind, load_torch_model
 
@@ -84,7 +80,7 @@ def export_onnx(source: ModelSource, signature: Signature, out_path: Path, confi
     started = time.perf_counter()
     for exporter in attempts:
         try:
-            with _captured(log, config.verbose):
+            with capture_output(log, config.verbose):
                 _run_exporter(exporter, source, model, args, signature, output_names, out_path, config.opset)
             break
         except Exception as exc:
@@ -93,6 +89,7 @@ def export_onnx(source: ModelSource, signature: Signature, out_path: Path, confi
     else:
         raise StageError(_failure_message(source, errors)) from errors[attempts[-1]]
     seconds = time.perf_counter() - started
+    _record_signature(out_path, signature)
     _check_onnx(out_path, source)
     fallback = None
     if errors:
@@ -127,38 +124,6 @@ def _output_names(model: Any, args: tuple, source: ModelSource) -> list[str]:
         ) from exc
     count = len(torch.utils._pytree.tree_leaves(outputs))
     return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
-
-
-@contextlib.contextmanager
-def _captured(log: io.StringIO, verbose: bool):
-    """Send exporter output to ``log``: Python prints, warnings, and C++ writes to fds 1 and 2."""
-    if verbose:
-        yield
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        try:
-            for fd in saved:
-                os.dup2(sink.fileno(), fd)
-            with (
-                contextlib.redirect_stdout(log),
-                contextlib.redirect_stderr(log),
-                warnings.catch_warnings(record=True) as caught,
-            ):
-                warnings.simplefilter("always")
-                try:
-                    yield
-                finally:
-                    for item in caught:
-                        log.write(f"warning: {item.category.__name__}: {item.message}\n")
-        finally:
-            for fd, original in saved.items():
-                os.dup2(original, fd)
-                os.close(original)
-            sink.seek(0)
-            log.write(sink.read().decode(errors="replace"))
 
 
 def _run_exporter(
@@ -215,6 +180,34 @@ def _run_exporter(
             dynamic_axes=dynamic_axes,
             do_constant_folding=True,
         )
+
+
+def _record_signature(path: Path, signature: Signature) -> None:
+    """Name the graph's dynamic dims as the signature does (the exporter invents s0, s1, ...) and store the
+    full signature, typical dim values included, in the model's metadata for later stages."""
+    import json
+
+    import onnx
+
+    from deployopt.onnxutil import SIGNATURE_METADATA
+
+    model = onnx.load_model(str(path))
+    renames: dict[str, str] = {}
+    graph_inputs = {value.name: value for value in model.graph.input}
+    for spec in signature.inputs:
+        value = graph_inputs.get(spec.name)
+        if value is None:
+            continue
+        for dim, wanted in zip(value.type.tensor_type.shape.dim, spec.shape, strict=False):
+            if isinstance(wanted, str) and dim.dim_param and dim.dim_param != wanted:
+                renames[dim.dim_param] = wanted
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in renames:
+                dim.dim_param = renames[dim.dim_param]
+    entry = next((p for p in model.metadata_props if p.key == SIGNATURE_METADATA), None) or model.metadata_props.add()
+    entry.key, entry.value = SIGNATURE_METADATA, json.dumps(signature.to_json())
+    onnx.save_model(model, str(path))
 
 
 def _check_onnx(path: Path, source: ModelSource) -> None:

@@ -1,6 +1,7 @@
 """The demo model's recipe meets its promise on real data: ≥ 98 % test accuracy in under 60 s."""
 
 import numpy as np
+
 from deployopt.models import dataset_names, get_dataset, get_model, model_names
 from deployopt.models.digits import load_digits_split
 
