@@ -62,7 +62,8 @@ def test_shape_mismatch_and_nan_fail():
 
 
 def test_defaults_loosen_with_precision_and_overrides_apply():
-    assert budget_for("fp32").max_rel_error < budget_for("fp16").max_rel_error < budget_for("int8").max_rel_error
+    assert budget_for("fp32").max_rel_error < budget_for("fp16").max_rel_error
+    assert budget_for("fp32").min_cosine > budget_for("fp16").min_cosine > budget_for("int8").min_cosine
     assert budget_for("int8", {"min_cosine": 0.5, "max_abs_error": None}).min_cosine == 0.5
 
 
