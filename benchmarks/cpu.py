@@ -57,7 +57,8 @@ def _plain_export(model_path: Path, extra: list[str], out: Path) -> None:
     import torch
 
     from deployopt.build import require_signature
-    from deployopt.sources import SourceOptions, inspect_source, load_torch_model
+    from deployopt.loading import load_torch_model
+    from deployopt.sources import SourceOptions, inspect_source
 
     arch = extra[extra.index("--arch") + 1] if "--arch" in extra else None
     inputs = (extra[extra.index("--input") + 1],) if "--input" in extra else ()

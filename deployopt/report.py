@@ -113,7 +113,8 @@ def _x(value: float | None) -> str:
 
 def variant_table(report: BuildReport) -> str:
     """The Markdown table of variants (also what the terminal shows)."""
-    batches = report.batch_sizes
+    measured = any(v.latency for v in report.variants)
+    batches = report.batch_sizes if measured else []  # no latency columns when benchmarking was skipped
     header = ["variant", "precision", "size"]
     header += [f"p50 b{b}" for b in batches]
     header += [f"vs PyTorch b{b}" for b in batches] + [f"vs ONNX fp32 b{b}" for b in batches]

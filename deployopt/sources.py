@@ -1,22 +1,21 @@
-"""Model sources: detect what a model file is from its content, and load it.
+"""Model sources: detect what a model file is from its content, and what is known about it.
 
 Supported kinds (see :class:`SourceKind`): TorchScript archives, ``torch.export`` archives (.pt2),
 state_dict checkpoints (with ``--arch``, or deployopt checkpoints that name their own), whole pickled
 ``nn.Module`` files (only with ``trust_pickle``), and ONNX models. Detection reads the file's bytes,
-so a misnamed file is still recognised, and every failure names the file and the fix.
+so a misnamed file is still recognised, and every failure names the file and the fix. Building the
+PyTorch module from a source is :mod:`deployopt.loading`.
 """
 
 from __future__ import annotations
 
 import enum
-import importlib
-import sys
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from deployopt.errors import UsageError, file_error
+from deployopt.errors import file_error
 from deployopt.fsutil import sha256_file
 from deployopt.signature import Signature
 
@@ -190,7 +189,7 @@ def inspect_source(path: str | Path, options: SourceOptions = SourceOptions()) -
     return source
 
 
-def _torch_load(path: Path, *, weights_only: bool) -> Any:
+def torch_load(path: Path, *, weights_only: bool) -> Any:
     import pickle
 
     import torch
@@ -211,11 +210,11 @@ def _inspect_checkpoint(source: ModelSource) -> ModelSource:
     from deployopt.checkpoint import is_deployopt_checkpoint
 
     try:
-        obj = _torch_load(source.path, weights_only=True)
+        obj = torch_load(source.path, weights_only=True)
     except pickle.UnpicklingError:
         # weights_only refuses arbitrary classes: this is a whole pickled module (or other object).
         pickled = replace(source, kind=SourceKind.PICKLED_MODULE)
-        _require_trust(pickled)
+        require_trust(pickled)
         return pickled
     if is_deployopt_checkpoint(obj):
         return replace(
@@ -232,6 +231,15 @@ def _inspect_checkpoint(source: ModelSource) -> ModelSource:
             "save model.state_dict() or the module itself",
         )
     return source
+
+
+def require_trust(source: ModelSource) -> None:
+    if not source.options.trust_pickle:
+        raise file_error(
+            source.path,
+            "is a whole pickled nn.Module; loading it runs arbitrary code, so torch.load(weights_only=True) refused it",
+            "if you trust the file pass --trust-pickle, or save model.state_dict() and pass --arch",
+        )
 
 
 def _inspect_torchscript(source: ModelSource) -> ModelSource:
@@ -285,126 +293,6 @@ def _onnx_signature(path: Path) -> Signature:
     from deployopt.onnxutil import signature_from_onnx
 
     return signature_from_onnx(onnx.load_model(str(path), load_external_data=False))
-
-
-# ---------------------------------------------------------------------------------------------- load
-
-
-def resolve_arch(arch: str, kwargs: dict[str, Any] | None = None) -> Any:
-    """Build an (untrained) module from ``--arch``: a registered name, ``torchvision:NAME``, or ``pkg.mod:factory``."""
-    from deployopt import models
-
-    kwargs = dict(kwargs or {})
-    entry = models.get_model(arch)
-    if entry is not None:
-        return entry.factory(**{**entry.default_kwargs, **kwargs})
-    if arch.startswith("torchvision:"):
-        try:
-            import torchvision
-        except ImportError as exc:
-            raise UsageError(
-                f"--arch {arch} needs torchvision; install it with: pip install 'deployopt[vision]'"
-            ) from exc
-        name = arch.split(":", 1)[1]
-        try:
-            return torchvision.models.get_model(name, weights=None, **kwargs)
-        except ValueError as exc:
-            raise UsageError(f"--arch {arch}: torchvision has no model '{name}'") from exc
-    if ":" in arch:
-        module_name, _, attr = arch.partition(":")
-        if "" not in sys.path and str(Path.cwd()) not in sys.path:
-            sys.path.insert(0, str(Path.cwd()))  # let users point at their own project's modules
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise UsageError(f"--arch {arch}: cannot import '{attr}' from '{module_name}' ({exc})") from exc
-        return factory(**kwargs)
-    known = ", ".join(models.model_names())
-    raise UsageError(
-        f"--arch {arch}: unknown architecture; use a registered name ({known}), "
-        "torchvision:NAME or package.module:factory"
-    )
-
-
-def load_torch_model(source: ModelSource) -> Any:
-    """Return a callable torch module in eval mode for any torch source kind."""
-    import torch
-
-    kind = source.kind
-    if kind is SourceKind.TORCHSCRIPT:
-        try:
-            module = torch.jit.load(str(source.path), map_location="cpu")
-        except RuntimeError as exc:
-            raise file_error(
-                source.path,
-                f"cannot be loaded as TorchScript ({str(exc).splitlines()[0]})",
-                "re-save it with torch.jit.save",
-            ) from exc
-    elif kind is SourceKind.TORCH_EXPORT:
-        try:
-            module = torch.export.load(str(source.path)).module()
-        except Exception as exc:  # torch.export.load raises many types for a damaged archive
-            raise file_error(
-                source.path,
-                f"cannot be loaded as a torch.export archive ({str(exc).splitlines()[0]})",
-                "re-save it with torch.export.save",
-            ) from exc
-        return module  # an exported GraphModule has no eval()/train() switch: it is fixed at export
-    elif kind is SourceKind.PICKLED_MODULE:
-        _require_trust(source)
-        module = _torch_load(source.path, weights_only=False)
-        if not isinstance(module, torch.nn.Module):
-            raise file_error(
-                source.path,
-                f"unpickles to a {type(module).__name__}, not an nn.Module",
-                "save the module or its state_dict",
-            )
-    elif kind is SourceKind.CHECKPOINT:
-        module = _module_from_checkpoint(source)
-    else:
-        raise UsageError(f"{source.path}: an ONNX model has no PyTorch module; use the ONNX Runtime runner")
-    return module.eval()
-
-
-def _require_trust(source: ModelSource) -> None:
-    if not source.options.trust_pickle:
-        raise file_error(
-            source.path,
-            "is a whole pickled nn.Module; loading it runs arbitrary code, so torch.load(weights_only=True) refused it",
-            "if you trust the file pass --trust-pickle, or save model.state_dict() and pass --arch",
-        )
-
-
-def _module_from_checkpoint(source: ModelSource) -> Any:
-    from deployopt.checkpoint import is_deployopt_checkpoint
-
-    if source.arch is None:
-        raise file_error(
-            source.path,
-            "holds only weights (a state_dict) and no architecture",
-            "pass --arch NAME, --arch torchvision:NAME or --arch package.module:factory",
-        )
-    obj = _torch_load(source.path, weights_only=True)
-    state = obj["state_dict"] if is_deployopt_checkpoint(obj) else _unwrap_state_dict(obj)
-    module = resolve_arch(source.arch, source.arch_kwargs)
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = " ".join(str(exc).split())[:300]
-        raise file_error(
-            source.path,
-            f"weights do not fit --arch {source.arch} ({first})",
-            "pass the architecture these weights were trained with",
-        ) from exc
-    return module
-
-
-def _unwrap_state_dict(obj: dict) -> dict:
-    """Accept the common wrappers ({"state_dict": ...}, {"model": ...}) around a plain state_dict."""
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(obj.get(key), dict):
-            return obj[key]
-    return obj
 
 
 def model_name(source: ModelSource) -> str:

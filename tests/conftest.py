@@ -45,7 +45,8 @@ def digits_checkpoint(digits_trained) -> Path:
 
 @pytest.fixture(scope="session")
 def digits_module(digits_checkpoint):
-    from deployopt.sources import inspect_source, load_torch_model
+    from deployopt.loading import load_torch_model
+    from deployopt.sources import inspect_source
 
     return load_torch_model(inspect_source(digits_checkpoint))
 

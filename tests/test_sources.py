@@ -6,7 +6,8 @@ import shutil
 import pytest
 
 from deployopt.errors import InputFileError, UsageError
-from deployopt.sources import SourceKind, SourceOptions, detect_kind, inspect_source, load_torch_model, resolve_arch
+from deployopt.loading import load_torch_model, resolve_arch
+from deployopt.sources import SourceKind, SourceOptions, detect_kind, inspect_source
 
 
 def test_each_format_is_detected_from_content(

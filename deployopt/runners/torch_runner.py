@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from deployopt.loading import load_torch_model
 from deployopt.runners.base import Runner
-from deployopt.sources import SourceOptions, inspect_source, load_torch_model
+from deployopt.sources import SourceOptions, inspect_source
 
 
 class TorchRunner(Runner):

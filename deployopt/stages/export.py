@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data import generate_data
 from deployopt.errors import StageError, UsageError
+from deployopt.loading import load_torch_model
 from deployopt.quiet import capture_output
 from deployopt.signature import Signature
-from deployopt.sources import ModelSource, SourceKind, load_torch_model
+from deployopt.sources import ModelSource, SourceKind
 
 DEFAULT_OPSET = 18  # accepted by ONNX Runtime ≥ 1.14 and TensorRT ≥ 10.0
 MAX_SINGLE_FILE_BYTES = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GB limit, with headroom for the graph

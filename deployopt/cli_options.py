@@ -1,0 +1,114 @@
+"""Option groups shared by several CLI verbs, and their translation into typed configs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def batch_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a comma-separated list of integers, e.g. 1,32") from None
+    if not sizes or any(s < 1 for s in sizes):
+        raise click.BadParameter(f"'{value}': batch sizes must be positive integers, e.g. 1,32")
+    return sizes
+
+
+def option_group(*decorators: Callable) -> Callable:
+    """Bundle click options so several verbs share one definition."""
+    def apply(func: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+source_options = option_group(
+    click.option(
+        "--arch", help="Architecture for a state_dict: registered name, torchvision:NAME or pkg.module:factory."
+    ),
+    click.option(
+        "--input",
+        "inputs",
+        multiple=True,
+        metavar="NAME:SHAPE[:DTYPE]",
+        help="Input signature, repeatable; symbolic dims (batch, seq=128) are dynamic.",
+    ),
+    click.option(
+        "--trust-pickle", is_flag=True, help="Allow loading a whole pickled nn.Module (runs code from the file)."
+    ),
+)
+data_options = option_group(
+    click.option(
+        "--data", type=click.Path(path_type=Path), help=".npz with one array per input name (and optionally 'labels')."
+    ),
+    click.option("--labels", type=click.Path(path_type=Path), help=".npz/.npy with one integer label per sample."),
+    click.option(
+        "--samples", type=int, default=64, show_default=True, help="Generated samples when no real data is given."
+    ),
+)
+budget_options = option_group(
+    click.option("--max-abs-error", type=float, help="Budget: max |candidate − reference| per output."),
+    click.option("--max-rel-error", type=float, help="Budget: max |c − r| / max |r| per output."),
+    click.option("--min-cosine", type=float, help="Budget: mean per-sample cosine similarity."),
+    click.option("--min-top1-agreement", type=float, help="Budget: fraction of samples with the same top-1 class."),
+    click.option("--max-accuracy-drop", type=float, help="Budget: task accuracy drop in points (needs labels)."),
+)
+bench_options = option_group(
+    click.option(
+        "--batch",
+        "batch_sizes",
+        default="1,32",
+        show_default=True,
+        callback=batch_sizes,
+        help="Batch sizes to measure, comma-separated.",
+    ),
+    click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads (default: all cores)."),
+    click.option(
+        "--repeats",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="Worker processes per model; medians over repeats are reported.",
+    ),
+)
+
+
+def source(arch: str | None, inputs: tuple[str, ...], trust_pickle: bool):
+    from deployopt.sources import SourceOptions
+
+    return SourceOptions(arch=arch, inputs=tuple(inputs), trust_pickle=trust_pickle)
+
+
+def verify_config(kw: dict[str, Any]):
+    from deployopt.verify import Budget, VerifyConfig
+
+    budget = Budget(**{k: kw.pop(k) for k in list(Budget.model_fields) if k in kw})
+    return VerifyConfig(data=kw.pop("data"), labels=kw.pop("labels"), samples=kw.pop("samples"), budget=budget)
+
+
+def variants_config(kw: dict[str, Any]):
+    from deployopt.calibration import Preprocess
+    from deployopt.stages.quantize import Int8Config
+    from deployopt.variants import QuantizedVariants
+
+    make = tuple(v for v, wanted in (("fp16", kw.pop("make_fp16")), ("int8", kw.pop("make_int8"))) if wanted)
+    preprocess = kw.pop("preprocess")
+    return QuantizedVariants(
+        make=make,
+        calibration=kw.pop("calibration"),
+        preprocess=Preprocess.parse(preprocess) if preprocess else None,
+        int8=Int8Config(mode=kw.pop("int8_mode")),
+    )
+
+
+def bench_config(kw: dict[str, Any]):
+    from deployopt.bench import BenchConfig
+
+    return BenchConfig(batch_sizes=kw.pop("batch_sizes"), threads=kw.pop("threads"), repeats=kw.pop("repeats"))

@@ -1,0 +1,91 @@
+"""What the CLI prints: tables and verdicts for build, verify, bench and quantize results.
+
+Results go to stdout, verdicts and failures to stderr, so ``--json`` output and pipes stay clean.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from deployopt.errors import EXIT_BUDGET, EXIT_OK
+
+
+def show_build(report, as_json: bool) -> int:
+    from deployopt.report import variant_table
+
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(variant_table(report))
+        click.echo(f"\nrun directory: {report.run_dir} (report.md, report.json, manifest.json)")
+        for failure in report.failures:
+            click.echo(f"FAIL {failure}", err=True)
+        click.echo("PASS: every artifact is within its budget" if report.passed else "FAIL: budget missed", err=True)
+    return EXIT_OK if report.passed else EXIT_BUDGET
+
+
+def show_verify(result) -> None:
+    click.echo(
+        f"{result.samples} samples from {result.data_origin}; budget {result.budget.model_dump(exclude_none=True)}"
+    )
+    for o in result.outputs:
+        top1 = f"  top-1 agreement {o.top1_agreement * 100:.2f}%" if o.top1_agreement is not None else ""
+        click.echo(
+            f"  {o.name}: max abs {o.max_abs_error:.3g}  max rel {o.max_rel_error:.3g}  cosine {o.cosine:.6f}{top1}"
+        )
+    if result.candidate_accuracy is not None:
+        click.echo(
+            f"  accuracy: reference {result.reference_accuracy:.2f}%  candidate {result.candidate_accuracy:.2f}%"
+        )
+    for failure in result.failures:
+        click.echo(f"FAIL {failure}", err=True)
+    click.echo("PASS" if result.passed else "FAIL", err=True)
+
+
+def show_bench(measurements, models: list[Path]) -> None:
+    sizes = {m: Path(m).stat().st_size for m in map(str, models)}
+    header = f"{'model':<28} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'samples/s':>10} {'peak RSS':>9}"
+    click.echo(header)
+    for m in measurements:
+        click.echo(
+            f"{m.variant:<28} {m.batch:>5} {m.p50_ms:>9.3f} {m.p90_ms:>9.3f} {m.p99_ms:>9.3f} "
+            f"{m.throughput:>10.1f} {m.peak_rss_mb:>7.0f}MB"
+        )
+    click.echo("sizes: " + ", ".join(f"{Path(p).name} {s / 1e6:.2f} MB" for p, s in sizes.items()))
+
+
+def show_quantize(out: Path, outcome) -> None:
+    details, result = outcome.details, outcome.verify
+    if outcome.precision == "int8":
+        click.echo(f"{out}: int8 {details['mode']}, kept {details['chosen']}")
+        for op, count in details["op_counts"].items():
+            click.echo(f"  {op}: {count['int8']} int8, {count['float']} float")
+        click.echo(f"  {'round':>5}  {'candidate':<22} {'excluded':>8}  {'cosine':>9}  {'latency p50':<22} verdict")
+        for a in details["attempts"]:
+            latency = ", ".join(f"b{b} {v:.2f} ms" for b, v in a["p50_ms"].items())
+            cosine = f"{a['cosine']:.5f}" if a["cosine"] is not None else "–"
+            click.echo(
+                f"  {a['round']:>5}  {a['candidate']:<22} {len(a['excluded']):>8}  {cosine:>9}  {latency:<22} "
+                f"{'pass' if a['passed'] else 'miss'}"
+            )
+        if details["excluded"]:
+            click.echo(f"  kept in float: {', '.join(details['excluded'])}")
+    else:
+        kept = details["fallback_nodes"]
+        click.echo(
+            f"{out}: fp16, {details['fp16_nodes']} fp16 nodes, {details['fp32_nodes']} fp32 nodes"
+            + (f"; kept in fp32 because ONNX Runtime refused them: {', '.join(kept)}" if kept else "")
+        )
+    for o in result.outputs:
+        click.echo(
+            f"  verify {o.name}: max rel {o.max_rel_error:.3g}, cosine {o.cosine:.6f}"
+            + (f", top-1 agreement {o.top1_agreement * 100:.2f}%" if o.top1_agreement is not None else "")
+        )
+    if result.candidate_accuracy is not None:
+        click.echo(f"  accuracy {result.candidate_accuracy:.2f}% vs {result.reference_accuracy:.2f}% (fp32)")
+    for failure in result.failures:
+        click.echo(f"FAIL {failure}", err=True)
+    click.echo("PASS" if outcome.passed else "FAIL: budget missed", err=True)
