@@ -141,7 +141,10 @@ def measure(name: str, repeats: int, threads: int, work: Path) -> dict:
         capture_output=True,
         text=True,
         check=False,
+        cwd=work,  # not the repository root: there `python -m` would import the source tree, not the install
     )
+    if not (run / "report.json").exists():
+        raise SystemExit(f"deployopt build {name} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
     report = json.loads((run / "report.json").read_text())
     plain, ort_int8 = _plain_and_ort_int8(run / "model-fp32.onnx", run / "model.onnx", calib, work)
     signature = Signature.from_json(json.loads((run / "manifest.json").read_text())["signature"])
