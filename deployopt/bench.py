@@ -24,6 +24,10 @@ from deployopt import errors
 from deployopt.runners import RunnerSpec
 from deployopt.signature import Signature
 
+# -P (Python ≥ 3.11): do not put the working directory first on sys.path, so a worker started inside a source
+# checkout imports the installed deployopt, as its parent did, not the folder it happens to run in.
+_SAFE_PATH = ["-P"] if sys.version_info >= (3, 11) else []
+
 
 class BenchConfig(BaseModel):
     """Options of ``deployopt bench`` and of the bench step of ``deployopt build``."""
@@ -79,7 +83,7 @@ def _run_worker(variant: BenchVariant, signature: Signature, config: BenchConfig
         }
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         proc = subprocess.run(
-            [sys.executable, "-m", "deployopt.bench_worker"],
+            [sys.executable, *_SAFE_PATH, "-m", "deployopt.bench_worker"],
             input=json.dumps(job),
             text=True,
             capture_output=True,

@@ -21,6 +21,7 @@ def batch_sizes(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 
 def option_group(*decorators: Callable) -> Callable:
     """Bundle click options so several verbs share one definition."""
+
     def apply(func: Callable) -> Callable:
         for decorator in reversed(decorators):
             func = decorator(func)
@@ -59,6 +60,11 @@ budget_options = option_group(
     click.option("--min-cosine", type=float, help="Budget: mean per-sample cosine similarity."),
     click.option("--min-top1-agreement", type=float, help="Budget: fraction of samples with the same top-1 class."),
     click.option("--max-accuracy-drop", type=float, help="Budget: task accuracy drop in points (needs labels)."),
+    click.option(
+        "--outputs",
+        type=click.Choice(["auto", "logits", "embedding"]),
+        help="What 2-D outputs are; top-1 checks apply to logits [default: auto, unit-norm rows = embedding].",
+    ),
 )
 bench_options = option_group(
     click.option(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +33,9 @@ class Budget(BaseModel):
     min_cosine: float | None = Field(None, ge=-1, le=1)
     min_top1_agreement: float | None = Field(None, ge=0, le=1)
     max_accuracy_drop: float | None = Field(None, ge=0, description="percentage points, needs labels")
+    outputs: Literal["auto", "logits", "embedding"] | None = Field(
+        None, description="what 2-D outputs are: logits get top-1 checks; auto treats unit-norm rows as embeddings"
+    )
 
 
 DEFAULT_BUDGETS: dict[str, Budget] = {
@@ -149,7 +153,7 @@ def compare_outputs(
         max_abs = float(diff.max()) if diff.size else 0.0
         scale = float(np.abs(ref).max()) if ref.size else 0.0
         item = OutputMetrics(name, max_abs, max_abs / scale if scale > 0 else max_abs, _per_sample_cosine(ref, cand))
-        if ref.ndim == 2 and ref.shape[1] > 1:
+        if _are_logits(ref, budget.outputs or "auto"):
             ref_top, cand_top = ref.argmax(1), cand.argmax(1)
             item.top1_agreement = float((ref_top == cand_top).mean())
             if labels is not None and ref_acc is None:
@@ -163,6 +167,16 @@ def compare_outputs(
             f"({cand_acc:.2f}% vs {ref_acc:.2f}%)"
         )
     return metrics, failures, ref_acc, cand_acc
+
+
+def _are_logits(ref: np.ndarray, kind: str) -> bool:
+    """Top-1 agreement only means something for class scores: 2-D with several columns, and under 'auto'
+    not L2-normalised rows (sentence embeddings are; their argmax is noise)."""
+    if kind == "embedding" or ref.ndim != 2 or ref.shape[1] < 2:
+        return False
+    if kind == "logits":
+        return True
+    return not np.allclose(np.linalg.norm(ref.astype(np.float64), axis=1), 1.0, atol=1e-3)
 
 
 def _budget_misses(item: OutputMetrics, budget: Budget) -> list[str]:

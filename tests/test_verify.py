@@ -32,19 +32,19 @@ def test_metrics_have_the_documented_meaning():
 
 
 def test_budget_misses_name_metric_value_and_limit():
-    ref = np.eye(4, dtype=np.float32)
+    ref = np.eye(4, dtype=np.float32) * 3  # logits (rows not unit-norm)
     cand = ref[::-1].copy()  # every top-1 flips
     _, failures, _, _ = compare_outputs(
         [ref], [cand], ["logits"], None, Budget(min_top1_agreement=0.9, max_abs_error=0.5)
     )
     assert any("top1_agreement 0 below budget 0.9" in f for f in failures)
-    assert any("max_abs_error 1 above budget 0.5" in f for f in failures)
+    assert any("max_abs_error 3 above budget 0.5" in f for f in failures)
 
 
 def test_accuracy_drop_with_labels():
-    ref = np.eye(4, dtype=np.float32)
+    ref = np.eye(4, dtype=np.float32) * 3  # logits (rows not unit-norm)
     cand = ref.copy()
-    cand[0] = [0, 1, 0, 0]
+    cand[0] = [0, 3, 0, 0]
     labels = np.arange(4)
     _, failures, ref_acc, cand_acc = compare_outputs([ref], [cand], ["y"], labels, Budget(max_accuracy_drop=10))
     assert (ref_acc, cand_acc) == (100.0, 75.0)
@@ -95,3 +95,19 @@ def test_damaged_weights_fail_verification(digits_checkpoint, digits_onnx, digit
     )
     assert not result.passed
     assert any("max_rel_error" in f for f in result.failures)
+
+
+def test_top1_checks_apply_to_logits_not_embeddings():
+    rng = np.random.default_rng(0)
+    embeddings = rng.standard_normal((16, 8))
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    noisy = embeddings + rng.standard_normal(embeddings.shape) * 0.05
+    (auto,), failures, _, _ = compare_outputs([embeddings], [noisy], ["emb"], None, Budget(min_top1_agreement=1.0))
+    assert auto.top1_agreement is None and failures == []  # unit-norm rows: an embedding, argmax is meaningless
+    (forced,), _, _, _ = compare_outputs([embeddings], [noisy], ["emb"], None, Budget(outputs="logits"))
+    assert forced.top1_agreement is not None
+    logits = rng.standard_normal((16, 8)) * 5
+    (plain,), _, _, _ = compare_outputs([logits], [logits], ["y"], None, Budget())
+    assert plain.top1_agreement == 1.0
+    (declared,), _, _, _ = compare_outputs([logits], [logits], ["y"], None, Budget(outputs="embedding"))
+    assert declared.top1_agreement is None
