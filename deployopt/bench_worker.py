@@ -19,6 +19,8 @@ from deployopt.fsutil import write_json_atomic
 from deployopt.runners import RunnerSpec, create_runner
 from deployopt.signature import Signature
 
+LONG_CALL_ITERATIONS, LONG_CALL_SECONDS = 3, 3.0
+
 
 def _time_batch(runner, feeds: dict[str, np.ndarray], config: dict) -> dict:
     warm_until = time.perf_counter() + config["warmup_seconds"]
@@ -33,7 +35,9 @@ def _time_batch(runner, feeds: dict[str, np.ndarray], config: dict) -> dict:
         latencies.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
         enough = len(latencies) >= config["min_iterations"] and elapsed >= config["min_seconds"]
-        if enough or elapsed >= config["max_seconds"]:
+        # Calls of a second or more vary little relative to their length: three of them are a stable median.
+        long_calls = len(latencies) >= LONG_CALL_ITERATIONS and elapsed >= LONG_CALL_SECONDS
+        if enough or long_calls or elapsed >= config["max_seconds"]:
             break
     ms = np.array(latencies) * 1000.0
     return {

@@ -47,3 +47,19 @@ def test_worker_errors_keep_their_class(digits_onnx, digits_signature):
     spec = RunnerSpec("onnxruntime", str(digits_onnx), providers=("CUDAExecutionProvider",))
     with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider"):
         bench([BenchVariant("gpu", spec)], digits_signature, FAST)
+
+
+def test_workers_import_the_installed_package_not_the_working_directory(
+    digits_onnx, digits_signature, tmp_path, monkeypatch
+):
+    """Running inside a folder that has its own `deployopt/` (a source checkout, say) must not change the code."""
+    shadow = tmp_path / "deployopt"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('the shadow package was imported')\n")
+    monkeypatch.chdir(tmp_path)
+    rows = bench(
+        [BenchVariant("onnx", RunnerSpec("onnxruntime", str(digits_onnx)))],
+        digits_signature,
+        FAST.model_copy(update={"batch_sizes": (1,)}),
+    )
+    assert rows[0].p50_ms > 0
