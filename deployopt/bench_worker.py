@@ -50,6 +50,19 @@ def _time_batch(runner, feeds: dict[str, np.ndarray], config: dict) -> dict:
     }
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM restarts at exec; ru_maxrss would carry over the parent's
+    peak (Linux keeps it across execve), which made every worker look as large as the CLI that started it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def run_job(job: dict) -> dict:
     spec = RunnerSpec.from_json(job["spec"])
     signature = Signature.from_json(job["signature"])
@@ -62,7 +75,7 @@ def run_job(job: dict) -> dict:
             actual_batch = next(iter(feeds.values())).shape[signature.inputs[0].batch_axis or 0]
             timing["batch"] = batch
             timing["throughput"] = actual_batch * timing["iterations"] / timing.pop("total_seconds")
-            timing["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+            timing["peak_rss_mb"] = peak_rss_mb()
             measurements.append(timing)
     return {"measurements": measurements}
 

@@ -21,6 +21,8 @@ def show_build(report, as_json: bool) -> int:
     else:
         click.echo(variant_table(report))
         click.echo(f"\nrun directory: {report.run_dir} (report.md, report.json, manifest.json)")
+        for note in report.notes:
+            click.echo(f"note: {note}", err=True)
         for failure in report.failures:
             click.echo(f"FAIL {failure}", err=True)
         click.echo("PASS: every artifact is within its budget" if report.passed else "FAIL: budget missed", err=True)
@@ -63,12 +65,12 @@ def show_quantize(out: Path, outcome) -> None:
         click.echo(f"{out}: int8 {details['mode']}, kept {details['chosen']}")
         for op, count in details["op_counts"].items():
             click.echo(f"  {op}: {count['int8']} int8, {count['float']} float")
-        click.echo(f"  {'round':>5}  {'candidate':<22} {'excluded':>8}  {'cosine':>9}  {'latency p50':<22} verdict")
+        click.echo(f"  {'round':>5}  {'candidate':<28} {'excluded':>8}  {'cosine':>9}  {'latency p50':<22} verdict")
         for a in details["attempts"]:
             latency = ", ".join(f"b{b} {v:.2f} ms" for b, v in a["p50_ms"].items())
             cosine = f"{a['cosine']:.5f}" if a["cosine"] is not None else "–"
             click.echo(
-                f"  {a['round']:>5}  {a['candidate']:<22} {len(a['excluded']):>8}  {cosine:>9}  {latency:<22} "
+                f"  {a['round']:>5}  {a['candidate']:<28} {len(a['excluded']):>8}  {cosine:>9}  {latency:<22} "
                 f"{'pass' if a['passed'] else 'miss'}"
             )
         if details["excluded"]:

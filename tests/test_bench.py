@@ -40,6 +40,8 @@ def test_each_variant_runs_in_its_own_process(digits_onnx, digits_checkpoint, di
     rows = bench(variants, digits_signature, FAST.model_copy(update={"repeats": 2, "batch_sizes": (2,)}))
     assert len(pids) == 4  # 2 variants × 2 repeats, each a fresh worker
     assert {r.variant for r in rows} == {"torch", "onnx"} and all(r.repeats == 2 for r in rows)
+    peak = {r.variant: r.peak_rss_mb for r in rows}
+    assert peak["onnx"] < peak["torch"]  # each worker's own memory: the ONNX Runtime worker never loads torch
     assert os.getpid() not in pids
 
 
