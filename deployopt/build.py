@@ -7,6 +7,7 @@ report says which metric) when any artifact misses its accuracy budget.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -309,8 +310,6 @@ def _verify_variant(
     config: BuildConfig,
     reference,
 ) -> dict:
-    import time
-
     budget = budget_for(precision, config.verify.budget.model_dump())
     candidate = RunnerSpec(backend="onnxruntime", path=str(path))
     key = {
@@ -354,8 +353,6 @@ def _bench_variants(
     config: BenchConfig,
     progress: Progress,
 ) -> None:
-    import time
-
     variants = [BenchVariant(report.variants[0].name, ref_spec)]
     variants += [
         BenchVariant(name, RunnerSpec(backend="onnxruntime", path=str(path))) for name, path in artifacts.items()
