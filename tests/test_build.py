@@ -181,3 +181,34 @@ def test_calibration_file_enables_int8_for_any_model(digits_torchscript, run_cli
     )
     assert code == 0, err
     assert {v["name"] for v in _report(tmp_path / "run")["variants"]} == {"pytorch", "onnx-fp32", "onnx-int8"}
+
+
+def test_killed_build_resumes_from_finished_stages(digits_checkpoint, run_cli, tmp_path):
+    """SIGKILL after the graph stage: the next run reuses export and graph, finishes, and matches a clean run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "killed"
+    command = [sys.executable, "-m", "deployopt", "build", str(digits_checkpoint), "-o", str(run), *NO_BENCH]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        manifest = run / "manifest.json"
+        if manifest.exists() and "graph" in json.loads(manifest.read_text() or "{}").get("stages", {}):
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the build finished before it could be killed"
+
+    code, _, err = run_cli("build", digits_checkpoint, "-o", run, *NO_BENCH)
+    assert code == 0, err
+    stages = {s["stage"]: s for s in _report(run)["stages"]}
+    assert stages["export"]["cached"] and stages["graph"]["cached"]
+    assert not list(run.rglob("*.partial"))
+    clean = tmp_path / "clean"
+    assert run_cli("build", digits_checkpoint, "-o", clean, *NO_BENCH)[0] == 0
+    for artifact in ("model.onnx", "model-fp32.onnx", "model-fp16.onnx"):
+        assert sha256_file(run / artifact) == sha256_file(clean / artifact), artifact
