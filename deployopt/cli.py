@@ -266,6 +266,20 @@ def bench(models: tuple[Path, ...], **kw: Any) -> int:
 )
 @click.option("--exclude", multiple=True, metavar="NODE_OR_OPTYPE", help="Keep these nodes / op types in float.")
 @click.option("--target", type=click.Choice(["cpu", "tensorrt"]), default="cpu", show_default=True)
+@click.option(
+    "--max-rounds",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Accuracy-aware rounds that keep the most damaging nodes in float when the budget is missed.",
+)
+@click.option(
+    "--weight-bits",
+    type=click.Choice(["auto", "7", "8"]),
+    default="auto",
+    show_default=True,
+    help="U8S8 weight range; auto picks 7 on x86 CPUs without VNNI, whose int8 kernels saturate at 8.",
+)
 @click.option("--keep-io-types/--no-keep-io-types", default=True, show_default=True, help="fp16: keep float32 I/O.")
 @click.option("--block", multiple=True, metavar="OPTYPE", help="fp16: op types kept in float32.")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for verification and measurements.")
@@ -300,6 +314,8 @@ def quantize(model: Path, out: Path, precision: str | None, **kw: Any) -> int:
             samples=kw["samples"],
             exclude=tuple(kw["exclude"]),
             target=kw["target"],
+            weight_bits=kw["weight_bits"],
+            max_rounds=kw["max_rounds"],
         )
     else:
         fp16 = Fp16Config(keep_io_types=kw["keep_io_types"], block=tuple(kw["block"]))

@@ -47,6 +47,9 @@ class Int8Config(BaseModel):
     exclude: tuple[str, ...] = Field((), description="node names or op types kept in float")
     target: Literal["cpu", "tensorrt"] = "cpu"
     max_rounds: int = Field(3, ge=0, description="sensitivity-guided exclusion rounds when the budget is missed")
+    weight_bits: Literal["auto", "7", "8"] = Field(
+        "auto", description="U8S8 weight range; auto: 7 on x86 without VNNI (int16 saturation), else 8"
+    )
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ def resolve_excludes(model: Any, requested: tuple[str, ...], path: Path) -> list
 
 def candidates_for(model: Any, config: Int8Config, mode: str) -> list[Candidate]:
     """The settings worth trying for this graph and target, in order of preference."""
-    reduce = x86_without_vnni()
+    reduce = x86_without_vnni() if config.weight_bits == "auto" else config.weight_bits == "7"
     if mode == "dynamic":
         if config.target == "tensorrt":
             raise UsageError(

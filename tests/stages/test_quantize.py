@@ -214,3 +214,12 @@ def test_quantize_cli_exit_codes(digits_fp32, digits_checkpoint, tmp_path, run_c
     assert code == 3 and "quantize takes ONNX" in err
     code, _, err = run_cli("quantize", digits_fp32, "-o", tmp_path / "h.onnx")
     assert code == 2 and "choose --int8 or --fp16" in err
+
+
+def test_weight_bits_can_be_forced(digits_fp32):
+    from deployopt.stages.quantize import candidates_for, load_model
+
+    model = load_model(digits_fp32)
+    assert all(c.reduce_range for c in candidates_for(model, Int8Config(weight_bits="7"), "static"))
+    assert not any(c.reduce_range for c in candidates_for(model, Int8Config(weight_bits="8"), "static"))
+    assert candidates_for(model, Int8Config(), "static")[0].reduce_range == x86_without_vnni()
