@@ -292,10 +292,11 @@ def _graph_summary(details: dict) -> str:
         if before.get(op, 0) != after.get(op, 0)
     ]
     passes = ", ".join(details["passes"]) or "none"
+    notes = "".join(f"; {note}" for note in details.get("notes", []))
     return (
         f"passes kept: {passes}; nodes {details['nodes_before']} → {details['nodes_after']}"
         f" ({', '.join(changed) if changed else 'no op-type count changed'}); "
-        f"size {details['size_before']:,} → {details['size_after']:,} bytes"
+        f"size {details['size_before']:,} → {details['size_after']:,} bytes{notes}"
     )
 
 

@@ -40,6 +40,7 @@ class GraphResult:
     size_after: int
     passes: list[str]  # the passes that changed the graph and were kept
     seconds: float
+    notes: list[str]  # why a requested pass was not kept
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"seconds": round(self.seconds, 3)}
@@ -56,14 +57,17 @@ def optimize_graph(in_path: Path, out_path: Path, config: GraphConfig) -> GraphR
         raise InputFileError(f"{in_path}: cannot be loaded as ONNX ({exc}); re-export it") from exc
     before = op_counts(model)
     passes: list[str] = []
+    notes: list[str] = []
     if config.onnxslim:
         model = _onnxslim(model, in_path)
         passes.append("onnxslim")
     if config.ort_basic:
-        candidate = _ort_basic(model, in_path)
+        candidate, reason = _ort_basic(model, in_path)
         if candidate is not None and len(candidate.graph.node) < len(model.graph.node):
             model = candidate
             passes.append("onnxruntime-basic")
+        else:
+            notes.append(f"onnxruntime-basic not kept: {reason or 'it removed no nodes'}")
     onnx.checker.check_model(model, full_check=True)
     onnx.save_model(model, str(out_path))
     return GraphResult(
@@ -75,6 +79,7 @@ def optimize_graph(in_path: Path, out_path: Path, config: GraphConfig) -> GraphR
         size_after=out_path.stat().st_size,
         passes=passes,
         seconds=time.perf_counter() - started,
+        notes=notes,
     )
 
 
@@ -87,14 +92,14 @@ def _onnxslim(model: Any, in_path: Path) -> Any:
         raise StageError(f"{in_path}: onnxslim failed ({type(exc).__name__}: {exc}); rerun with --no-onnxslim") from exc
 
 
-def _ort_basic(model: Any, in_path: Path) -> Any | None:
-    """ORT's basic-level offline optimisation, or None when onnxruntime is not installed."""
+def _ort_basic(model: Any, in_path: Path) -> tuple[Any | None, str | None]:
+    """ORT's basic-level offline optimisation, or (None, why it cannot be used)."""
     import onnx
 
     try:
         import onnxruntime as ort
     except ImportError:
-        return None
+        return None, "onnxruntime is not installed"
     with tempfile.TemporaryDirectory(prefix="deployopt-graph-") as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save_model(model, str(src))
@@ -112,5 +117,5 @@ def _ort_basic(model: Any, in_path: Path) -> Any | None:
         optimized = onnx.load_model(str(dst))
     # Keep only results that stay in the standard ONNX domain (portable to TensorRT and other runtimes).
     if any(node.domain not in ("", "ai.onnx") for node in optimized.graph.node):
-        return None
-    return optimized
+        return None, "its result uses ONNX Runtime-only operators"
+    return optimized, None
