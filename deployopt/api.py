@@ -17,27 +17,34 @@ from deployopt.calibration import Preprocess, as_eval_data, load_calibration
 from deployopt.data import dataset_data, generate_data, load_data
 from deployopt.demo import run_demo
 from deployopt.errors import InputFileError, UsageError
-from deployopt.fsutil import atomic_path
+from deployopt.fsutil import atomic_path, write_json_atomic
 from deployopt.onnxutil import describe
 from deployopt.runners import RunnerSpec, spec_for_model
-from deployopt.sources import SourceKind, SourceOptions, inspect_source
+from deployopt.signature import Signature
+from deployopt.sources import ModelSource, SourceKind, SourceOptions, inspect_source
+from deployopt.stages.engine import EngineConfig, build_engine
 from deployopt.stages.export import ExportConfig, ExportResult, export_onnx
 from deployopt.stages.fp16 import Fp16Config, convert_fp16
 from deployopt.stages.graph import GraphConfig, GraphResult, optimize_graph
 from deployopt.stages.quantize import Int8Config
+from deployopt.tensorrt_support import EngineSidecar, is_engine_file, read_sidecar, sidecar_path
 from deployopt.verify import Budget, VerifyConfig, VerifyResult, budget_for, load_eval_data, verify
 
 __all__ = [
     "BenchConfig",
     "BuildConfig",
+    "EngineConfig",
     "ExportConfig",
     "GraphConfig",
+    "RuntimeOptions",
     "SourceOptions",
     "VerifyConfig",
     "bench_models",
     "build",
+    "engine",
     "export",
     "optimize",
+    "quantize",
     "run_demo",
     "verify_models",
 ]
@@ -72,30 +79,76 @@ def optimize(model: str | Path, out: str | Path, config: GraphConfig = GraphConf
         return optimize_graph(source.path, tmp, config)
 
 
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Where the models under test run: the ONNX Runtime provider for ONNX files, the device (and, for
+    PyTorch files, precision and torch.compile) otherwise. TensorRT engines always run on a CUDA device."""
+
+    provider: str = "cpu"  # a key of deployopt.runners.PROVIDERS
+    device: str = "cpu"
+    precision: str = "fp32"
+    compile: bool = False
+
+    def spec(self, path: Path, options: SourceOptions, threads: int | None = None) -> RunnerSpec:
+        return spec_for_model(
+            str(path),
+            source_options=options.to_json(),
+            threads=threads,
+            provider=self.provider,
+            device=self.device,
+            precision=self.precision,
+            compile=self.compile,
+        )
+
+
+@dataclass(frozen=True)
+class _Model:
+    """A model file as verify and bench see it: its signature, precision and registered dataset."""
+
+    path: Path
+    signature: Signature | None
+    precision: str
+    dataset: str | None = None
+    source: ModelSource | None = None  # None for TensorRT engines
+
+
+def _open_model(path: str | Path, options: SourceOptions) -> _Model:
+    if is_engine_file(path):
+        sidecar = read_sidecar(path)
+        return _Model(Path(path), Signature.from_json(sidecar.signature), sidecar.source_precision)
+    source = inspect_source(Path(path), options)
+    precision = describe(source.path)["precision"] if source.kind is SourceKind.ONNX else "fp32"
+    return _Model(source.path, source.signature, precision, source.dataset, source)
+
+
 def verify_models(
     reference: str | Path,
     candidate: str | Path,
     options: SourceOptions = SourceOptions(),
     config: VerifyConfig = VerifyConfig(),
+    runtime: RuntimeOptions = RuntimeOptions(),
 ) -> VerifyResult:
     """Run both models on the same inputs and check the candidate against the budget.
 
-    The budget defaults by the candidate's precision (fp32 / fp16 / int8, read from its graph);
-    ``config.budget`` overrides individual metrics. Real data comes from ``config.data`` or the
-    reference's registered dataset; otherwise seeded generated inputs matching the signature are used.
+    The reference always runs as is (PyTorch eager fp32 on the CPU, or ONNX Runtime CPU); the candidate
+    runs where ``runtime`` says, a TensorRT engine on its GPU. The budget defaults by the candidate's
+    precision (fp32 / fp16 / int8, read from its graph or engine sidecar); ``config.budget`` overrides
+    individual metrics. Real data comes from ``config.data`` or the reference's registered dataset;
+    otherwise seeded generated inputs matching the signature are used.
     """
-    ref_source = inspect_source(Path(reference), options)
-    cand_source = inspect_source(Path(candidate), options)
-    signature = ref_source.signature or cand_source.signature
+    ref = _open_model(reference, options)
+    if ref.source is None:
+        raise UsageError(f"{reference}: a TensorRT engine cannot be the reference; pass the PyTorch or ONNX model")
+    cand = _open_model(candidate, options)
+    signature = ref.signature or cand.signature
     if signature is None:
         raise InputFileError(
             f"{reference}: no input signature is saved with this model; pass --input NAME:SHAPE[:DTYPE]"
         )
-    precision = describe(cand_source.path)["precision"] if cand_source.kind is SourceKind.ONNX else "fp32"
+    precision = "fp16" if runtime.precision == "fp16" and cand.source is not None else cand.precision
     budget = budget_for(precision, config.budget.model_dump())
-    data = load_eval_data(signature, config, ref_source.dataset)
-    cand_spec = spec_for_model(str(cand_source.path), source_options=options.to_json())
-    return verify(reference_spec(ref_source), cand_spec, data, budget, config.batch_size)
+    data = load_eval_data(signature, config, ref.dataset)
+    return verify(reference_spec(ref.source), runtime.spec(cand.path, options), data, budget, config.batch_size)
 
 
 def bench_models(
@@ -103,21 +156,19 @@ def bench_models(
     options: SourceOptions = SourceOptions(),
     config: BenchConfig = BenchConfig(),
     progress=lambda message: None,
+    runtime: RuntimeOptions = RuntimeOptions(),
 ) -> list[Measurement]:
     """Measure every model in one invocation, each in its own worker process, at each batch size."""
     if not models:
         raise UsageError("bench needs at least one model file")
-    sources = [inspect_source(Path(m), options) for m in models]
-    signature = next((s.signature for s in sources if s.signature is not None), None)
+    opened = [_open_model(m, options) for m in models]
+    signature = next((m.signature for m in opened if m.signature is not None), None)
     if signature is None:
         raise InputFileError(
             f"{models[0]}: no input signature is saved with this model; pass --input NAME:SHAPE[:DTYPE]"
         )
-    labels = _unique_labels([s.path for s in sources])
-    variants = [
-        BenchVariant(label, spec_for_model(str(s.path), source_options=options.to_json()))
-        for label, s in zip(labels, sources, strict=True)
-    ]
+    labels = _unique_labels([m.path for m in opened])
+    variants = [BenchVariant(label, runtime.spec(m.path, options)) for label, m in zip(labels, opened, strict=True)]
     return bench(variants, signature, config, progress)
 
 
@@ -125,6 +176,24 @@ def _unique_labels(paths: list[Path]) -> list[str]:
     """Short labels for the table: file names, or parent/file when names repeat."""
     names = [p.name for p in paths]
     return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
+
+
+def engine(model: str | Path, out: str | Path | None = None, config: EngineConfig = EngineConfig()) -> EngineSidecar:
+    """Build a TensorRT engine from an ONNX model; writes ``out`` (default: MODEL with .plan) and its sidecar.
+
+    Precision follows the ONNX graph (fp32, fp16-converted, or Q/DQ int8 from ``quantize --target
+    tensorrt``). Without TensorRT or a GPU this raises :class:`BackendUnavailableError` (exit 5).
+    """
+    source = inspect_source(Path(model))
+    if source.kind is not SourceKind.ONNX:
+        raise InputFileError(
+            f"{model}: is a {source.kind.value} file; engine takes ONNX — run `deployopt export` first"
+        )
+    out = Path(out) if out is not None else source.path.with_suffix(".plan")
+    _refuse_overwrite_of_input(source.path, out)
+    sidecar = build_engine(source.path, out, require_signature(source), config)
+    write_json_atomic(sidecar_path(out), sidecar.model_dump(mode="json"))
+    return sidecar
 
 
 @dataclass(frozen=True)

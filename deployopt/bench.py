@@ -61,6 +61,10 @@ class Measurement:
     iterations: int
     peak_rss_mb: float
     repeats: int = 1
+    # GPU runners: device time of the computation alone (CUDA events), without copies and synchronisation.
+    gpu_p50_ms: float | None = None
+    gpu_p90_ms: float | None = None
+    gpu_p99_ms: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -117,8 +121,9 @@ def bench(
     measurements = []
     for (label, batch), rows in runs.items():
 
-        def median(key: str, rows=rows) -> float:
-            return float(statistics.median(r[key] for r in rows))
+        def median(key: str, rows=rows) -> float | None:
+            values = [r[key] for r in rows if r.get(key) is not None]
+            return float(statistics.median(values)) if values else None
 
         measurements.append(
             Measurement(
@@ -132,6 +137,9 @@ def bench(
                 iterations=int(median("iterations")),
                 peak_rss_mb=median("peak_rss_mb"),
                 repeats=len(rows),
+                gpu_p50_ms=median("gpu_p50_ms"),
+                gpu_p90_ms=median("gpu_p90_ms"),
+                gpu_p99_ms=median("gpu_p99_ms"),
             )
         )
     return measurements

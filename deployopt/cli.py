@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from deployopt import __version__, console
+from deployopt import __version__, cli_gpu, console
 from deployopt import cli_options as options
 from deployopt.errors import (
     EXIT_BUDGET,
@@ -207,14 +207,16 @@ def optimize(model: Path, out: Path, onnxslim: bool, ort_basic: bool) -> int:
 @options.source_options
 @options.data_options
 @options.budget_options
+@options.runtime_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(reference: Path, candidate: Path, **kw: Any) -> int:
-    """Compare CANDIDATE with REFERENCE on the same inputs; exit 1 when outside the budget."""
+    """Compare CANDIDATE (PyTorch, ONNX or a TensorRT engine) with REFERENCE; exit 1 when outside the budget."""
     from deployopt.api import verify_models
 
     as_json = kw.pop("as_json")
     source = options.source(kw.pop("arch"), kw.pop("inputs"), kw.pop("trust_pickle"))
-    result = verify_models(reference, candidate, source, options.verify_config(kw))
+    runtime = options.runtime(kw)
+    result = verify_models(reference, candidate, source, options.verify_config(kw), runtime)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -226,14 +228,19 @@ def verify(reference: Path, candidate: Path, **kw: Any) -> int:
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
 @options.source_options
 @options.bench_options
+@options.runtime_options
 @click.option("--json", "as_json", is_flag=True, help="Print measurements as JSON.")
 def bench(models: tuple[Path, ...], **kw: Any) -> int:
-    """Measure latency (p50/p90/p99), throughput and peak memory of MODELS, each in its own process."""
+    """Measure latency (p50/p90/p99), throughput and peak memory of MODELS, each in its own process.
+
+    On a GPU (TensorRT engines, --provider cuda, --device cuda) the device compute time is reported too.
+    """
     from deployopt.api import bench_models
 
     as_json = kw.pop("as_json")
     source = options.source(kw.pop("arch"), kw.pop("inputs"), kw.pop("trust_pickle"))
-    measurements = bench_models(list(models), source, options.bench_config(kw), progress=_progress)
+    runtime = options.runtime(kw)
+    measurements = bench_models(list(models), source, options.bench_config(kw), _progress, runtime)
     if as_json:
         click.echo(json.dumps([m.to_json() for m in measurements], indent=2))
         return EXIT_OK
@@ -345,6 +352,10 @@ def exit_codes() -> int:
     for code, meaning in EXIT_CODES.items():
         click.echo(f"{code:>4}  {meaning}")
     return EXIT_OK
+
+
+cli.add_command(cli_gpu.engine)
+cli.add_command(cli_gpu.doctor)
 
 
 def main(argv: list[str] | None = None) -> int:

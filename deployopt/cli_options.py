@@ -84,6 +84,41 @@ bench_options = option_group(
         help="Worker processes per model; medians over repeats are reported.",
     ),
 )
+runtime_options = option_group(
+    click.option(
+        "--provider",
+        type=click.Choice(["cpu", "cuda", "tensorrt"]),
+        default="cpu",
+        show_default=True,
+        help="ONNX Runtime execution provider for ONNX models; fails if it is not the active one.",
+    ),
+    click.option(
+        "--device",
+        default="cpu",
+        show_default=True,
+        metavar="cpu|cuda[:N]",
+        help="Device for PyTorch models (TensorRT engines always run on CUDA).",
+    ),
+    click.option(
+        "--torch-precision",
+        type=click.Choice(["fp32", "fp16"]),
+        default="fp32",
+        show_default=True,
+        help="Run PyTorch models in half precision (GPU baselines; needs --device cuda).",
+    ),
+    click.option("--torch-compile", is_flag=True, help="Wrap PyTorch models in torch.compile."),
+)
+
+
+def runtime(kw: dict[str, Any]):
+    from deployopt.api import RuntimeOptions
+
+    return RuntimeOptions(
+        provider=kw.pop("provider"),
+        device=kw.pop("device"),
+        precision=kw.pop("torch_precision"),
+        compile=kw.pop("torch_compile"),
+    )
 
 
 def source(arch: str | None, inputs: tuple[str, ...], trust_pickle: bool):

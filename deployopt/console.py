@@ -49,13 +49,21 @@ def show_verify(result) -> None:
 
 def show_bench(measurements, models: list[Path]) -> None:
     sizes = {m: Path(m).stat().st_size for m in map(str, models)}
+    gpu = any(m.gpu_p50_ms is not None for m in measurements)
     header = f"{'model':<28} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'samples/s':>10} {'peak RSS':>9}"
-    click.echo(header)
+    click.echo(header + (f" {'GPU p50 ms':>11} {'GPU p99 ms':>11}" if gpu else ""))
     for m in measurements:
-        click.echo(
+        line = (
             f"{m.variant:<28} {m.batch:>5} {m.p50_ms:>9.3f} {m.p90_ms:>9.3f} {m.p99_ms:>9.3f} "
             f"{m.throughput:>10.1f} {m.peak_rss_mb:>7.0f}MB"
         )
+        if gpu:
+            line += (
+                f" {m.gpu_p50_ms:>11.3f} {m.gpu_p99_ms:>11.3f}" if m.gpu_p50_ms is not None else f" {'–':>11} {'–':>11}"
+            )
+        click.echo(line)
+    if gpu:
+        click.echo("p50/p90/p99: end to end (copies in and out, synchronised); GPU: device compute time (CUDA events)")
     click.echo("sizes: " + ", ".join(f"{Path(p).name} {s / 1e6:.2f} MB" for p, s in sizes.items()))
 
 

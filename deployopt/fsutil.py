@@ -53,6 +53,11 @@ def write_text_atomic(destination: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_bytes_atomic(destination: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(destination) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_json_atomic(destination: str | os.PathLike, value: object) -> None:
     write_text_atomic(destination, json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
 

@@ -11,6 +11,7 @@ from deployopt.runners.base import Runner, RunnerSpec
 BACKENDS = {
     "torch": "deployopt.runners.torch_runner:TorchRunner",
     "onnxruntime": "deployopt.runners.onnxruntime_runner:OnnxRuntimeRunner",
+    "tensorrt": "deployopt.runners.tensorrt_runner:TensorRTRunner",
 }
 
 
@@ -22,22 +23,46 @@ def create_runner(spec: RunnerSpec) -> Runner:
     return getattr(importlib.import_module(module_name), class_name)(spec)
 
 
+# --provider choices of the CLI → ONNX Runtime provider lists (the first one must become active).
+PROVIDERS = {
+    "cpu": ("CPUExecutionProvider",),
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+}
+
+
 def spec_for_model(
     path: str,
     *,
     source_options: dict | None = None,
     threads: int | None = None,
-    providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    provider: str = "cpu",
+    device: str = "cpu",
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> RunnerSpec:
-    """Pick the backend from the file's content: ONNX → onnxruntime, any PyTorch format → torch."""
+    """Pick the backend from the file: a TensorRT engine (sidecar or .plan) → tensorrt, ONNX → onnxruntime
+    with ``provider``, any PyTorch format → torch on ``device``."""
     from pathlib import Path
 
     from deployopt.sources import SourceKind, detect_kind
+    from deployopt.tensorrt_support import is_engine_file
 
-    backend = "onnxruntime" if detect_kind(Path(path)) is SourceKind.ONNX else "torch"
+    if provider not in PROVIDERS:
+        raise UsageError(f"unknown provider '{provider}'; known: {', '.join(PROVIDERS)}")
+    if is_engine_file(path):
+        return RunnerSpec("tensorrt", str(path), device=device if device.startswith("cuda") else "cuda")
+    if detect_kind(Path(path)) is SourceKind.ONNX:
+        return RunnerSpec("onnxruntime", str(path), threads=threads, providers=PROVIDERS[provider])
     return RunnerSpec(
-        backend=backend, path=str(path), threads=threads, providers=providers, source_options=dict(source_options or {})
+        "torch",
+        str(path),
+        threads=threads,
+        source_options=dict(source_options or {}),
+        device=device,
+        precision=precision,
+        compile=compile,
     )
 
 
-__all__ = ["BACKENDS", "Runner", "RunnerSpec", "create_runner", "spec_for_model"]
+__all__ = ["BACKENDS", "PROVIDERS", "Runner", "RunnerSpec", "create_runner", "spec_for_model"]

@@ -18,11 +18,14 @@ import numpy as np
 class RunnerSpec:
     """Everything needed to rebuild a runner in another process (the bench workers), as plain data."""
 
-    backend: str  # a key of deployopt.runners.BACKENDS: "torch", "onnxruntime", ...
+    backend: str  # a key of deployopt.runners.BACKENDS: "torch", "onnxruntime", "tensorrt"
     path: str
     threads: int | None = None
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     source_options: dict[str, Any] = field(default_factory=dict)  # SourceOptions.to_json() for torch
+    device: str = "cpu"  # torch: "cpu" / "cuda[:N]"; tensorrt: "cuda[:N]"
+    precision: str = "fp32"  # torch: "fp16" runs the module in half precision (GPU baselines)
+    compile: bool = False  # torch: wrap the module in torch.compile
 
     def to_json(self) -> dict:
         return {
@@ -31,6 +34,9 @@ class RunnerSpec:
             "threads": self.threads,
             "providers": list(self.providers),
             "source_options": dict(self.source_options),
+            "device": self.device,
+            "precision": self.precision,
+            "compile": self.compile,
         }
 
     @classmethod
@@ -41,15 +47,23 @@ class RunnerSpec:
             threads=data.get("threads"),
             providers=tuple(data.get("providers") or ("CPUExecutionProvider",)),
             source_options=dict(data.get("source_options") or {}),
+            device=data.get("device", "cpu"),
+            precision=data.get("precision", "fp32"),
+            compile=bool(data.get("compile", False)),
         )
 
 
 class Runner(abc.ABC):
-    """Load once, infer many times, release."""
+    """Load once, infer many times, release.
+
+    GPU backends also set :attr:`last_compute_ms` after each :meth:`infer`: the device time of the
+    computation alone (CUDA events), beside the end-to-end time that includes copies and synchronisation.
+    """
 
     def __init__(self, spec: RunnerSpec) -> None:
         self.spec = spec
         self.is_active = False
+        self.last_compute_ms: float | None = None
 
     @property
     def name(self) -> str:
