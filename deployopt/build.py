@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,11 +18,20 @@ from deployopt.bench import BenchConfig, BenchVariant, bench
 from deployopt.errors import InputFileError
 from deployopt.fsutil import sha256_json, write_json_atomic, write_text_atomic
 from deployopt.onnxutil import describe
-from deployopt.report import ONNX_FP32, REFERENCE, BuildReport, VariantReport, render_markdown
+from deployopt.report import (
+    ONNX_FP32,
+    REFERENCE,
+    BuildReport,
+    VariantReport,
+    graph_summary,
+    render_markdown,
+    verify_summary,
+)
 from deployopt.rundir import RunDirectory
-from deployopt.runners import RunnerSpec, create_runner
+from deployopt.runners import RunnerSpec, create_runner, spec_for_model
 from deployopt.signature import Signature
 from deployopt.sources import ModelSource, SourceKind, SourceOptions, inspect_source, model_name
+from deployopt.stages.engine import EngineConfig
 from deployopt.stages.export import ExportConfig, export_onnx
 from deployopt.stages.graph import GraphConfig, optimize_graph
 from deployopt.variants import QuantizedVariants, make_fp16, make_int8
@@ -57,6 +67,8 @@ class BuildConfig(BaseModel):
     graph: GraphConfig = GraphConfig()
     verify: VerifyConfig = VerifyConfig()
     quantize: QuantizedVariants = QuantizedVariants()
+    target: Literal["cpu", "tensorrt"] = Field("cpu", description="tensorrt: also build, verify and bench engines")
+    engine: EngineConfig = EngineConfig()
     bench: BenchConfig = BenchConfig()
     skip_bench: bool = False
     force: bool = Field(False, description="redo every stage even when a cached result exists")
@@ -85,6 +97,10 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
     """Build, verify and benchmark every artifact of ``model_path``; see the module docstring."""
     source = inspect_source(Path(model_path), config.source_options)
     signature = require_signature(source)
+    if config.target == "tensorrt":
+        from deployopt.engine_variants import require_tensorrt_target
+
+        require_tensorrt_target(config.engine)
     run_root = config.out or DEFAULT_OUT_ROOT / model_name(source)
     with RunDirectory(run_root, force=config.force) as run:
         run.manifest["source"] = source.to_json()
@@ -138,13 +154,35 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
                     ),
                 )
             )
-        for name, outcome in made:
+
+        def add(name: str, outcome) -> None:
             report.stages.append(outcome.stage)
             if outcome.path is None:
                 report.notes.append(outcome.skipped)
                 progress(outcome.skipped)
             else:
                 artifacts[name] = outcome.path
+
+        for name, outcome in made:
+            add(name, outcome)
+        if config.target == "tensorrt":
+            from deployopt.engine_variants import tensorrt_variants
+
+            for name, outcome in tensorrt_variants(
+                run,
+                fp32_path,
+                fp32_hash,
+                artifacts.get("onnx-fp16"),
+                signature,
+                config.quantize,
+                source.dataset,
+                data,
+                config.verify.budget,
+                config.bench,
+                config.engine,
+                progress,
+            ):
+                add(name, outcome)
         reference_outputs: list[CollectedOutputs] = []  # computed at most once, only if some result is not cached
 
         def reference() -> CollectedOutputs:
@@ -155,7 +193,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
             return reference_outputs[0]
 
         for name, path in artifacts.items():
-            facts = describe(path)
+            facts = _facts(path)
             run.record_artifact(name, path, precision=facts["precision"])
             variant = VariantReport(name, str(path), facts["precision"], facts["size_bytes"])
             result = _verify_variant(run, name, ref_spec, path, facts["precision"], source, data, config, reference)
@@ -169,7 +207,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
                     "stage": f"verify {name}",
                     "cached": result.get("cached", False),
                     "seconds": result.get("seconds", 0.0),
-                    "summary": _verify_summary(result, verdict),
+                    "summary": verify_summary(result, verdict),
                 }
             )
             progress(f"verify {name}: {verdict}")
@@ -251,7 +289,7 @@ def _produce_fp32(
             "stage": "graph",
             "cached": outcome.cached,
             "seconds": outcome.record["seconds"],
-            "summary": _graph_summary(details),
+            "summary": graph_summary(details),
         }
     )
     return outcome.output("model")
@@ -266,6 +304,15 @@ def _verification_data(signature: Signature, config: BuildConfig, dataset: str |
         calibration = load_calibration(signature, config.quantize.calibration, config.quantize.preprocess)
         return as_eval_data(calibration, signature, max(config.verify.samples, config.quantize.int8.samples))
     return load_eval_data(signature, config.verify, dataset)
+
+
+def _facts(path: Path) -> dict:
+    """Precision and size of an artifact: from the ONNX graph, or from a TensorRT engine's sidecar."""
+    from deployopt.tensorrt_support import is_engine_file, read_sidecar
+
+    if is_engine_file(path):
+        return {"precision": read_sidecar(path).source_precision, "size_bytes": path.stat().st_size}
+    return describe(path)
 
 
 def _fp16_speed_note(report: BuildReport) -> list[str]:
@@ -284,22 +331,6 @@ def _fp16_speed_note(report: BuildReport) -> list[str]:
     ]
 
 
-def _graph_summary(details: dict) -> str:
-    before, after = details["ops_before"], details["ops_after"]
-    changed = [
-        f"{op} {before.get(op, 0)}→{after.get(op, 0)}"
-        for op in sorted(set(before) | set(after))
-        if before.get(op, 0) != after.get(op, 0)
-    ]
-    passes = ", ".join(details["passes"]) or "none"
-    notes = "".join(f"; {note}" for note in details.get("notes", []))
-    return (
-        f"passes kept: {passes}; nodes {details['nodes_before']} → {details['nodes_after']}"
-        f" ({', '.join(changed) if changed else 'no op-type count changed'}); "
-        f"size {details['size_before']:,} → {details['size_after']:,} bytes{notes}"
-    )
-
-
 def _verify_variant(
     run: RunDirectory,
     name: str,
@@ -312,7 +343,7 @@ def _verify_variant(
     reference,
 ) -> dict:
     budget = budget_for(precision, config.verify.budget.model_dump())
-    candidate = RunnerSpec(backend="onnxruntime", path=str(path))
+    candidate = spec_for_model(str(path))
     key = {
         "reference": source.sha256,
         "candidate": run.manifest["artifacts"][name]["sha256"],
@@ -330,21 +361,6 @@ def _verify_variant(
     return payload
 
 
-def _verify_summary(result: dict, verdict: str) -> str:
-    parts = []
-    for output in result["outputs"]:
-        text = (
-            f"{output['name']}: max abs {output['max_abs_error']:.3g}, max rel {output['max_rel_error']:.3g}, "
-            f"cosine {output['cosine']:.6f}"
-        )
-        if output.get("top1_agreement") is not None:
-            text += f", top-1 agreement {output['top1_agreement'] * 100:.2f}%"
-        parts.append(text)
-    if result.get("candidate_accuracy") is not None:
-        parts.append(f"accuracy {result['candidate_accuracy']:.2f}% vs reference {result['reference_accuracy']:.2f}%")
-    return f"{'; '.join(parts)} on {result['samples']} samples of {result['data']} → {verdict}"
-
-
 def _bench_variants(
     run: RunDirectory,
     report: BuildReport,
@@ -355,9 +371,7 @@ def _bench_variants(
     progress: Progress,
 ) -> None:
     variants = [BenchVariant(report.variants[0].name, ref_spec)]
-    variants += [
-        BenchVariant(name, RunnerSpec(backend="onnxruntime", path=str(path))) for name, path in artifacts.items()
-    ]
+    variants += [BenchVariant(name, spec_for_model(str(path))) for name, path in artifacts.items()]
     started = time.perf_counter()
     measurements = bench(variants, signature, config, progress)
     for m in measurements:

@@ -79,6 +79,7 @@ def cli(debug: bool, verbose: bool) -> None:
 )
 @click.option("--preprocess", help="For an image-folder --calibration, e.g. resize=256,crop=224.")
 @click.option("--int8-mode", type=click.Choice(["auto", "static", "dynamic"]), default="auto", show_default=True)
+@options.target_options
 @options.budget_options
 @options.bench_options
 @click.option("--no-bench", is_flag=True, help="Skip benchmarking.")
@@ -105,6 +106,8 @@ def build(model: Path, **kw: Any) -> int:
         graph=GraphConfig(onnxslim=kw.pop("onnxslim"), ort_basic=kw.pop("ort_basic")),
         verify=options.verify_config(kw),
         quantize=options.variants_config(kw),
+        target=kw.pop("target"),
+        engine=options.engine_config(kw),
         bench=options.bench_config(kw),
         skip_bench=kw.pop("no_bench"),
         force=kw.pop("force"),

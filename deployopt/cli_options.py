@@ -108,6 +108,23 @@ runtime_options = option_group(
     ),
     click.option("--torch-compile", is_flag=True, help="Wrap PyTorch models in torch.compile."),
 )
+target_options = option_group(
+    click.option(
+        "--target",
+        type=click.Choice(["cpu", "tensorrt"]),
+        default="cpu",
+        show_default=True,
+        help="tensorrt: also build fp16 and int8 (Q/DQ) TensorRT engines, verify and bench them on the GPU.",
+    ),
+    click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True, help="Engines' max batch."),
+    click.option("--sparse-weights", is_flag=True, help="Engines: allow 2:4 sparse kernels (2:4-pruned models)."),
+)
+
+
+def engine_config(kw: dict[str, Any]):
+    from deployopt.stages.engine import EngineConfig
+
+    return EngineConfig(max_batch=kw.pop("max_batch"), sparse_weights=kw.pop("sparse_weights"))
 
 
 def runtime(kw: dict[str, Any]):

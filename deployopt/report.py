@@ -165,3 +165,34 @@ def render_markdown(report: BuildReport) -> str:
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     return "\n".join(lines) + "\n"
+
+
+def graph_summary(details: dict) -> str:
+    before, after = details["ops_before"], details["ops_after"]
+    changed = [
+        f"{op} {before.get(op, 0)}→{after.get(op, 0)}"
+        for op in sorted(set(before) | set(after))
+        if before.get(op, 0) != after.get(op, 0)
+    ]
+    passes = ", ".join(details["passes"]) or "none"
+    notes = "".join(f"; {note}" for note in details.get("notes", []))
+    return (
+        f"passes kept: {passes}; nodes {details['nodes_before']} → {details['nodes_after']}"
+        f" ({', '.join(changed) if changed else 'no op-type count changed'}); "
+        f"size {details['size_before']:,} → {details['size_after']:,} bytes{notes}"
+    )
+
+
+def verify_summary(result: dict, verdict: str) -> str:
+    parts = []
+    for output in result["outputs"]:
+        text = (
+            f"{output['name']}: max abs {output['max_abs_error']:.3g}, max rel {output['max_rel_error']:.3g}, "
+            f"cosine {output['cosine']:.6f}"
+        )
+        if output.get("top1_agreement") is not None:
+            text += f", top-1 agreement {output['top1_agreement'] * 100:.2f}%"
+        parts.append(text)
+    if result.get("candidate_accuracy") is not None:
+        parts.append(f"accuracy {result['candidate_accuracy']:.2f}% vs reference {result['reference_accuracy']:.2f}%")
+    return f"{'; '.join(parts)} on {result['samples']} samples of {result['data']} → {verdict}"

@@ -27,7 +27,17 @@ from deployopt.errors import RunDirectoryLockedError, UsageError
 from deployopt.fsutil import atomic_path, read_json, remove_partials, sha256_file, sha256_json, write_json_atomic
 
 MANIFEST_FORMAT = "deployopt.manifest/1"
-_TOOL_PACKAGES = ("torch", "onnx", "onnxscript", "onnxslim", "onnxruntime", "onnxruntime-gpu", "numpy", "torchvision")
+_TOOL_PACKAGES = (
+    "torch",
+    "onnx",
+    "onnxscript",
+    "onnxslim",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "numpy",
+    "torchvision",
+    "tensorrt",
+)
 
 
 def tool_versions() -> dict[str, str]:

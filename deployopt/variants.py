@@ -59,7 +59,7 @@ def make_fp16(run: RunDirectory, fp32: Path, fp32_hash: str, config: Fp16Config)
         f"{d['fp32_nodes']} fp32 nodes (converter block list)"
         + (f"; kept in fp32 because ONNX Runtime refused them: {', '.join(kept)}" if kept else "")
     )
-    return VariantOutcome(outcome.output("model"), _step("fp16", outcome, summary))
+    return VariantOutcome(outcome.output("model"), stage_entry("fp16", outcome, summary))
 
 
 def calibration_data(signature: Signature, variants: QuantizedVariants, dataset: str | None) -> EvalData | None:
@@ -84,15 +84,17 @@ def make_int8(
     batches: tuple[int, ...],
     threads: int | None,
     progress: Callable[[str], None],
+    name: str = "int8",
 ) -> VariantOutcome:
+    """``name`` keeps a second int8 variant (the TensorRT Q/DQ one, ``int8-tensorrt``) apart in the run dir."""
     config = variants.int8
     model = load_model(fp32)
     if not quantizable_nodes(model, []):
-        return _skipped("int8", "the graph has no Conv/MatMul/Gemm for int8 to speed up")
+        return skip_variant(name, "the graph has no Conv/MatMul/Gemm for int8 to speed up")
     calibration = calibration_data(signature, variants, dataset)
     mode = resolve_mode(model, config)
     if mode == "static" and calibration is None:
-        return _skipped("int8", "static int8 needs calibration data: pass --calibration FILE.npz or an image folder")
+        return skip_variant(name, "static int8 needs calibration data: pass --calibration FILE.npz or an image folder")
     search_data = calibration if calibration is not None else eval_data
     full_budget = budget_for("int8", budget.model_dump())
     inputs = {
@@ -103,15 +105,15 @@ def make_int8(
         "batches": list(batches),
     }
     outcome = run.run_stage(
-        "int8",
+        name,
         config,
         inputs,
-        {"model": "model-int8.onnx"},
+        {"model": f"model-{name}.onnx"},
         lambda out: quantize_int8(
             fp32, out["model"], config, calibration, search_data, full_budget, batches, threads, progress
         ).to_json(),
     )
-    return VariantOutcome(outcome.output("model"), _step("int8", outcome, int8_summary(outcome.record["details"])))
+    return VariantOutcome(outcome.output("model"), stage_entry(name, outcome, int8_summary(outcome.record["details"])))
 
 
 def int8_summary(d: dict) -> str:
@@ -126,11 +128,11 @@ def int8_summary(d: dict) -> str:
     return f"{d['mode']} quantization, kept {d['chosen']}; int8 ops {ops}{excluded}. Attempts: {attempts}"
 
 
-def _step(name: str, outcome, summary: str) -> dict:
+def stage_entry(name: str, outcome, summary: str) -> dict:
     return {"stage": name, "cached": outcome.cached, "seconds": outcome.record["seconds"], "summary": summary}
 
 
-def _skipped(name: str, reason: str) -> VariantOutcome:
+def skip_variant(name: str, reason: str) -> VariantOutcome:
     return VariantOutcome(
         None,
         {"stage": name, "cached": False, "seconds": 0.0, "summary": f"skipped: {reason}"},

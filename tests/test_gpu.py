@@ -114,3 +114,16 @@ def test_tensorrt_resnet18_fp16_engine_verifies(tmp_path):
     run_quantize(tmp_path / "r18.onnx", tmp_path / "r18-fp16.onnx", fp16=Fp16Config())
     engine(tmp_path / "r18-fp16.onnx", tmp_path / "r18.plan")
     assert verify_models(weights, tmp_path / "r18.plan", options).passed
+
+
+@needs_tensorrt
+def test_build_for_tensorrt_verifies_and_benchmarks_the_engines(digits_checkpoint, tmp_path):
+    from deployopt.api import BenchConfig, BuildConfig, build
+
+    config = BuildConfig(out=tmp_path / "run", target="tensorrt", bench=BenchConfig(batch_sizes=(1, 32)))
+    report = build(digits_checkpoint, config)
+    assert report.passed, report.failures
+    for name in ("trt-fp16", "trt-int8"):
+        variant = report.variant(name)
+        assert variant is not None and variant.latency[32]["gpu_p50_ms"] > 0
+        assert variant.accuracy >= report.variants[0].accuracy - 1.0
