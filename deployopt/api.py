@@ -18,7 +18,9 @@ from deployopt.data import dataset_data, generate_data, load_data
 from deployopt.demo import run_demo
 from deployopt.errors import InputFileError, UsageError
 from deployopt.fsutil import atomic_path, write_json_atomic
+from deployopt.gate import GateResult, RegressionBudget, compare_reports, load_baseline
 from deployopt.onnxutil import describe
+from deployopt.report import BuildReport
 from deployopt.runners import RunnerSpec, spec_for_model
 from deployopt.signature import Signature
 from deployopt.sources import ModelSource, SourceKind, SourceOptions, inspect_source
@@ -36,11 +38,13 @@ __all__ = [
     "EngineConfig",
     "ExportConfig",
     "GraphConfig",
+    "RegressionBudget",
     "RuntimeOptions",
     "SourceOptions",
     "VerifyConfig",
     "bench_models",
     "build",
+    "check_baseline",
     "engine",
     "export",
     "optimize",
@@ -194,6 +198,18 @@ def engine(model: str | Path, out: str | Path | None = None, config: EngineConfi
     sidecar = build_engine(source.path, out, require_signature(source), config)
     write_json_atomic(sidecar_path(out), sidecar.model_dump(mode="json"))
     return sidecar
+
+
+def check_baseline(
+    report: BuildReport, baseline: str | Path, budget: RegressionBudget = RegressionBudget()
+) -> GateResult:
+    """Compare a build with the ``report.json`` of an earlier one (accuracy, size, noise-aware latency).
+
+    The result is also written to ``baseline-check.json`` in the build's run directory.
+    """
+    gate = compare_reports(report.to_json(), load_baseline(baseline), budget, str(baseline))
+    write_json_atomic(Path(report.run_dir) / "baseline-check.json", gate.to_json())
+    return gate
 
 
 @dataclass(frozen=True)

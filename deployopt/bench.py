@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -65,6 +65,7 @@ class Measurement:
     gpu_p50_ms: float | None = None
     gpu_p90_ms: float | None = None
     gpu_p99_ms: float | None = None
+    p50_per_repeat_ms: list[float] = field(default_factory=list)  # the spread the baseline gate reads as noise
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -140,6 +141,7 @@ def bench(
                 gpu_p50_ms=median("gpu_p50_ms"),
                 gpu_p90_ms=median("gpu_p90_ms"),
                 gpu_p99_ms=median("gpu_p99_ms"),
+                p50_per_repeat_ms=[r["p50_ms"] for r in rows],
             )
         )
     return measurements

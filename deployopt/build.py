@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from deployopt.bench import BenchConfig, BenchVariant, bench
 from deployopt.errors import InputFileError
 from deployopt.fsutil import sha256_json, write_json_atomic, write_text_atomic
+from deployopt.html_report import render_html
 from deployopt.onnxutil import describe
 from deployopt.report import (
     ONNX_FP32,
@@ -217,6 +218,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
             report.notes += _fp16_speed_note(report)
         write_json_atomic(run.path("report.json"), report.to_json())
         write_text_atomic(run.path("report.md"), render_markdown(report))
+        write_text_atomic(run.path("report.html"), render_html(report))
         run.manifest["result"] = {"passed": report.passed, "failures": report.failures}
         run.save()
     return report

@@ -86,6 +86,7 @@ def cli(debug: bool, verbose: bool) -> None:
 @click.option("--force", is_flag=True, help="Redo every stage instead of reusing cached results.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
 @click.option("--save-pipeline", type=click.Path(path_type=Path), help="Also write this run as a pipeline YAML file.")
+@options.gate_options
 def build(model: Path, **kw: Any) -> int:
     """Export MODEL to ONNX, optimise the graph, verify and benchmark every artifact, write a report.
 
@@ -97,6 +98,7 @@ def build(model: Path, **kw: Any) -> int:
     from deployopt.stages.graph import GraphConfig
 
     as_json, save_pipeline = kw.pop("as_json"), kw.pop("save_pipeline")
+    gate = (kw.pop("baseline"), options.gate_config(kw), kw.pop("junit"), kw.pop("summary"))
     config = BuildConfig(
         arch=kw.pop("arch"),
         inputs=tuple(kw.pop("inputs")),
@@ -118,7 +120,7 @@ def build(model: Path, **kw: Any) -> int:
 
         write_text_atomic(save_pipeline, to_yaml(model, config))
     report = run_build(model, config, progress=_progress)
-    return console.show_build(report, as_json)
+    return console.finish_build(report, as_json, *gate)
 
 
 @cli.command()
@@ -131,14 +133,18 @@ def build(model: Path, **kw: Any) -> int:
     help="Override a pipeline setting, e.g. --set build.bench.repeats=3 (repeatable).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print report.json instead of the table.")
-def run(pipeline: Path, overrides: tuple[str, ...], as_json: bool) -> int:
-    """Run a YAML PIPELINE (see pipelines/); it is validated completely before any work starts."""
+@options.gate_options
+def run(pipeline: Path, overrides: tuple[str, ...], as_json: bool, **kw: Any) -> int:
+    """Run a YAML PIPELINE (see pipelines/); it is validated completely before any work starts.
+
+    With --baseline it is a CI gate: exit 1 on a budget miss or a regression against the earlier report.
+    """
     from deployopt.api import build as run_build
     from deployopt.pipeline import load_pipeline
 
     model, config = load_pipeline(pipeline, list(overrides))
     report = run_build(model, config, progress=_progress)
-    return console.show_build(report, as_json)
+    return console.finish_build(report, as_json, kw["baseline"], options.gate_config(kw), kw["junit"], kw["summary"])
 
 
 @cli.command()

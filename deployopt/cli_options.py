@@ -119,6 +119,34 @@ target_options = option_group(
     click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True, help="Engines' max batch."),
     click.option("--sparse-weights", is_flag=True, help="Engines: allow 2:4 sparse kernels (2:4-pruned models)."),
 )
+gate_options = option_group(
+    click.option(
+        "--baseline",
+        type=click.Path(path_type=Path),
+        help="report.json of an earlier build: fail (exit 1) on accuracy, size or latency regressions against it.",
+    ),
+    click.option("--max-accuracy-regression", type=float, default=0.5, show_default=True, help="Points vs baseline."),
+    click.option("--max-size-growth", type=float, default=0.05, show_default=True, help="Fraction vs baseline."),
+    click.option(
+        "--max-latency-regression",
+        type=float,
+        default=0.10,
+        show_default=True,
+        help="Fraction vs baseline p50; widened to 3× the spread between repeats when that is larger.",
+    ),
+    click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML for CI test reports."),
+    click.option("--summary", type=click.Path(path_type=Path), help="Write a Markdown summary (PR comment)."),
+)
+
+
+def gate_config(kw: dict[str, Any]):
+    from deployopt.gate import RegressionBudget
+
+    return RegressionBudget(
+        max_accuracy_drop=kw.pop("max_accuracy_regression"),
+        max_size_growth=kw.pop("max_size_growth"),
+        max_latency_regression=kw.pop("max_latency_regression"),
+    )
 
 
 def engine_config(kw: dict[str, Any]):

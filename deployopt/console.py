@@ -20,13 +20,29 @@ def show_build(report, as_json: bool) -> int:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
         click.echo(variant_table(report))
-        click.echo(f"\nrun directory: {report.run_dir} (report.md, report.json, manifest.json)")
+        click.echo(f"\nrun directory: {report.run_dir} (report.html, report.md, report.json, manifest.json)")
         for note in report.notes:
             click.echo(f"note: {note}", err=True)
         for failure in report.failures:
             click.echo(f"FAIL {failure}", err=True)
         click.echo("PASS: every artifact is within its budget" if report.passed else "FAIL: budget missed", err=True)
     return EXIT_OK if report.passed else EXIT_BUDGET
+
+
+def finish_build(report, as_json: bool, baseline, budget, junit, summary) -> int:
+    """Print the build, apply the baseline gate when asked, write the CI files; the exit code covers both."""
+    from deployopt.api import check_baseline
+    from deployopt.ci_outputs import write_ci_outputs
+
+    gate = check_baseline(report, baseline, budget) if baseline is not None else None
+    write_ci_outputs(report, gate, junit, summary)
+    code = show_build(report, as_json)
+    if gate is not None:
+        for failure in gate.failures:
+            click.echo(f"REGRESSION {failure}", err=True)
+        verdict = "no regression" if gate.passed else f"{len(gate.failures)} regression(s)"
+        click.echo(f"baseline {baseline}: {len(gate.checks)} checks, {verdict}", err=True)
+    return EXIT_BUDGET if code != EXIT_OK or (gate is not None and not gate.passed) else EXIT_OK
 
 
 def show_verify(result) -> None:
