@@ -5,8 +5,8 @@ Sensitivity is measured on one batch by comparing every quantized node's input a
 fp32 graph's (both exposed as extra outputs): a node's damage is how much worse its output agrees with
 fp32 than its input did. The most damaging nodes are excluded first; the number excluded per round
 grows (10 %, 20 %, 40 % of the candidates). Every attempt — settings, exclusions, accuracy, latency —
-is recorded, and among the candidates that meet the budget the fastest (measured in the same run,
-each in its own process) is kept.
+is recorded. Among the candidates that meet the budget the first is kept unless another is clearly faster
+(measured in the same run, each in its own process), so timing noise cannot change the artifact.
 """
 
 from __future__ import annotations
@@ -160,7 +160,10 @@ def quantize_int8(
     chosen = attempts[best]
     notes = [stop_note] if stop_note else []
     if len([a for a in attempts if a.round == chosen.round]) > 1:
-        notes.append(f"chose {chosen.candidate}: fastest of the candidates within budget, measured in this run")
+        notes.append(
+            f"chose {chosen.candidate}: the first candidate within budget unless another is ≥ "
+            f"{CLEAR_SPEED_WIN:.0%} faster, measured in this run"
+        )
     return Int8Result(mode, chosen.candidate, chosen.passed, chosen.excluded, chosen.op_counts, attempts, notes)
 
 
@@ -178,15 +181,23 @@ def _measure(
         attempts[int(m.variant)].p50_ms[m.batch] = m.p50_ms
 
 
+# A faster candidate replaces the earlier one only when it is clearly faster: timing noise then cannot flip the
+# choice between two runs, so the same inputs give the same int8 artifact, byte for byte.
+CLEAR_SPEED_WIN = 0.15
+
+
 def _choose(attempts: list[Attempt]) -> int:
-    """Fastest passing attempt (geometric mean of p50 over batch sizes); else the most accurate one."""
+    """The earliest passing attempt, unless another passing one is ≥ 15 % faster (geometric mean of p50 over
+    batch sizes); with none passing, the most accurate one."""
 
     def speed(a: Attempt) -> float:
         return math.exp(np.mean([math.log(v) for v in a.p50_ms.values()])) if a.p50_ms else math.inf
 
     passing = [i for i, a in enumerate(attempts) if a.passed]
     if passing:
-        return min(passing, key=lambda i: speed(attempts[i]))
+        fastest = min(passing, key=lambda i: speed(attempts[i]))
+        first = passing[0]
+        return first if speed(attempts[first]) * (1 - CLEAR_SPEED_WIN) <= speed(attempts[fastest]) else fastest
     return min(range(len(attempts)), key=lambda i: (len(attempts[i].failures), -(attempts[i].cosine or -1)))
 
 

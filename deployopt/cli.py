@@ -72,13 +72,7 @@ def cli(debug: bool, verbose: bool) -> None:
 @options.data_options
 @click.option("--fp16/--no-fp16", "make_fp16", default=True, show_default=True, help="Make the fp16 variant.")
 @click.option("--int8/--no-int8", "make_int8", default=True, show_default=True, help="Make the int8 variant.")
-@click.option(
-    "--calibration",
-    type=click.Path(path_type=Path),
-    help="int8 calibration data: .npz/.npy or an image folder [default: the model's registered dataset].",
-)
-@click.option("--preprocess", help="For an image-folder --calibration, e.g. resize=256,crop=224.")
-@click.option("--int8-mode", type=click.Choice(["auto", "static", "dynamic"]), default="auto", show_default=True)
+@options.int8_build_options
 @options.target_options
 @options.budget_options
 @options.bench_options

@@ -108,6 +108,23 @@ runtime_options = option_group(
     ),
     click.option("--torch-compile", is_flag=True, help="Wrap PyTorch models in torch.compile."),
 )
+int8_build_options = option_group(
+    click.option(
+        "--calibration",
+        type=click.Path(path_type=Path),
+        help="int8 calibration data: .npz/.npy or an image folder [default: the model's registered dataset].",
+    ),
+    click.option("--preprocess", help="For an image-folder --calibration, e.g. resize=256,crop=224."),
+    click.option("--int8-mode", type=click.Choice(["auto", "static", "dynamic"]), default="auto", show_default=True),
+    click.option(
+        "--int8-format",
+        type=click.Choice(["auto", "qdq", "qoperator"]),
+        default="auto",
+        show_default=True,
+        help="auto tries both and keeps QDQ unless QOperator is clearly faster here; fix it for identical "
+        "artifacts across machines.",
+    ),
+)
 target_options = option_group(
     click.option(
         "--target",
@@ -190,7 +207,7 @@ def variants_config(kw: dict[str, Any]):
         make=make,
         calibration=kw.pop("calibration"),
         preprocess=Preprocess.parse(preprocess) if preprocess else None,
-        int8=Int8Config(mode=kw.pop("int8_mode")),
+        int8=Int8Config(mode=kw.pop("int8_mode"), format=kw.pop("int8_format")),
     )
 
 

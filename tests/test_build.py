@@ -212,3 +212,20 @@ def test_killed_build_resumes_from_finished_stages(digits_checkpoint, run_cli, t
     assert run_cli("build", digits_checkpoint, "-o", clean, *NO_BENCH)[0] == 0
     for artifact in ("model.onnx", "model-fp32.onnx", "model-fp16.onnx"):
         assert sha256_file(run / artifact) == sha256_file(clean / artifact), artifact
+
+
+def test_same_inputs_give_byte_identical_artifacts_and_manifest_hashes(digits_checkpoint, run_cli, tmp_path):
+    """Two builds from scratch: every ONNX artifact identical byte for byte, the manifest's hashes equal."""
+    runs = [tmp_path / "first", tmp_path / "second"]
+    for run in runs:
+        code, _, err = run_cli("build", digits_checkpoint, "-o", run, "--int8-format", "qdq", *NO_BENCH)
+        assert code == 0, err
+    artifacts = sorted(p.name for p in runs[0].glob("*.onnx"))
+    assert artifacts == ["model-fp16.onnx", "model-fp32.onnx", "model-int8.onnx", "model.onnx"]
+    for name in artifacts:
+        assert sha256_file(runs[0] / name) == sha256_file(runs[1] / name), name
+    first, second = (json.loads((run / "manifest.json").read_text()) for run in runs)
+    assert {n: a["sha256"] for n, a in first["artifacts"].items()} == {
+        n: a["sha256"] for n, a in second["artifacts"].items()
+    }
+    assert {n: s["key"] for n, s in first["stages"].items()} == {n: s["key"] for n, s in second["stages"].items()}
