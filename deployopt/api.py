@@ -20,6 +20,8 @@ from deployopt.errors import InputFileError, UsageError
 from deployopt.fsutil import atomic_path, write_json_atomic
 from deployopt.gate import GateResult, RegressionBudget, compare_reports, load_baseline
 from deployopt.onnxutil import describe
+from deployopt.pruning import PruneOutcome
+from deployopt.pruning import prune as run_prune
 from deployopt.report import BuildReport
 from deployopt.runners import RunnerSpec, spec_for_model
 from deployopt.signature import Signature
@@ -28,6 +30,7 @@ from deployopt.stages.engine import EngineConfig, build_engine
 from deployopt.stages.export import ExportConfig, ExportResult, export_onnx
 from deployopt.stages.fp16 import Fp16Config, convert_fp16
 from deployopt.stages.graph import GraphConfig, GraphResult, optimize_graph
+from deployopt.stages.prune import PruneConfig
 from deployopt.stages.quantize import Int8Config
 from deployopt.tensorrt_support import EngineSidecar, is_engine_file, read_sidecar, sidecar_path
 from deployopt.verify import Budget, VerifyConfig, VerifyResult, budget_for, load_eval_data, verify
@@ -38,6 +41,7 @@ __all__ = [
     "EngineConfig",
     "ExportConfig",
     "GraphConfig",
+    "PruneConfig",
     "RegressionBudget",
     "RuntimeOptions",
     "SourceOptions",
@@ -48,6 +52,7 @@ __all__ = [
     "engine",
     "export",
     "optimize",
+    "prune",
     "quantize",
     "run_demo",
     "verify_models",
@@ -210,6 +215,23 @@ def check_baseline(
     gate = compare_reports(report.to_json(), load_baseline(baseline), budget, str(baseline))
     write_json_atomic(Path(report.run_dir) / "baseline-check.json", gate.to_json())
     return gate
+
+
+def prune(
+    model: str | Path,
+    out: str | Path,
+    config: PruneConfig = PruneConfig(),
+    options: SourceOptions = SourceOptions(),
+    bench_config: BenchConfig | None = BenchConfig(),
+    progress=lambda message: None,
+) -> PruneOutcome:
+    """Prune a PyTorch model (channels, 2:4 or magnitude), optionally fine-tune it, save it as TorchScript.
+
+    ``passed`` is False when the test-split accuracy dropped more than ``config.max_accuracy_drop``.
+    """
+    source = inspect_source(Path(model), options)
+    _refuse_overwrite_of_input(source.path, Path(out))
+    return run_prune(source, Path(out), config, bench_config, progress)
 
 
 @dataclass(frozen=True)

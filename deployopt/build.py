@@ -19,11 +19,13 @@ from deployopt.errors import InputFileError
 from deployopt.fsutil import sha256_json, write_json_atomic, write_text_atomic
 from deployopt.html_report import render_html
 from deployopt.onnxutil import describe
+from deployopt.pruning import check_sparsity
 from deployopt.report import (
     ONNX_FP32,
     REFERENCE,
     BuildReport,
     VariantReport,
+    fp16_speed_note,
     graph_summary,
     render_markdown,
     verify_summary,
@@ -35,6 +37,7 @@ from deployopt.sources import ModelSource, SourceKind, SourceOptions, inspect_so
 from deployopt.stages.engine import EngineConfig
 from deployopt.stages.export import ExportConfig, export_onnx
 from deployopt.stages.graph import GraphConfig, optimize_graph
+from deployopt.stages.prune import PruneConfig
 from deployopt.variants import QuantizedVariants, make_fp16, make_int8
 from deployopt.verify import (
     CollectedOutputs,
@@ -67,6 +70,7 @@ class BuildConfig(BaseModel):
     export: ExportConfig = ExportConfig()
     graph: GraphConfig = GraphConfig()
     verify: VerifyConfig = VerifyConfig()
+    prune: PruneConfig | None = Field(None, description="prune the PyTorch model before export")
     quantize: QuantizedVariants = QuantizedVariants()
     target: Literal["cpu", "tensorrt"] = Field("cpu", description="tensorrt: also build, verify and bench engines")
     engine: EngineConfig = EngineConfig()
@@ -116,7 +120,17 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
             batch_sizes=list(config.bench.batch_sizes),
             threads=config.bench.resolved_threads(),
         )
-        fp32_path = _produce_fp32(run, source, signature, config, report, progress)
+        artifacts: dict[str, Path] = {}
+        export_source = source
+        if config.prune is not None:
+            from deployopt.pruning import prune_stage
+
+            progress(f"prune: {config.prune.method}")
+            export_source, entry = prune_stage(run, source, config.prune)
+            report.stages.append(entry)
+            artifacts["pytorch-pruned"] = export_source.path
+        fp32_path = _produce_fp32(run, export_source, signature, config, report, progress)
+        engine_config = check_sparsity(run, fp32_path, config.prune, config.engine, report.stages)
 
         data = _verification_data(signature, config, source.dataset)
         report.data, report.samples = data.origin, data.num_samples
@@ -130,7 +144,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
                 role="reference",
             )
         )
-        artifacts = {ONNX_FP32: fp32_path}
+        artifacts[ONNX_FP32] = fp32_path
         fp32_hash = run.manifest["stages"]["graph"]["outputs"]["model"]["sha256"]
         made = []
         if "fp16" in config.quantize.make:
@@ -180,7 +194,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
                 data,
                 config.verify.budget,
                 config.bench,
-                config.engine,
+                engine_config,
                 progress,
             ):
                 add(name, outcome)
@@ -215,7 +229,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
 
         if not config.skip_bench:
             _bench_variants(run, report, ref_spec, artifacts, signature, config.bench, progress)
-            report.notes += _fp16_speed_note(report)
+            report.notes += fp16_speed_note(report)
         write_json_atomic(run.path("report.json"), report.to_json())
         write_text_atomic(run.path("report.md"), render_markdown(report))
         write_text_atomic(run.path("report.html"), render_html(report))
@@ -309,28 +323,15 @@ def _verification_data(signature: Signature, config: BuildConfig, dataset: str |
 
 
 def _facts(path: Path) -> dict:
-    """Precision and size of an artifact: from the ONNX graph, or from a TensorRT engine's sidecar."""
+    """Precision and size of an artifact: from the ONNX graph, a TensorRT engine's sidecar, or fp32 (PyTorch)."""
+    from deployopt.sources import detect_kind
     from deployopt.tensorrt_support import is_engine_file, read_sidecar
 
     if is_engine_file(path):
         return {"precision": read_sidecar(path).source_precision, "size_bytes": path.stat().st_size}
-    return describe(path)
-
-
-def _fp16_speed_note(report: BuildReport) -> list[str]:
-    """Say plainly when fp16 is slower than fp32 (CPUs without fp16 arithmetic) instead of hiding it."""
-    fp16, fp32 = report.variant("onnx-fp16"), report.variant(ONNX_FP32)
-    if not fp16 or not fp32 or not fp16.latency:
-        return []
-    slower = [b for b in fp16.latency if b in fp32.latency and fp16.latency[b]["p50_ms"] > fp32.latency[b]["p50_ms"]]
-    if not slower:
-        return []
-    ratio = max(fp16.latency[b]["p50_ms"] / fp32.latency[b]["p50_ms"] for b in slower)
-    return [
-        f"fp16 is up to {ratio:.1f}× slower than fp32 here (this CPU has no fp16 arithmetic, so ONNX Runtime "
-        f"converts back and forth); it is a size win ({fp16.size_bytes / 1e6:.2f} MB vs "
-        f"{fp32.size_bytes / 1e6:.2f} MB) and a speed win on GPUs"
-    ]
+    if detect_kind(path) is SourceKind.ONNX:
+        return describe(path)
+    return {"precision": "fp32", "size_bytes": path.stat().st_size}
 
 
 def _verify_variant(
@@ -344,7 +345,12 @@ def _verify_variant(
     config: BuildConfig,
     reference,
 ) -> dict:
-    budget = budget_for(precision, config.verify.budget.model_dump())
+    overrides = config.verify.budget.model_dump()
+    budget = budget_for(precision, overrides)
+    if config.prune is not None:
+        from deployopt.pruning import pruned_budget
+
+        budget = pruned_budget(budget, config.prune).model_copy(update={k: v for k, v in overrides.items() if v})
     candidate = spec_for_model(str(path))
     key = {
         "reference": source.sha256,

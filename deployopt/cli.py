@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from deployopt import __version__, cli_gpu, console
+from deployopt import __version__, cli_gpu, cli_prune, console
 from deployopt import cli_options as options
 from deployopt.errors import (
     EXIT_BUDGET,
@@ -72,6 +72,7 @@ def cli(debug: bool, verbose: bool) -> None:
 @options.data_options
 @click.option("--fp16/--no-fp16", "make_fp16", default=True, show_default=True, help="Make the fp16 variant.")
 @click.option("--int8/--no-int8", "make_int8", default=True, show_default=True, help="Make the int8 variant.")
+@options.prune_options
 @options.int8_build_options
 @options.target_options
 @options.budget_options
@@ -101,6 +102,7 @@ def build(model: Path, **kw: Any) -> int:
         export=ExportConfig(opset=kw.pop("opset"), exporter=kw.pop("exporter"), verbose=_State.verbose),
         graph=GraphConfig(onnxslim=kw.pop("onnxslim"), ort_basic=kw.pop("ort_basic")),
         verify=options.verify_config(kw),
+        prune=options.prune_config(kw),
         quantize=options.variants_config(kw),
         target=kw.pop("target"),
         engine=options.engine_config(kw),
@@ -359,6 +361,7 @@ def exit_codes() -> int:
 
 cli.add_command(cli_gpu.engine)
 cli.add_command(cli_gpu.doctor)
+cli.add_command(cli_prune.prune)
 
 
 def main(argv: list[str] | None = None) -> int:

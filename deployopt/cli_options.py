@@ -125,6 +125,16 @@ int8_build_options = option_group(
         "artifacts across machines.",
     ),
 )
+prune_options = option_group(
+    click.option(
+        "--prune",
+        "prune_method",
+        type=click.Choice(["channels", "2:4", "magnitude"]),
+        help="Prune the PyTorch model before export; artifacts are verified against the unpruned original.",
+    ),
+    click.option("--prune-amount", type=float, help="Fraction pruned [channels 0.3, magnitude 0.5]."),
+    click.option("--prune-finetune-epochs", type=click.IntRange(min=0), default=0, show_default=True),
+)
 target_options = option_group(
     click.option(
         "--target",
@@ -164,6 +174,17 @@ def gate_config(kw: dict[str, Any]):
         max_size_growth=kw.pop("max_size_growth"),
         max_latency_regression=kw.pop("max_latency_regression"),
     )
+
+
+def prune_config(kw: dict[str, Any]):
+    from deployopt.stages.prune import PruneConfig
+
+    method, amount, epochs = kw.pop("prune_method"), kw.pop("prune_amount"), kw.pop("prune_finetune_epochs")
+    if method is None:
+        if amount is not None or epochs:
+            raise click.UsageError("--prune-amount / --prune-finetune-epochs need --prune METHOD")
+        return None
+    return PruneConfig(method=method, amount=amount, finetune_epochs=epochs)
 
 
 def engine_config(kw: dict[str, Any]):

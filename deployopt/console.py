@@ -115,3 +115,43 @@ def show_quantize(out: Path, outcome) -> None:
     for failure in result.failures:
         click.echo(f"FAIL {failure}", err=True)
     click.echo("PASS" if outcome.passed else "FAIL: budget missed", err=True)
+
+
+def show_prune(out: Path, outcome) -> None:
+    r = outcome.result
+    structured = r.method == "channels"
+    click.echo(f"{out}: {r.method} pruning, amount {r.amount:g}")
+    click.echo(f"  {'layer':<32} {'type':<8} {'channels' if structured else 'nonzero weights':>18}")
+    for layer in r.layers:
+        change = f"{layer.before} → {layer.after}"
+        click.echo(f"  {layer.name:<32} {layer.kind:<8} {change:>18}  {layer.note}")
+    for reason in r.skipped:
+        click.echo(f"  not pruned: {reason}")
+    click.echo(f"  parameters {r.params_before:,} → {r.params_after:,} ({_drop(r.params_before, r.params_after)})")
+    click.echo(f"  MACs       {r.macs_before:,} → {r.macs_after:,} ({_drop(r.macs_before, r.macs_after)})")
+    click.echo(
+        f"  file       {outcome.size_before:,} → {outcome.size_after:,} bytes; compressed (zlib) "
+        f"{outcome.compressed_before:,} → {outcome.compressed_after:,}"
+    )
+    click.echo(f"  sparsity   {r.sparsity * 100:.1f} % of prunable weights are zero")
+    if not structured:
+        click.echo(
+            "  (dense kernels skip no zeros: expect no speed-up"
+            + (", except 2:4 on sparse tensor cores)" if r.method == "2:4" else ")")
+        )
+    if outcome.accuracy_before is not None:
+        click.echo(f"  accuracy   {outcome.accuracy_before:.2f}% → {outcome.accuracy_after:.2f}% (test split)")
+    by_variant = {(m["variant"], m["batch"]): m for m in outcome.latency}
+    for batch in sorted({m["batch"] for m in outcome.latency}):
+        before, after = by_variant[("original", batch)], by_variant[("pruned", batch)]
+        click.echo(
+            f"  latency b{batch:<4} {before['p50_ms']:.3f} → {after['p50_ms']:.3f} ms p50 (PyTorch eager, "
+            f"{before['p50_ms'] / after['p50_ms']:.2f}×)"
+        )
+    for failure in outcome.failures:
+        click.echo(f"FAIL {failure}", err=True)
+    click.echo("PASS: within the accuracy budget" if outcome.passed else "FAIL: budget missed", err=True)
+
+
+def _drop(before: int, after: int) -> str:
+    return f"−{(1 - after / before) * 100:.1f} %" if before else "–"

@@ -196,3 +196,19 @@ def verify_summary(result: dict, verdict: str) -> str:
     if result.get("candidate_accuracy") is not None:
         parts.append(f"accuracy {result['candidate_accuracy']:.2f}% vs reference {result['reference_accuracy']:.2f}%")
     return f"{'; '.join(parts)} on {result['samples']} samples of {result['data']} → {verdict}"
+
+
+def fp16_speed_note(report: BuildReport) -> list[str]:
+    """Say plainly when fp16 is slower than fp32 (CPUs without fp16 arithmetic) instead of hiding it."""
+    fp16, fp32 = report.variant("onnx-fp16"), report.variant(ONNX_FP32)
+    if not fp16 or not fp32 or not fp16.latency:
+        return []
+    slower = [b for b in fp16.latency if b in fp32.latency and fp16.latency[b]["p50_ms"] > fp32.latency[b]["p50_ms"]]
+    if not slower:
+        return []
+    ratio = max(fp16.latency[b]["p50_ms"] / fp32.latency[b]["p50_ms"] for b in slower)
+    return [
+        f"fp16 is up to {ratio:.1f}× slower than fp32 here (this CPU has no fp16 arithmetic, so ONNX Runtime "
+        f"converts back and forth); it is a size win ({fp16.size_bytes / 1e6:.2f} MB vs "
+        f"{fp32.size_bytes / 1e6:.2f} MB) and a speed win on GPUs"
+    ]

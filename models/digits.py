@@ -7,7 +7,6 @@ minute on 2 CPU cores.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -60,23 +59,14 @@ def DigitsCNN(width: int = 32, num_classes: int = 10):
     )
 
 
-def _shift_augment(batch, rng: np.random.Generator):
-    """Random translation by up to one pixel: pad by 1 and crop back to 8×8 at a random offset."""
+def shift_augment(batch, rng: np.random.Generator):
+    """Random translation by up to one pixel (any image size): pad by 1, crop back at a random offset."""
     import torch.nn.functional as F
 
+    height, width = batch.shape[-2:]
     padded = F.pad(batch, (1, 1, 1, 1))
     dx, dy = (int(v) for v in rng.integers(0, 3, size=2))
-    return padded[:, :, dy : dy + 8, dx : dx + 8]
-
-
-def evaluate(model, inputs: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy in percent."""
-    import torch
-
-    model.eval()
-    with torch.inference_mode():
-        logits = model(torch.from_numpy(inputs))
-    return float((logits.argmax(1).numpy() == labels).mean() * 100.0)
+    return padded[:, :, dy : dy + height, dx : dx + width]
 
 
 def train_digits(out: str | Path, *, epochs: int = 40, seed: int = 0, width: int = 32, log=print) -> dict:
@@ -85,50 +75,22 @@ def train_digits(out: str | Path, *, epochs: int = 40, seed: int = 0, width: int
 
     from deployopt.checkpoint import save_checkpoint
     from deployopt.signature import Signature
+    from deployopt.training import TrainRecipe, evaluate, train_classifier
 
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     train_in, train_y = load_digits_split("train", seed)
     val_in, val_y = load_digits_split("val", seed)
     test_in, test_y = load_digits_split("test", seed)
-    x_train = torch.from_numpy(train_in[INPUT_NAME])
-    y_train = torch.from_numpy(train_y)
-
     model = DigitsCNN(width=width)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
-    batch_size = 64
-    steps_per_epoch = (len(x_train) + batch_size - 1) // batch_size
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=3e-3, total_steps=epochs * steps_per_epoch, pct_start=0.2
+    metrics = train_classifier(
+        model,
+        (train_in[INPUT_NAME], train_y),
+        (val_in[INPUT_NAME], val_y),
+        TrainRecipe(epochs=epochs, seed=seed),
+        augment=shift_augment,
+        log=log,
     )
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.05)
-    started = time.perf_counter()
-    best_val, best_state = -1.0, None
-    for epoch in range(epochs):
-        model.train()
-        order = torch.from_numpy(rng.permutation(len(x_train)))
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            batch = _shift_augment(x_train[idx], rng)
-            loss = loss_fn(model(batch), y_train[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        val_acc = evaluate(model, val_in[INPUT_NAME], val_y)
-        if val_acc >= best_val:
-            best_val = val_acc
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if (epoch + 1) % 10 == 0 or epoch == epochs - 1:
-            log(f"  epoch {epoch + 1:3d}/{epochs}  loss {loss.item():.3f}  val {val_acc:.2f}%")
-    model.load_state_dict(best_state)
-    metrics = {
-        "val_accuracy": best_val,
-        "test_accuracy": evaluate(model, test_in[INPUT_NAME], test_y),
-        "train_seconds": round(time.perf_counter() - started, 2),
-        "epochs": epochs,
-        "seed": seed,
-    }
+    metrics["test_accuracy"] = evaluate(model, test_in[INPUT_NAME], test_y)
     save_checkpoint(
         out,
         model,
