@@ -101,10 +101,12 @@ def output_layers(model: Any, example: tuple) -> list[str]:
     import torch
 
     produced: dict[int, str] = {}
+    alive: list[Any] = []  # keep every output referenced, so no id is reused by a later tensor
 
     def remember(name: str):
         def hook(module, inputs, output) -> None:  # returning anything would replace the output
-            produced.setdefault(id(output), name)
+            produced[id(output)] = name
+            alive.append(output)
 
         return hook
 
