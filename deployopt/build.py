@@ -350,7 +350,9 @@ def _verify_variant(
     if config.prune is not None:
         from deployopt.pruning import pruned_budget
 
-        budget = pruned_budget(budget, config.prune).model_copy(update={k: v for k, v in overrides.items() if v})
+        budget = pruned_budget(budget, config.prune).model_copy(
+            update={k: v for k, v in overrides.items() if v is not None}
+        )
     candidate = spec_for_model(str(path))
     key = {
         "reference": source.sha256,

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from deployopt import __version__, cli_gpu, cli_prune, console
+from deployopt import __version__, cli_gpu, cli_model, console
 from deployopt import cli_options as options
 from deployopt.errors import (
     EXIT_BUDGET,
@@ -361,7 +361,8 @@ def exit_codes() -> int:
 
 cli.add_command(cli_gpu.engine)
 cli.add_command(cli_gpu.doctor)
-cli.add_command(cli_prune.prune)
+cli.add_command(cli_model.prune)
+cli.add_command(cli_model.train)
 
 
 def main(argv: list[str] | None = None) -> int:

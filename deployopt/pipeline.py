@@ -104,33 +104,44 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple
             f"{path}:{line}: key 'model': file {model} not found; fix the path (relative to the pipeline)"
         )
     config = pipeline.build
-    for field in ("data", "labels"):
-        value = getattr(config.verify, field)
-        if value is not None and not value.is_absolute():
-            value = base / value
-            config = config.model_copy(update={"verify": config.verify.model_copy(update={field: value})})
-        if value is not None and not value.exists():
-            line = _line_of(root, ("build", "verify", field))
-            raise InputFileError(f"{path}:{line}: key 'build.verify.{field}': file {value} not found; fix the path")
-    if config.out is not None and not config.out.is_absolute():
-        config = config.model_copy(update={"out": base / config.out})
+    for keys in INPUT_FILES + OUTPUT_FILES:
+        config, value = _rebase(config, keys, lambda p: p if p.is_absolute() else base / p)
+        if keys in INPUT_FILES and value is not None and not value.exists():
+            line = _line_of(root, ("build", *keys))
+            name = ".".join(("build", *keys))
+            raise InputFileError(f"{path}:{line}: key '{name}': file {value} not found; fix the path")
     return model, config
+
+
+# BuildConfig fields holding paths (relative to the pipeline file): files that must exist, and outputs.
+INPUT_FILES = (("verify", "data"), ("verify", "labels"), ("quantize", "calibration"), ("prune", "train_data"))
+OUTPUT_FILES = (("out",), ("engine", "timing_cache"))
+
+
+def _rebase(config: BuildConfig, keys: tuple[str, ...], change) -> tuple[BuildConfig, Path | None]:
+    """Apply ``change`` to the path at ``keys`` (e.g. ("verify", "data")) in the frozen config; return both."""
+    *sections, field = keys
+    owners = [config]
+    for section in sections:
+        owners.append(getattr(owners[-1], section))
+        if owners[-1] is None:
+            return config, None
+    value = getattr(owners[-1], field)
+    if value is None:
+        return config, None
+    value = change(Path(value))
+    updated = owners[-1].model_copy(update={field: value})
+    for owner, section in zip(reversed(owners[:-1]), reversed(sections), strict=True):
+        updated = owner.model_copy(update={section: updated})
+    return updated, value
 
 
 def to_yaml(model: str | Path, config: BuildConfig) -> str:
     """The pipeline file equivalent of a build (for ``--save-pipeline``): only non-default settings."""
     import yaml
 
-    absolute = {"out": config.out.resolve() if config.out else None}
-    if config.verify.data or config.verify.labels:
-        absolute["verify"] = config.verify.model_copy(
-            update={
-                name: getattr(config.verify, name).resolve()
-                for name in ("data", "labels")
-                if getattr(config.verify, name)
-            }
-        )
-    config = config.model_copy(update={k: v for k, v in absolute.items() if v is not None})
+    for keys in INPUT_FILES + OUTPUT_FILES:
+        config, _ = _rebase(config, keys, Path.resolve)
     build = config.model_dump(mode="json", exclude_defaults=True)
     document = {"model": str(Path(model).resolve())}
     if build:

@@ -27,6 +27,8 @@ class ModelEntry:
     dataset: str | None = None  # registered dataset used for calibration / validation
     description: str = ""
     default_kwargs: dict[str, Any] = field(default_factory=dict)
+    train_epochs: int = 20  # `deployopt train` default for this model
+    augment: Callable[[Any, np.random.Generator], Any] | None = None  # batch, rng → augmented batch
 
 
 @dataclass(frozen=True)

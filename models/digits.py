@@ -70,37 +70,10 @@ def shift_augment(batch, rng: np.random.Generator):
 
 
 def train_digits(out: str | Path, *, epochs: int = 40, seed: int = 0, width: int = 32, log=print) -> dict:
-    """Train the demo CNN and save a deployopt checkpoint to ``out``; return its metrics."""
-    import torch
+    """Train the demo CNN (the registered recipe) and save a deployopt checkpoint to ``out``; return its metrics."""
+    from deployopt.train import TrainConfig, train_model
 
-    from deployopt.checkpoint import save_checkpoint
-    from deployopt.signature import Signature
-    from deployopt.training import TrainRecipe, evaluate, train_classifier
-
-    torch.manual_seed(seed)
-    train_in, train_y = load_digits_split("train", seed)
-    val_in, val_y = load_digits_split("val", seed)
-    test_in, test_y = load_digits_split("test", seed)
-    model = DigitsCNN(width=width)
-    metrics = train_classifier(
-        model,
-        (train_in[INPUT_NAME], train_y),
-        (val_in[INPUT_NAME], val_y),
-        TrainRecipe(epochs=epochs, seed=seed),
-        augment=shift_augment,
-        log=log,
-    )
-    metrics["test_accuracy"] = evaluate(model, test_in[INPUT_NAME], test_y)
-    save_checkpoint(
-        out,
-        model,
-        arch="digits-cnn",
-        arch_kwargs={"width": width},
-        signature=Signature.parse(SIGNATURE),
-        dataset="digits",
-        metrics=metrics,
-    )
-    return metrics
+    return train_model("digits-cnn", out, TrainConfig(epochs=epochs, seed=seed, arch_kwargs={"width": width}), log)
 
 
 MODELS = [
@@ -110,6 +83,9 @@ MODELS = [
         signature=SIGNATURE,
         dataset="digits",
         description="4-layer CNN for scikit-learn's 8×8 digits (the demo)",
+        default_kwargs={"width": 32},
+        train_epochs=40,
+        augment=shift_augment,
     )
 ]
 DATASETS = [

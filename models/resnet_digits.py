@@ -64,29 +64,10 @@ def ResNetDigits(widths: tuple[int, ...] = (24, 48, 96), num_classes: int = 10):
 
 
 def train_resnet_digits(out: str | Path, *, epochs: int = 20, seed: int = 0, log=print) -> dict:
-    """Train on digits32 and save a deployopt checkpoint to ``out``; return its metrics."""
-    import torch
+    """Train on digits32 (the registered recipe) and save a deployopt checkpoint to ``out``; return its metrics."""
+    from deployopt.train import TrainConfig, train_model
 
-    from deployopt.checkpoint import save_checkpoint
-    from deployopt.signature import Signature
-    from deployopt.training import TrainRecipe, evaluate, train_classifier
-
-    torch.manual_seed(seed)
-    splits = {name: load_digits32_split(name, seed) for name in ("train", "val", "test")}
-    model = ResNetDigits()
-    metrics = train_classifier(
-        model,
-        (splits["train"][0][INPUT_NAME], splits["train"][1]),
-        (splits["val"][0][INPUT_NAME], splits["val"][1]),
-        TrainRecipe(epochs=epochs, seed=seed),
-        augment=shift_augment,
-        log=log,
-    )
-    metrics["test_accuracy"] = evaluate(model, splits["test"][0][INPUT_NAME], splits["test"][1])
-    save_checkpoint(
-        out, model, arch="resnet-digits", signature=Signature.parse(SIGNATURE), dataset="digits32", metrics=metrics
-    )
-    return metrics
+    return train_model("resnet-digits", out, TrainConfig(epochs=epochs, seed=seed), log)
 
 
 MODELS = [
@@ -96,6 +77,8 @@ MODELS = [
         signature=SIGNATURE,
         dataset="digits32",
         description="small 3-stage ResNet for 32×32 inputs (digits upsampled 4×)",
+        train_epochs=20,
+        augment=shift_augment,
     )
 ]
 DATASETS = [

@@ -60,6 +60,7 @@ MODELS = [
         signature=SIGNATURE,
         dataset="token-majority",
         description="2-layer transformer encoder classifier over 16 token ids",
+        train_epochs=30,
     )
 ]
 DATASETS = [

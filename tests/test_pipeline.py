@@ -1,5 +1,7 @@
 """Pipeline files: the example runs, and schema errors name the file, line and key before any work."""
 
+import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -7,6 +9,7 @@ import pytest
 
 from deployopt.errors import InputFileError, UsageError
 from deployopt.pipeline import load_pipeline, to_yaml
+from tests.conftest import needs_torchvision
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "pipelines"
 
@@ -27,6 +30,66 @@ def test_digits_example_runs(workspace, run_cli):
     assert code == 0, err
     assert "onnx-fp32" in out
     assert (workspace / "deployopt-out" / "digits-cnn-pipeline" / "report.json").is_file()
+
+
+def _torchvision_weights(workspace, name: str) -> None:
+    """Seeded random weights (no model hub here) and generated calibration images, where the examples look."""
+    import numpy as np
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.get_model(name).eval().state_dict(), workspace / "deployopt-out" / f"{name}.pth")
+    images = np.random.default_rng(0).standard_normal((16, 3, 224, 224), dtype=np.float32)
+    np.savez(workspace / "deployopt-out" / "calibration.npz", input=images)
+
+
+def test_transformer_example_runs(workspace, run_cli):
+    from deployopt.train import TrainConfig, train_model
+
+    train_model(
+        "tiny-text-transformer", workspace / "deployopt-out" / "tiny-text-transformer.pt", TrainConfig(epochs=8)
+    )
+    shutil.copy(EXAMPLES / "transformer.yaml", workspace / "pipelines")
+    code, _, err = run_cli("run", workspace / "pipelines" / "transformer.yaml", "--set", "build.skip_bench=true")
+    assert code == 0, err
+    report = json.loads((workspace / "deployopt-out" / "tiny-text-transformer-pipeline" / "report.json").read_text())
+    int8_step = next(s for s in report["stages"] if s["stage"] == "int8")
+    assert int8_step["summary"].startswith("dynamic quantization")
+
+
+@pytest.mark.slow
+@needs_torchvision
+def test_resnet18_pruned_int8_example_runs(workspace, run_cli):
+    _torchvision_weights(workspace, "resnet18")
+    shutil.copy(EXAMPLES / "resnet18.yaml", workspace / "pipelines")
+    # Random weights have no meaningful classes: the test checks the pipeline's mechanics, not accuracy.
+    overrides = ["--set", "build.skip_bench=true", "--set", "build.verify.budget.min_top1_agreement=0"]
+    code, _, err = run_cli("run", workspace / "pipelines" / "resnet18.yaml", *overrides)
+    assert code == 0, err
+    report = json.loads((workspace / "deployopt-out" / "resnet18-pipeline" / "report.json").read_text())
+    assert [v["name"] for v in report["variants"]] == ["pytorch", "pytorch-pruned", "onnx-fp32", "onnx-int8"]
+    assert "channels 0.3" in next(s for s in report["stages"] if s["stage"] == "prune")["summary"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="TensorRT's Python package is not installed")
+@needs_torchvision
+def test_resnet50_tensorrt_example_runs(workspace, run_cli):
+    _torchvision_weights(workspace, "resnet50")
+    shutil.copy(EXAMPLES / "resnet50-tensorrt.yaml", workspace / "pipelines")
+    code, _, err = run_cli("run", workspace / "pipelines" / "resnet50-tensorrt.yaml", "--set", "build.bench.repeats=1")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_example_pipelines_match_the_schema(workspace, example):
+    """Every example parses against the current schema (the files it names exist only as placeholders here)."""
+    for name in ("resnet18.pth", "resnet50.pth", "tiny-text-transformer.pt", "calibration.npz"):
+        (workspace / "deployopt-out" / name).write_bytes(b"placeholder")
+    shutil.copy(EXAMPLES / example, workspace / "pipelines")
+    model, config = load_pipeline(workspace / "pipelines" / example)
+    assert Path(model).exists() and config.out is not None
 
 
 def _pipeline(workspace, text):

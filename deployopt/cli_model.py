@@ -1,4 +1,4 @@
-"""The ``prune`` verb of the command line (kept apart from :mod:`deployopt.cli` to keep files small)."""
+"""The verbs that work on PyTorch models: ``train`` and ``prune`` (apart from :mod:`deployopt.cli` for size)."""
 
 from __future__ import annotations
 
@@ -46,3 +46,33 @@ def prune(model: Path, out: Path, as_json: bool, no_bench: bool, **kw: Any) -> i
     else:
         show_prune(out, outcome)
     return EXIT_OK if outcome.passed else EXIT_BUDGET
+
+
+@click.command()
+@click.argument("model_name")
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Checkpoint to write.")
+@click.option("--dataset", help="Registered dataset [default: the model's own].")
+@click.option("--epochs", type=click.IntRange(min=1), help="[default: the model's registered recipe]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate (one-cycle AdamW).")
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.05, show_default=True)
+@click.option("--teacher", type=click.Path(path_type=Path), help="Distil from this model (soft targets + labels).")
+@click.option("--distill-temperature", type=float, default=4.0, show_default=True)
+@click.option("--distill-alpha", type=float, default=0.5, show_default=True, help="Weight of the distillation loss.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def train(model_name: str, out: Path, as_json: bool, **kw: Any) -> int:
+    """Train registered MODEL_NAME into a checkpoint that `deployopt build` takes with no other flags."""
+    from deployopt.train import TrainConfig, train_model
+
+    metrics = train_model(model_name, out, TrainConfig(**kw), log=lambda m: click.echo(m, err=True))
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+    else:
+        extra = f" (teacher {metrics['teacher_test_accuracy']:.2f}%)" if "teacher_test_accuracy" in metrics else ""
+        click.echo(
+            f"{out}: {model_name}, {metrics['epochs']} epochs in {metrics['train_seconds']:.0f} s, "
+            f"val {metrics['val_accuracy']:.2f}%, test {metrics['test_accuracy']:.2f}%{extra}"
+        )
+    return EXIT_OK
