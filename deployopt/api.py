@@ -213,8 +213,14 @@ def check_baseline(
     The result is also written to ``baseline-check.json`` in the build's run directory.
     """
     gate = compare_reports(report.to_json(), load_baseline(baseline), budget, str(baseline))
-    write_json_atomic(Path(report.run_dir) / "baseline-check.json", gate.to_json())
+    if Path(report.run_dir).is_dir():
+        write_json_atomic(Path(report.run_dir) / "baseline-check.json", gate.to_json())
     return gate
+
+
+def load_report(path: str | Path) -> BuildReport:
+    """A finished build's report.json, for ``verify --baseline`` on reports CI kept as artifacts."""
+    return BuildReport.from_json(load_baseline(path))
 
 
 def prune(

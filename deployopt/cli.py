@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from deployopt import __version__, cli_gpu, cli_model, console
+from deployopt import __version__, cli_gpu, cli_measure, cli_model, console
 from deployopt import cli_options as options
 from deployopt.errors import (
     EXIT_BUDGET,
@@ -34,10 +34,6 @@ _NOISY_MODULES = r"(torch|onnx|onnxscript|onnxslim|onnxruntime|onnx_ir|torchvisi
 class _State:
     debug = False
     verbose = False
-
-
-def _progress(message: str) -> None:
-    click.echo(f"» {message}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -115,7 +111,7 @@ def build(model: Path, **kw: Any) -> int:
         from deployopt.pipeline import to_yaml
 
         write_text_atomic(save_pipeline, to_yaml(model, config))
-    report = run_build(model, config, progress=_progress)
+    report = run_build(model, config, progress=console.progress)
     return console.finish_build(report, as_json, *gate)
 
 
@@ -139,7 +135,7 @@ def run(pipeline: Path, overrides: tuple[str, ...], as_json: bool, **kw: Any) ->
     from deployopt.pipeline import load_pipeline
 
     model, config = load_pipeline(pipeline, list(overrides))
-    report = run_build(model, config, progress=_progress)
+    report = run_build(model, config, progress=console.progress)
     return console.finish_build(report, as_json, kw["baseline"], options.gate_config(kw), kw["junit"], kw["summary"])
 
 
@@ -158,7 +154,7 @@ def demo(out: Path, no_bench: bool, as_json: bool) -> int:
     """Train the digits CNN (once, ~15 s) and run `build` on it."""
     from deployopt.api import BuildConfig, run_demo
 
-    report = run_demo(out, BuildConfig(skip_bench=no_bench), progress=_progress)
+    report = run_demo(out, BuildConfig(skip_bench=no_bench), progress=console.progress)
     return console.show_build(report, as_json)
 
 
@@ -203,53 +199,6 @@ def optimize(model: Path, out: Path, onnxslim: bool, ort_basic: bool) -> int:
         f"{out}: {result.nodes_before} → {result.nodes_after} nodes, "
         f"{result.size_before:,} → {result.size_after:,} bytes (passes: {', '.join(result.passes) or 'none'})"
     )
-    return EXIT_OK
-
-
-@cli.command()
-@click.argument("reference", type=click.Path(path_type=Path))
-@click.argument("candidate", type=click.Path(path_type=Path))
-@options.source_options
-@options.data_options
-@options.budget_options
-@options.runtime_options
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify(reference: Path, candidate: Path, **kw: Any) -> int:
-    """Compare CANDIDATE (PyTorch, ONNX or a TensorRT engine) with REFERENCE; exit 1 when outside the budget."""
-    from deployopt.api import verify_models
-
-    as_json = kw.pop("as_json")
-    source = options.source(kw.pop("arch"), kw.pop("inputs"), kw.pop("trust_pickle"))
-    runtime = options.runtime(kw)
-    result = verify_models(reference, candidate, source, options.verify_config(kw), runtime)
-    if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
-    else:
-        console.show_verify(result)
-    return EXIT_OK if result.passed else EXIT_BUDGET
-
-
-@cli.command()
-@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
-@options.source_options
-@options.bench_options
-@options.runtime_options
-@click.option("--json", "as_json", is_flag=True, help="Print measurements as JSON.")
-def bench(models: tuple[Path, ...], **kw: Any) -> int:
-    """Measure latency (p50/p90/p99), throughput and peak memory of MODELS, each in its own process.
-
-    On a GPU (TensorRT engines, --provider cuda, --device cuda) the device compute time is reported too.
-    """
-    from deployopt.api import bench_models
-
-    as_json = kw.pop("as_json")
-    source = options.source(kw.pop("arch"), kw.pop("inputs"), kw.pop("trust_pickle"))
-    runtime = options.runtime(kw)
-    measurements = bench_models(list(models), source, options.bench_config(kw), _progress, runtime)
-    if as_json:
-        click.echo(json.dumps([m.to_json() for m in measurements], indent=2))
-        return EXIT_OK
-    console.show_bench(measurements, list(models))
     return EXIT_OK
 
 
@@ -332,7 +281,7 @@ def quantize(model: Path, out: Path, precision: str | None, **kw: Any) -> int:
     else:
         fp16 = Fp16Config(keep_io_types=kw["keep_io_types"], block=tuple(kw["block"]))
     outcome = run_quantize(
-        model, out, int8=int8, fp16=fp16, data=data, budget=budget, threads=kw["threads"], progress=_progress
+        model, out, int8=int8, fp16=fp16, data=data, budget=budget, threads=kw["threads"], progress=console.progress
     )
     if as_json:
         click.echo(
@@ -359,6 +308,8 @@ def exit_codes() -> int:
     return EXIT_OK
 
 
+cli.add_command(cli_measure.verify)
+cli.add_command(cli_measure.bench)
 cli.add_command(cli_gpu.engine)
 cli.add_command(cli_gpu.doctor)
 cli.add_command(cli_model.prune)

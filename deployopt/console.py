@@ -13,6 +13,11 @@ import click
 from deployopt.errors import EXIT_BUDGET, EXIT_OK
 
 
+def progress(message: str) -> None:
+    """Where the CLI reports what it is doing: stderr, so stdout stays the result."""
+    click.echo(f"» {message}", err=True)
+
+
 def show_build(report, as_json: bool) -> int:
     from deployopt.report import variant_table
 

@@ -44,6 +44,19 @@ class VariantReport:
             "verify": self.verify,
         }
 
+    @classmethod
+    def from_json(cls, data: dict) -> VariantReport:
+        return cls(
+            name=data["name"],
+            path=data["path"],
+            precision=data["precision"],
+            size_bytes=data["size_bytes"],
+            role=data.get("role", "artifact"),
+            latency={int(b): m for b, m in data.get("latency", {}).items()},
+            verify=data.get("verify"),
+            accuracy=data.get("accuracy"),
+        )
+
 
 @dataclass
 class BuildReport:
@@ -92,6 +105,12 @@ class BuildReport:
             "variants": [v.to_json() for v in self.variants],
             "notes": self.notes,
         }
+
+    @classmethod
+    def from_json(cls, data: dict) -> BuildReport:
+        """Rebuild a report from its report.json (to gate or re-render a finished build)."""
+        fields = ("model", "run_dir", "source", "data", "samples", "batch_sizes", "threads", "stages", "notes")
+        return cls(**{k: data[k] for k in fields}, variants=[VariantReport.from_json(v) for v in data["variants"]])
 
 
 def machine_description() -> dict[str, Any]:

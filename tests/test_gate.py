@@ -117,3 +117,19 @@ def test_bad_baseline_file_exits_3(run_cli, digits_checkpoint, tmp_path):
         "build", digits_checkpoint, "--no-fp16", "--no-int8", "--no-bench", "-o", tmp_path / "r", "--baseline", bad
     )
     assert code == 3 and "not a deployopt report.json" in err
+
+
+def test_verify_gates_a_finished_report_against_a_baseline(run_cli, baseline_build, tmp_path):
+    """The CI form for kept artifacts: deployopt verify NEW/report.json --baseline OLD/report.json."""
+    current = json.loads(baseline_build.read_text())
+    current["variants"][1]["size_bytes"] *= 2
+    new = tmp_path / "report.json"
+    new.write_text(json.dumps(current))
+    junit = tmp_path / "junit.xml"
+    code, _, err = run_cli("verify", new, "--baseline", baseline_build, "--junit", junit)
+    assert code == 1 and f"REGRESSION {current['variants'][1]['name']} size" in err
+    assert ET.parse(junit).getroot().find("testsuite").get("failures") == "1"
+    code, _, err = run_cli("verify", baseline_build, "--baseline", baseline_build, "--max-latency-regression", "0")
+    assert code == 0 and "no regression" in err
+    code, _, err = run_cli("verify", new, new, "--junit", junit)
+    assert code == 2 and "--junit / --summary describe builds" in err
