@@ -20,7 +20,13 @@ from deployopt.errors import EXIT_BUDGET, EXIT_OK
 @click.option("--amount", type=float, help="channels: fraction of channels removed per layer [0.3]; magnitude [0.5].")
 @click.option("--importance", type=click.Choice(["l1", "l2", "bn", "taylor"]), default="l2", show_default=True)
 @click.option("--exclude", multiple=True, metavar="LAYER", help="Module name to leave unpruned (repeatable).")
-@click.option("--round-to", type=click.IntRange(min=1), help="channels: keep channel counts multiples of N.")
+@click.option(
+    "--round-to",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="channels: keep channel counts multiples of N (kernels work in blocks of 8; 1 = exact amount).",
+)
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--finetune-lr", type=float, default=1e-3, show_default=True)
 @click.option("--distill", is_flag=True, help="Fine-tune against the unpruned model's logits too.")

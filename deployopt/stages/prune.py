@@ -38,7 +38,12 @@ class PruneConfig(BaseModel):
     )
     importance: Literal["l1", "l2", "bn", "taylor"] = "l2"
     exclude: tuple[str, ...] = Field((), description="module names to leave unpruned")
-    round_to: int | None = Field(None, ge=1, description="channels: keep counts multiples of this (8 for GPUs)")
+    round_to: int = Field(
+        8,
+        ge=1,
+        description="channels: keep counts multiples of this; CPU and GPU kernels work in blocks of 8 "
+        "channels, and pruning 96 → 67 can be slower than not pruning at all (1 = exact amount)",
+    )
     finetune_epochs: int = Field(0, ge=0, description="short fine-tune after pruning (needs labelled data)")
     finetune_lr: float = Field(1e-3, gt=0)
     distill: bool = Field(False, description="fine-tune against the unpruned model's logits as well as labels")
@@ -149,7 +154,7 @@ def _prune_channels(model: Any, example: tuple, config: PruneConfig, keep: set[s
         importance=importance,
         pruning_ratio=config.resolved_amount,
         ignored_layers=[modules[n] for n in keep],
-        round_to=config.round_to,
+        round_to=config.round_to if config.round_to > 1 else None,
     )
     if config.importance == "taylor":
         if loss_batch is None:
