@@ -87,23 +87,21 @@ class EngineConfig(BaseModel):
 
 
 def _default_range(spec: TensorSpec, config: EngineConfig) -> ShapeRange:
-    def at(batch: int, other: str) -> tuple[int, ...]:
-        dims = []
-        for axis, dim in enumerate(spec.shape):
-            if isinstance(dim, int):
-                dims.append(dim)
-            elif axis == spec.batch_axis:
-                dims.append(batch)
-            elif dim in spec.dim_values:
-                dims.append(1 if other == "min" else spec.dim_values[dim])
-            else:
-                raise UsageError(
-                    f"input '{spec.name}': dynamic dimension '{dim}' has no typical value; "
-                    f"give the profile with --shapes {spec.name}:MIN/OPT/MAX"
-                )
-        return tuple(dims)
-
-    return at(config.min_batch, "min"), at(config.resolved_opt_batch, "opt"), at(config.max_batch, "max")
+    """Batch min / opt / max; other dynamic dims from 1 (min) to their typical value (opt and max)."""
+    try:
+        low, opt, high = (
+            spec.concrete_shape(b) for b in (config.min_batch, config.resolved_opt_batch, config.max_batch)
+        )
+    except UsageError:
+        raise UsageError(
+            f"input '{spec.name}' has a dynamic dimension without a typical value; "
+            f"give the profile with --shapes {spec.name}:MIN/OPT/MAX"
+        ) from None
+    low = tuple(
+        1 if isinstance(d, str) and axis != spec.batch_axis else v
+        for axis, (d, v) in enumerate(zip(spec.shape, low, strict=True))
+    )
+    return low, opt, high
 
 
 def _parse_override(text: str, signature: Signature) -> tuple[str, ShapeRange]:
