@@ -6,6 +6,8 @@
    own worker process, repeats interleaved, medians).
 3. torchvision resnet18 and mobilenet_v2 (seeded random weights; no download here), 30 % channels:
    parameters, MACs, and ONNX Runtime latency.
+4. Channel rounding: ResNet-digits and mobilenet_v2 at 30 % with ``round_to=1`` (the exact amount,
+   leaving counts like 67) against the default 8 — the same MACs, very different speed.
 
     python benchmarks/prune.py [--repeats 3] [--markdown OUT.md]
 """
@@ -62,22 +64,30 @@ def run(repeats: int) -> list[str]:
             ("ResNet-digits 32×32", work / "resnet-digits.pt", SourceOptions(), 0.3, 10, "input:batch,1,32,32"),
             ("ResNet-digits 32×32", work / "resnet-digits.pt", SourceOptions(), 0.5, 10, "input:batch,1,32,32"),
         ]
+        cases = [(*case, 8) for case in cases] + [
+            ("ResNet-digits 32×32", work / "resnet-digits.pt", SourceOptions(), 0.3, 10, "input:batch,1,32,32", 1)
+        ]
         for name in ("resnet18", "mobilenet_v2"):
             torch.manual_seed(0)
             weights = work / f"{name}.pth"
             torch.save(torchvision.models.get_model(name).eval().state_dict(), weights)
             image = "input:batch,3,224,224"
-            cases.append((name, weights, SourceOptions(arch=f"torchvision:{name}", inputs=(image,)), 0.3, 0, image))
+            options = SourceOptions(arch=f"torchvision:{name}", inputs=(image,))
+            cases += [(name, weights, options, 0.3, 0, image, 8)] + (
+                [(name, weights, options, 0.3, 0, image, 1)] if name == "mobilenet_v2" else []
+            )
         latency = {}
-        for label, model, options, amount, epochs, signature in cases:
-            out = work / f"{model.stem}-p{int(amount * 100)}.pt"
-            o = prune(model, out, PruneConfig(amount=amount, finetune_epochs=epochs), options, bench_config=None)
+        for label, model, options, amount, epochs, signature, round_to in cases:
+            out = work / f"{model.stem}-p{int(amount * 100)}-r{round_to}.pt"
+            config = PruneConfig(amount=amount, finetune_epochs=epochs, round_to=round_to)
+            o = prune(model, out, config, options, bench_config=None)
             accuracy = (
                 f"{o.accuracy_before:.2f} → {o.accuracy_after:.2f} ({o.accuracy_after - o.accuracy_before:+.2f})"
                 if o.accuracy_before is not None
                 else "– (random weights)"
             )
             row = f"{label}, {amount:.0%} channels" + (f" + {epochs} fine-tune epochs" if epochs else "")
+            row += ", exact counts (round_to 1)" if round_to == 1 else ""
             rows.append((row, o.result, accuracy))
             pair = (_onnx(model, work, options), _onnx(out, work, options))
             latency |= _latency({row: pair}, signature, repeats)
