@@ -131,11 +131,9 @@ def run(pipeline: Path, overrides: tuple[str, ...], as_json: bool, **kw: Any) ->
 
     With --baseline it is a CI gate: exit 1 on a budget miss or a regression against the earlier report.
     """
-    from deployopt.api import build as run_build
-    from deployopt.pipeline import load_pipeline
+    from deployopt.pipeline import run_pipeline
 
-    model, config = load_pipeline(pipeline, list(overrides))
-    report = run_build(model, config, progress=console.progress)
+    report = run_pipeline(pipeline, list(overrides), progress=console.progress)
     return console.finish_build(report, as_json, kw["baseline"], options.gate_config(kw), kw["junit"], kw["summary"])
 
 

@@ -15,17 +15,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from deployopt.build import BuildConfig
+from deployopt.build import DEFAULT_OUT_ROOT, BuildConfig, build
 from deployopt.errors import InputFileError, UsageError
+from deployopt.report import BuildReport
+from deployopt.train import TrainConfig, train_model
+
+
+class TrainStep(TrainConfig):
+    """A pipeline's ``train:`` section: which registered model to train, with ``deployopt train``'s options."""
+
+    model: str = Field(description="registered model name, e.g. tiny-text-transformer")
 
 
 class Pipeline(BaseModel):
+    """``model:`` (a file) or ``train:`` (train one into the run directory first), then ``build:``."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: Path
+    model: Path | None = None
+    train: TrainStep | None = None
     build: BuildConfig = BuildConfig()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Pipeline:
+        if (self.model is None) == (self.train is None):
+            raise ValueError("give exactly one of 'model:' (a model file) or 'train:' (a registered model to train)")
+        return self
 
 
 def _parse_value(text: str) -> Any:
@@ -69,8 +86,8 @@ def _line_of(root: Any, loc: tuple) -> int | None:
     return line
 
 
-def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple[Path, BuildConfig]:
-    """Read and validate a pipeline file; return the model path (resolved) and its build config."""
+def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple[Path | TrainStep, BuildConfig]:
+    """Read and validate a pipeline file; return the model path (resolved) or its train step, and the build."""
     import yaml
 
     path = Path(path)
@@ -97,13 +114,16 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple
             f"{path}:{line}: key '{key}': {error['msg']}; see the BuildConfig fields in README"
         ) from exc
     base = path.parent
-    model = pipeline.model if pipeline.model.is_absolute() else base / pipeline.model
-    if not model.exists():
+    if pipeline.train is not None:
+        model = pipeline.train
+    elif not (model := pipeline.model if pipeline.model.is_absolute() else base / pipeline.model).exists():
         line = _line_of(root, ("model",))
         raise InputFileError(
             f"{path}:{line}: key 'model': file {model} not found; fix the path (relative to the pipeline)"
         )
     config = pipeline.build
+    if pipeline.train is not None and pipeline.train.teacher is not None and not pipeline.train.teacher.is_absolute():
+        model = pipeline.train.model_copy(update={"teacher": base / pipeline.train.teacher})
     for keys in INPUT_FILES + OUTPUT_FILES:
         config, value = _rebase(config, keys, lambda p: p if p.is_absolute() else base / p)
         if keys in INPUT_FILES and value is not None and not value.exists():
@@ -111,6 +131,28 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple
             name = ".".join(("build", *keys))
             raise InputFileError(f"{path}:{line}: key '{name}': file {value} not found; fix the path")
     return model, config
+
+
+def run_pipeline(path: str | Path, overrides: list[str] | None = None, progress=lambda message: None) -> BuildReport:
+    """Load, (train when the pipeline says so,) build. Training is a stage of the run directory: a re-run
+    with the same train options and tool versions reuses the checkpoint."""
+    from deployopt.rundir import RunDirectory
+
+    source, config = load_pipeline(path, overrides)
+    if isinstance(source, TrainStep):
+        step = source
+        config = config if config.out is not None else config.model_copy(update={"out": DEFAULT_OUT_ROOT / step.model})
+        progress(f"train: {step.model}")
+        with RunDirectory(config.out, force=config.force) as run:
+            outcome = run.run_stage(
+                "train",
+                step,
+                {},
+                {"model": f"{step.model}.pt"},
+                lambda out: train_model(step.model, out["model"], step, log=progress),
+            )
+        source = outcome.output("model")
+    return build(source, config, progress)
 
 
 # BuildConfig fields holding paths (relative to the pipeline file): files that must exist, and outputs.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deployopt.errors import InputFileError, UsageError
-from deployopt.pipeline import load_pipeline, to_yaml
+from deployopt.pipeline import TrainStep, load_pipeline, to_yaml
 from tests.conftest import needs_torchvision
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "pipelines"
@@ -44,18 +44,27 @@ def _torchvision_weights(workspace, name: str) -> None:
     np.savez(workspace / "deployopt-out" / "calibration.npz", input=images)
 
 
-def test_transformer_example_runs(workspace, run_cli):
-    from deployopt.train import TrainConfig, train_model
-
-    train_model(
-        "tiny-text-transformer", workspace / "deployopt-out" / "tiny-text-transformer.pt", TrainConfig(epochs=8)
-    )
+def test_transformer_example_trains_then_builds_and_reuses_the_training(workspace, run_cli):
     shutil.copy(EXAMPLES / "transformer.yaml", workspace / "pipelines")
-    code, _, err = run_cli("run", workspace / "pipelines" / "transformer.yaml", "--set", "build.skip_bench=true")
+    args = ("run", workspace / "pipelines" / "transformer.yaml", "--set", "build.skip_bench=true")
+    code, _, err = run_cli(*args, "--set", "train.epochs=8")
     assert code == 0, err
-    report = json.loads((workspace / "deployopt-out" / "tiny-text-transformer-pipeline" / "report.json").read_text())
+    run_dir = workspace / "deployopt-out" / "tiny-text-transformer-pipeline"
+    report = json.loads((run_dir / "report.json").read_text())
     int8_step = next(s for s in report["stages"] if s["stage"] == "int8")
     assert int8_step["summary"].startswith("dynamic quantization")
+    assert report["variants"][0]["path"] == str(run_dir / "tiny-text-transformer.pt")
+    trained = json.loads((run_dir / "manifest.json").read_text())["stages"]["train"]
+    assert trained["details"]["epochs"] == 8 and trained["details"]["test_accuracy"] > 60
+    code, _, err = run_cli(*args, "--set", "train.epochs=8")
+    assert code == 0, err
+    assert json.loads((run_dir / "manifest.json").read_text())["stages"]["train"]["started"] == trained["started"]
+
+
+def test_a_pipeline_needs_exactly_one_model_source(workspace):
+    path = _pipeline(workspace, "model: ../deployopt-out/digits-cnn.pt\ntrain:\n  model: digits-cnn\n")
+    with pytest.raises(InputFileError, match="exactly one of 'model:'"):
+        load_pipeline(path)
 
 
 @pytest.mark.slow
@@ -85,11 +94,12 @@ def test_resnet50_tensorrt_example_runs(workspace, run_cli):
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
 def test_example_pipelines_match_the_schema(workspace, example):
     """Every example parses against the current schema (the files it names exist only as placeholders here)."""
-    for name in ("resnet18.pth", "resnet50.pth", "tiny-text-transformer.pt", "calibration.npz"):
+    for name in ("resnet18.pth", "resnet50.pth", "calibration.npz"):
         (workspace / "deployopt-out" / name).write_bytes(b"placeholder")
     shutil.copy(EXAMPLES / example, workspace / "pipelines")
-    model, config = load_pipeline(workspace / "pipelines" / example)
-    assert Path(model).exists() and config.out is not None
+    source, config = load_pipeline(workspace / "pipelines" / example)
+    assert isinstance(source, TrainStep) or source.exists()
+    assert config.out is not None
 
 
 def _pipeline(workspace, text):
