@@ -53,7 +53,7 @@ def test_transformer_example_trains_then_builds_and_reuses_the_training(workspac
     report = json.loads((run_dir / "report.json").read_text())
     int8_step = next(s for s in report["stages"] if s["stage"] == "int8")
     assert int8_step["summary"].startswith("dynamic quantization")
-    assert report["variants"][0]["path"] == str(run_dir / "tiny-text-transformer.pt")
+    assert Path(report["variants"][0]["path"]).resolve() == (run_dir / "tiny-text-transformer.pt").resolve()
     trained = json.loads((run_dir / "manifest.json").read_text())["stages"]["train"]
     assert trained["details"]["epochs"] == 8 and trained["details"]["test_accuracy"] > 60
     code, _, err = run_cli(*args, "--set", "train.epochs=8")
