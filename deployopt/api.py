@@ -19,13 +19,12 @@ from deployopt.demo import run_demo
 from deployopt.errors import InputFileError, UsageError
 from deployopt.fsutil import atomic_path, write_json_atomic
 from deployopt.gate import GateResult, RegressionBudget, compare_reports, load_baseline
-from deployopt.onnxutil import describe
 from deployopt.pruning import PruneOutcome
 from deployopt.pruning import prune as run_prune
 from deployopt.report import BuildReport
 from deployopt.runners import RunnerSpec, spec_for_model
 from deployopt.signature import Signature
-from deployopt.sources import ModelSource, SourceKind, SourceOptions, inspect_source
+from deployopt.sources import ModelSource, SourceKind, SourceOptions, artifact_facts, inspect_source
 from deployopt.stages.engine import EngineConfig, build_engine
 from deployopt.stages.export import ExportConfig, ExportResult, export_onnx
 from deployopt.stages.fp16 import Fp16Config, convert_fp16
@@ -126,8 +125,7 @@ def _open_model(path: str | Path, options: SourceOptions) -> _Model:
         sidecar = read_sidecar(path)
         return _Model(Path(path), Signature.from_json(sidecar.signature), sidecar.source_precision)
     source = inspect_source(Path(path), options)
-    precision = describe(source.path)["precision"] if source.kind is SourceKind.ONNX else "fp32"
-    return _Model(source.path, source.signature, precision, source.dataset, source)
+    return _Model(source.path, source.signature, artifact_facts(source.path)["precision"], source.dataset, source)
 
 
 def verify_models(

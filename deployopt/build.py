@@ -18,7 +18,6 @@ from deployopt.bench import BenchConfig, BenchVariant, bench
 from deployopt.errors import InputFileError
 from deployopt.fsutil import sha256_json, write_json_atomic, write_text_atomic
 from deployopt.html_report import render_html
-from deployopt.onnxutil import describe
 from deployopt.pruning import check_sparsity
 from deployopt.report import (
     ONNX_FP32,
@@ -33,7 +32,7 @@ from deployopt.report import (
 from deployopt.rundir import RunDirectory
 from deployopt.runners import RunnerSpec, create_runner, spec_for_model
 from deployopt.signature import Signature
-from deployopt.sources import ModelSource, SourceKind, SourceOptions, inspect_source, model_name
+from deployopt.sources import ModelSource, SourceKind, SourceOptions, artifact_facts, inspect_source, model_name
 from deployopt.stages.engine import EngineConfig
 from deployopt.stages.export import ExportConfig, export_onnx
 from deployopt.stages.graph import GraphConfig, optimize_graph
@@ -208,7 +207,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
             return reference_outputs[0]
 
         for name, path in artifacts.items():
-            facts = _facts(path)
+            facts = artifact_facts(path)
             run.record_artifact(name, path, precision=facts["precision"])
             variant = VariantReport(name, str(path), facts["precision"], facts["size_bytes"])
             result = _verify_variant(run, name, ref_spec, path, facts["precision"], source, data, config, reference)
@@ -320,18 +319,6 @@ def _verification_data(signature: Signature, config: BuildConfig, dataset: str |
         calibration = load_calibration(signature, config.quantize.calibration, config.quantize.preprocess)
         return as_eval_data(calibration, signature, max(config.verify.samples, config.quantize.int8.samples))
     return load_eval_data(signature, config.verify, dataset)
-
-
-def _facts(path: Path) -> dict:
-    """Precision and size of an artifact: from the ONNX graph, a TensorRT engine's sidecar, or fp32 (PyTorch)."""
-    from deployopt.sources import detect_kind
-    from deployopt.tensorrt_support import is_engine_file, read_sidecar
-
-    if is_engine_file(path):
-        return {"precision": read_sidecar(path).source_precision, "size_bytes": path.stat().st_size}
-    if detect_kind(path) is SourceKind.ONNX:
-        return describe(path)
-    return {"precision": "fp32", "size_bytes": path.stat().st_size}
 
 
 def _verify_variant(

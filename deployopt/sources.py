@@ -295,6 +295,20 @@ def _onnx_signature(path: Path) -> Signature:
     return signature_from_onnx(onnx.load_model(str(path), load_external_data=False))
 
 
+def artifact_facts(path: Path) -> dict:
+    """Precision and size of a built artifact: from a TensorRT engine's sidecar, the ONNX graph (plus its node
+    counts), or fp32 for a PyTorch file."""
+    from deployopt.tensorrt_support import is_engine_file, read_sidecar
+
+    if is_engine_file(path):
+        return {"precision": read_sidecar(path).source_precision, "size_bytes": path.stat().st_size}
+    if detect_kind(path) is SourceKind.ONNX:
+        from deployopt.onnxutil import describe
+
+        return describe(path)
+    return {"precision": "fp32", "size_bytes": path.stat().st_size}
+
+
 def model_name(source: ModelSource) -> str:
     """A filesystem-safe name for the run directory, from the model file's name."""
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in source.name) or "model"
