@@ -24,12 +24,14 @@ from deployopt.bench import BenchConfig, BenchVariant, bench
 from deployopt.calibration import BatchSource
 from deployopt.data import EvalData
 from deployopt.errors import InputFileError, StageError, UsageError
+from deployopt.onnxutil import drop_initializer_value_info
 from deployopt.runners import RunnerSpec, create_runner
 from deployopt.stages.quantize import (
     COMPUTE_OPS,
     Candidate,
     Int8Config,
     candidates_for,
+    gemm_as_matmul,
     int8_op_counts,
     load_model,
     name_nodes,
@@ -83,7 +85,7 @@ def quantize_int8(
     """Write the best int8 model to ``out_path``; ``passed`` says whether it meets ``budget``."""
     import onnx
 
-    model = name_nodes(load_model(fp32_path))
+    model = name_nodes(drop_initializer_value_info(load_model(fp32_path)))
     if not quantizable_nodes(model, []):
         raise InputFileError(
             f"{fp32_path}: has no operators int8 can speed up ({', '.join(COMPUTE_OPS)}); "
@@ -91,6 +93,8 @@ def quantize_int8(
         )
     excluded = resolve_excludes(model, config.exclude, fp32_path)
     mode = resolve_mode(model, config)
+    if mode == "dynamic":
+        model = gemm_as_matmul(model)
     if mode == "static" and calibration is None:
         raise UsageError(
             f"{fp32_path}: static int8 needs calibration data: pass --calibration FILE.npz or an "

@@ -99,3 +99,14 @@ def describe(path: str | Path) -> dict:
         "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
         "size_bytes": Path(path).stat().st_size,
     }
+
+
+def drop_initializer_value_info(model: Any) -> Any:
+    """Remove value_info entries that annotate initializers (the torch exporter writes them; the weights
+    carry their own shapes). ONNX Runtime 1.30's dynamic quantizer transposes Gemm weights and then fails
+    strict shape inference on the stale annotation ("Inferred shape and existing shape differ")."""
+    initializers = {init.name for init in model.graph.initializer}
+    kept = [vi for vi in model.graph.value_info if vi.name not in initializers]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    return model

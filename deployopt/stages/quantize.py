@@ -157,6 +157,39 @@ def quantizable_nodes(model: Any, excluded: list[str]) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type in COMPUTE_OPS and n.name not in excluded]
 
 
+def gemm_as_matmul(model: Any) -> Any:
+    """Rewrite each plain Gemm (alpha = beta = 1, no transA, constant B) as MatMul (+ Add for the bias).
+
+    Dynamic quantization only handles MatMul, so onnxruntime rewrites Gemm itself first — and 1.30 gets
+    it wrong (the tiny transformer's outputs drop to mean cosine 0.67 before anything is quantized; 1.32
+    is exact). Doing the exact rewrite here makes every version see MatMul. Node names are kept, so
+    ``--exclude`` and the sensitivity search still find them.
+    """
+    from onnx import helper, numpy_helper
+
+    inits = {init.name: init for init in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        if node.op_type != "Gemm" or not plain or node.input[1] not in inits:
+            nodes.append(node)
+            continue
+        weight = node.input[1]
+        if attrs.get("transB", 0):
+            transposed = numpy_helper.from_array(numpy_helper.to_array(inits[weight]).T.copy(), f"{weight}_T")
+            model.graph.initializer.append(transposed)
+            weight = transposed.name
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = f"{node.output[0]}_matmul" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], weight], [product], name=node.name))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], list(node.output), name=f"{node.name}_bias"))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
 def quantize_candidate(
     fp32_path: Path,
     out_path: Path,

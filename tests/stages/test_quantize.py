@@ -176,7 +176,7 @@ def test_nothing_to_quantize(tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
     )
     path = tmp_path / "relu.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), str(path))
     with pytest.raises(InputFileError, match="nothing to quantize"):
         quantize(path, tmp_path / "q.onnx", int8=Int8Config(mode="dynamic"))
 
@@ -223,3 +223,33 @@ def test_weight_bits_can_be_forced(digits_fp32):
     assert all(c.reduce_range for c in candidates_for(model, Int8Config(weight_bits="7"), "static"))
     assert not any(c.reduce_range for c in candidates_for(model, Int8Config(weight_bits="8"), "static"))
     assert candidates_for(model, Int8Config(), "static")[0].reduce_range == x86_without_vnni()
+
+
+def test_gemm_rewrite_is_exact_and_keeps_node_names(tmp_path):
+    """Dynamic int8 sees MatMul: the Gemm rewrite (transposed weight, separate bias Add) changes no output."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deployopt.stages.quantize import gemm_as_matmul
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((5, 8)).astype(np.float32), "W")
+    bias = numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["X", "W", "b"], ["Y"], name="fc", transB=1)],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", 5])],
+        [weight, bias],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    onnx.save(model, str(tmp_path / "gemm.onnx"))
+    rewritten = gemm_as_matmul(onnx.load(str(tmp_path / "gemm.onnx")))
+    assert [(n.op_type, n.name) for n in rewritten.graph.node] == [("MatMul", "fc"), ("Add", "fc_bias")]
+    onnx.save(rewritten, str(tmp_path / "matmul.onnx"))
+    x = {"X": rng.standard_normal((3, 8)).astype(np.float32)}
+    run = [
+        ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(None, x)[0]
+        for f in ("gemm.onnx", "matmul.onnx")
+    ]
+    np.testing.assert_allclose(run[0], run[1], rtol=1e-6, atol=1e-6)
