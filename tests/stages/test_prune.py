@@ -102,3 +102,11 @@ def test_bad_prune_input_is_one_clear_line(run_cli, digits_checkpoint, tmp_path,
 def test_prune_refuses_onnx_input(run_cli, digits_onnx, tmp_path):
     code, _, err = run_cli("prune", digits_onnx, "-o", tmp_path / "p.pt", "--no-bench")
     assert code == 3 and "prune needs the PyTorch module itself" in err
+
+
+@pytest.mark.parametrize("importance", ["l1", "bn", "taylor"])
+def test_every_importance_criterion_prunes_and_recovers(digits_checkpoint, tmp_path, importance):
+    config = PruneConfig(amount=0.25, importance=importance, finetune_epochs=3)
+    outcome = prune(digits_checkpoint, tmp_path / "p.pt", config, bench_config=None)
+    assert outcome.result.macs_after < 0.8 * outcome.result.macs_before
+    assert outcome.accuracy_after > 95.0, outcome.accuracy_after
