@@ -59,6 +59,15 @@ def prune(model: Path, out: Path, as_json: bool, no_bench: bool, **kw: Any) -> i
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Checkpoint to write.")
 @click.option("--dataset", help="Registered dataset [default: the model's own].")
 @click.option("--epochs", type=click.IntRange(min=1), help="[default: the model's registered recipe]")
+@click.option(
+    "--optimizer",
+    type=click.Choice(["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"]),
+    default="adamw",
+    show_default=True,
+)
+@click.option(
+    "--schedule", type=click.Choice(["constant", "step", "cosine", "onecycle"]), default="onecycle", show_default=True
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate (one-cycle AdamW).")
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.errors import InputFileError, UsageError
+from deployopt.training import Optimizer, Schedule
 
 
 class TrainConfig(BaseModel):
@@ -21,6 +22,8 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dataset: str | None = Field(None, description="registered dataset; default: the model's own")
+    optimizer: Optimizer = "adamw"
+    schedule: Schedule = "onecycle"
     epochs: int | None = Field(None, ge=1, description="default: the model's registered recipe")
     batch_size: int = Field(64, ge=1)
     lr: float = Field(3e-3, gt=0)
@@ -78,6 +81,8 @@ def train_model(name: str, out: str | Path, config: TrainConfig = TrainConfig(),
     kwargs = {**entry.default_kwargs, **config.arch_kwargs}
     model = entry.factory(**kwargs)
     recipe = TrainRecipe(
+        optimizer=config.optimizer,
+        schedule=config.schedule,
         epochs=config.epochs or entry.train_epochs,
         lr=config.lr,
         weight_decay=config.weight_decay,

@@ -11,13 +11,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+
+Optimizer = Literal["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"]
+Schedule = Literal["constant", "step", "cosine", "onecycle"]  # all but onecycle: linear warm-up first
 
 
 @dataclass(frozen=True)
 class TrainRecipe:
+    optimizer: Optimizer = "adamw"
+    schedule: Schedule = "onecycle"
     epochs: int = 40
     lr: float = 3e-3
     weight_decay: float = 5e-4
@@ -52,6 +57,41 @@ def apply_masks(model: Any, masks: dict[str, Any]) -> None:
             parameters[name].mul_(mask)
 
 
+def make_optimizer(model: Any, recipe: TrainRecipe, total_steps: int) -> tuple[Any, Any]:
+    """The optimizer and a per-batch learning-rate schedule named by ``recipe``."""
+    import math
+
+    import torch
+
+    params, lr, decay = model.parameters(), recipe.lr, recipe.weight_decay
+    optimizer = {
+        "sgd": lambda: torch.optim.SGD(params, lr=lr, weight_decay=decay),
+        "momentum": lambda: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=decay),
+        "nesterov": lambda: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=decay),
+        "adam": lambda: torch.optim.Adam(params, lr=lr, weight_decay=decay),
+        "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=decay),
+        "rmsprop": lambda: torch.optim.RMSprop(params, lr=lr, weight_decay=decay),
+    }[recipe.optimizer]()
+    if recipe.schedule == "onecycle":
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=total_steps, pct_start=recipe.warmup_fraction
+        )
+        return optimizer, schedule
+    warmup = max(1, int(recipe.warmup_fraction * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        if recipe.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if recipe.schedule == "step":
+            return 0.1 ** int(progress * 3)  # ÷10 at one and two thirds of training
+        return 1.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def train_classifier(
     model: Any,
     train: tuple[np.ndarray, np.ndarray],
@@ -70,11 +110,8 @@ def train_classifier(
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
     x_train, y_train = torch.from_numpy(train[0]), torch.from_numpy(train[1])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = (len(x_train) + recipe.batch_size - 1) // recipe.batch_size
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch, pct_start=recipe.warmup_fraction
-    )
+    optimizer, schedule = make_optimizer(model, recipe, recipe.epochs * steps_per_epoch)
     if teacher is not None:
         teacher.eval()
     started = time.perf_counter()
@@ -110,6 +147,8 @@ def train_classifier(
     if best_state is not None:
         model.load_state_dict(best_state)
     return {
+        "optimizer": recipe.optimizer,
+        "schedule": recipe.schedule,
         "val_accuracy": best_val,
         "train_seconds": round(time.perf_counter() - started, 2),
         "epochs": recipe.epochs,
