@@ -4,7 +4,10 @@ A checkpoint is a plain ``torch.save`` dict that loads with ``weights_only=True`
 numbers only), so it is safe to open from an untrusted source:
 
     {"format": "deployopt.checkpoint/1", "arch": "digits-cnn", "arch_kwargs": {}, "state_dict": {...},
-     "signature": [...], "dataset": "digits", "metrics": {...}}
+     "signature": [...], "dataset": "digits", "metrics": {...}, "preprocessing": {...}}
+
+``dataset`` is a registered name or the absolute path of the user's .npz / image folder it was trained on;
+``preprocessing`` says how that data was turned into inputs (image mode, resize, scale, class names).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ def save_checkpoint(
     arch_kwargs: dict | None = None,
     dataset: str | None = None,
     metrics: dict | None = None,
+    preprocessing: dict | None = None,
 ) -> Path:
     """Write ``model``'s weights and metadata atomically to ``path``."""
     import torch
@@ -39,6 +43,7 @@ def save_checkpoint(
         "signature": signature.to_json(),
         "dataset": dataset,
         "metrics": dict(metrics or {}),
+        "preprocessing": dict(preprocessing or {}),
     }
     path = Path(path)
     with atomic_path(path) as tmp:

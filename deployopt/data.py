@@ -147,9 +147,13 @@ def _check_arrays(signature: Signature, inputs: dict[str, np.ndarray], origin: s
 
 
 def dataset_data(signature: Signature, dataset: str, split: str = "test", seed: int = 0) -> EvalData:
-    """Real data and labels from a registered dataset (see ``models/``)."""
+    """Real data and labels from a registered dataset (see ``models/``) or a user's .npz / image folder."""
     from deployopt import models
+    from deployopt.user_data import is_dataset_path, load_user_split
 
+    if is_dataset_path(dataset):
+        inputs, labels = load_user_split(dataset, signature, split, seed)
+        return EvalData({signature.names[0]: inputs}, labels, f"{dataset} ({split})", signature)
     entry = models.get_dataset(dataset)
     if entry is None:
         raise UsageError(f"unknown dataset '{dataset}'; registered: {', '.join(models.dataset_names())}")

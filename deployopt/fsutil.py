@@ -17,12 +17,31 @@ from pathlib import Path
 _CHUNK = 1 << 20
 
 
+def _default_file_mode() -> int:
+    """What ``open()`` would give a new file (0o666 less the umask); mkstemp's 0o600 would hide outputs."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """sha256 of a file, or of a folder's relative file names and contents (an image-folder dataset)."""
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_file(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return sha256_json([(str(p.relative_to(path)), sha256_file(p)) for p in files])
 
 
 def sha256_json(value: object) -> str:
@@ -43,6 +62,7 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, destination)
     finally:
         tmp.unlink(missing_ok=True)

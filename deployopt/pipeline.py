@@ -122,8 +122,8 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple
             f"{path}:{line}: key 'model': file {model} not found; fix the path (relative to the pipeline)"
         )
     config = pipeline.build
-    if pipeline.train is not None and pipeline.train.teacher is not None and not pipeline.train.teacher.is_absolute():
-        model = pipeline.train.model_copy(update={"teacher": base / pipeline.train.teacher})
+    if pipeline.train is not None:
+        model = _rebase_train(pipeline.train, base)
     for keys in INPUT_FILES + OUTPUT_FILES:
         config, value = _rebase(config, keys, lambda p: p if p.is_absolute() else base / p)
         if keys in INPUT_FILES and value is not None and not value.exists():
@@ -131,6 +131,32 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple
             name = ".".join(("build", *keys))
             raise InputFileError(f"{path}:{line}: key '{name}': file {value} not found; fix the path")
     return model, config
+
+
+def _rebase_train(step: TrainStep, base: Path) -> TrainStep:
+    """The train step's teacher and (user) dataset paths, relative to the pipeline file."""
+    from deployopt.user_data import is_dataset_path
+
+    update: dict[str, Any] = {}
+    if step.teacher is not None and not step.teacher.is_absolute():
+        update["teacher"] = base / step.teacher
+    dataset = step.dataset
+    if dataset and not Path(dataset).is_absolute() and (is_dataset_path(dataset) or (base / dataset).is_dir()):
+        update["dataset"] = str(base / dataset)
+    return step.model_copy(update=update)
+
+
+def _train_inputs(step: TrainStep) -> dict[str, str]:
+    """Content hashes of the files training reads, so editing the data or the teacher retrains."""
+    from deployopt.fsutil import content_hash
+    from deployopt.user_data import is_dataset_path
+
+    inputs = {}
+    if step.dataset and is_dataset_path(step.dataset) and Path(step.dataset).exists():
+        inputs["dataset"] = content_hash(step.dataset)
+    if step.teacher is not None and step.teacher.exists():
+        inputs["teacher"] = content_hash(step.teacher)
+    return inputs
 
 
 def run_pipeline(path: str | Path, overrides: list[str] | None = None, progress=lambda message: None) -> BuildReport:
@@ -147,9 +173,9 @@ def run_pipeline(path: str | Path, overrides: list[str] | None = None, progress=
             outcome = run.run_stage(
                 "train",
                 step,
-                {},
+                _train_inputs(step),
                 {"model": f"{step.model}.pt"},
-                lambda out: train_model(step.model, out["model"], step, log=progress),
+                lambda out: train_model(step.model, out["model"], step, log=progress, logs=run.root / "train"),
             )
         source = outcome.output("model")
     return build(source, config, progress)

@@ -26,6 +26,7 @@ from deployopt.signature import Signature
 from deployopt.sources import METADATA_FILE, ModelSource, SourceKind, inspect_source
 from deployopt.stages.engine import EngineConfig
 from deployopt.stages.prune import PruneConfig, PruneResult, check_2to4, prune_module
+from deployopt.train_log import TrainLog
 from deployopt.training import TrainRecipe, evaluate, train_classifier
 from deployopt.verify import Budget
 
@@ -131,7 +132,7 @@ def prune(
             recipe,
             teacher=teacher,
             masks=masks,
-            log=log,
+            log=TrainLog(message=log),
         )
         finetune["distilled"] = config.distill
     accuracy_after = evaluate(model, *_single_input(signature, splits["test"])) if splits else None

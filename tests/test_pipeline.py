@@ -61,6 +61,41 @@ def test_transformer_example_trains_then_builds_and_reuses_the_training(workspac
     assert json.loads((run_dir / "manifest.json").read_text())["stages"]["train"]["started"] == trained["started"]
 
 
+def test_distillation_example_trains_a_student_from_the_demo_teacher(workspace, run_cli):
+    shutil.copy(EXAMPLES / "digits-distill.yaml", workspace / "pipelines")
+    pipeline = workspace / "pipelines" / "digits-distill.yaml"
+    code, _, err = run_cli("run", pipeline, "--set", "build.skip_bench=true", "--set", "train.epochs=10")
+    assert code == 0, err
+    run_dir = workspace / "deployopt-out" / "digits-cnn-distilled"
+    trained = json.loads((run_dir / "manifest.json").read_text())["stages"]["train"]
+    assert trained["details"]["teacher_macs"] >= 3 * trained["details"]["macs"]
+    assert trained["details"]["augment"] == "crop:1,rotate:8" and "teacher" in trained["inputs"]
+    assert (run_dir / "train" / "metrics.csv").is_file()
+
+
+def test_train_step_reads_own_data_relative_to_the_file_and_retrains_when_it_changes(workspace, run_cli):
+    import numpy as np
+
+    from deployopt.models.digits import INPUT_NAME, load_digits_split
+
+    inputs, labels = load_digits_split("train")
+    data = workspace / "pipelines" / "mine.npz"
+    np.savez(data, inputs=inputs[INPUT_NAME], labels=labels)
+    pipeline = _pipeline(
+        workspace,
+        "train:\n  model: digits-cnn\n  dataset: mine.npz\n  epochs: 2\n"
+        "build:\n  out: run\n  skip_bench: true\n  quantize:\n    make: []\n",
+    )
+    manifest = workspace / "pipelines" / "run" / "manifest.json"
+    assert run_cli("run", pipeline)[0] == 0
+    first = json.loads(manifest.read_text())["stages"]["train"]
+    assert first["config"]["dataset"] == str(data) and "dataset" in first["inputs"]
+    np.savez(data, inputs=inputs[INPUT_NAME][:500], labels=labels[:500])
+    assert run_cli("run", pipeline)[0] == 0
+    second = json.loads(manifest.read_text())["stages"]["train"]
+    assert second["inputs"]["dataset"] != first["inputs"]["dataset"] and second["started"] != first["started"]
+
+
 def test_a_pipeline_needs_exactly_one_model_source(workspace):
     path = _pipeline(workspace, "model: ../deployopt-out/digits-cnn.pt\ntrain:\n  model: digits-cnn\n")
     with pytest.raises(InputFileError, match="exactly one of 'model:'"):
