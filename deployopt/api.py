@@ -32,6 +32,7 @@ from deployopt.stages.graph import GraphConfig, GraphResult, optimize_graph
 from deployopt.stages.prune import PruneConfig
 from deployopt.stages.quantize import Int8Config
 from deployopt.tensorrt_support import EngineSidecar, is_engine_file, read_sidecar, sidecar_path
+from deployopt.train import TrainConfig, train_model
 from deployopt.verify import Budget, VerifyConfig, VerifyResult, budget_for, load_eval_data, verify
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "RegressionBudget",
     "RuntimeOptions",
     "SourceOptions",
+    "TrainConfig",
     "VerifyConfig",
     "bench_models",
     "build",
@@ -54,6 +56,7 @@ __all__ = [
     "prune",
     "quantize",
     "run_demo",
+    "train",
     "verify_models",
 ]
 
@@ -256,6 +259,14 @@ class QuantizeOutcome:
     passed: bool
     details: dict  # Int8Result / Fp16Result as JSON
     verify: VerifyResult
+
+
+def train(
+    model_name: str, out: str | Path, config: TrainConfig = TrainConfig(), *, resume: bool = False, log=print
+) -> dict:
+    """``deployopt train``: train registered ``model_name`` into the checkpoint ``out`` (build takes it with no
+    flags); returns the metrics, including one row per epoch. ``resume`` continues an interrupted run."""
+    return train_model(model_name, out, config, log, resume=resume)
 
 
 def quantize(

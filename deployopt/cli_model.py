@@ -102,10 +102,12 @@ def train(model_name: str, out: Path, as_json: bool, resume: bool, arch_args: tu
     Under `torchrun --nproc-per-node N -m deployopt train ...` the run is data-parallel (gloo on CPU,
     NCCL on CUDA). Metrics per epoch go to OUT-stem.train/metrics.csv.
     """
-    from deployopt.train import TrainConfig, train_dir, train_model
+    from deployopt.api import TrainConfig
+    from deployopt.api import train as run_train
+    from deployopt.train import train_dir
 
     config = TrainConfig(arch_kwargs=_key_values(arch_args), **kw)
-    metrics = train_model(model_name, out, config, log=lambda m: click.echo(m, err=True), resume=resume)
+    metrics = run_train(model_name, out, config, resume=resume, log=lambda m: click.echo(m, err=True))
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
     else:
