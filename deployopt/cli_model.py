@@ -70,8 +70,9 @@ def prune(model: Path, out: Path, as_json: bool, no_bench: bool, **kw: Any) -> i
     type=click.Choice(["constant", "step", "cosine", "onecycle", "plateau"]),
     default="onecycle",
     show_default=True,
-    help="plateau: lr ÷10 after 2 epochs without a better val accuracy.",
+    help="plateau: lr ÷10 after --plateau-patience epochs without a better val accuracy.",
 )
+@click.option("--plateau-patience", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate.")
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)
 @click.option("--warmup-steps", type=click.IntRange(min=0), help="Linear warm-up [default: 20 % of the steps].")
@@ -104,10 +105,13 @@ def train(model_name: str, out: Path, as_json: bool, resume: bool, arch_args: tu
     """
     from deployopt.api import TrainConfig
     from deployopt.api import train as run_train
+    from deployopt.distributed import is_main_process
     from deployopt.train import train_dir
 
     config = TrainConfig(arch_kwargs=_key_values(arch_args), **kw)
     metrics = run_train(model_name, out, config, resume=resume, log=lambda m: click.echo(m, err=True))
+    if not is_main_process():
+        return EXIT_OK  # under torchrun only rank 0 reports
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
     else:

@@ -50,6 +50,11 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun launch, or a plain single process: the one that prints results."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def join_from_environment(device: str) -> ProcessGroup | None:
     """Join the process group torchrun describes in the environment; ``None`` for a single process."""
     if launched_world_size() <= 1:

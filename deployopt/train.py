@@ -11,8 +11,9 @@ Launched by ``torchrun`` the run is data-parallel (:mod:`deployopt.distributed`)
 from __future__ import annotations
 
 import inspect
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,7 +40,8 @@ class TrainConfig(BaseModel):
     amp: Amp = "off"
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     early_stop: int | None = Field(None, ge=1, description="stop after N epochs without a better val accuracy")
-    device: str = Field("cpu", pattern="^(cpu|cuda)$")
+    plateau_patience: int = Field(2, ge=1, description="schedule plateau: epochs without gain before lr ÷ 10")
+    device: Literal["cpu", "cuda"] = "cpu"
     seed: int = 0
     arch_kwargs: dict[str, Any] = Field(default_factory=dict, description="arguments for the model factory")
     teacher: Path | None = Field(None, description="distil from this model (soft targets + hard labels)")
@@ -151,22 +153,9 @@ def train_model(
         model = entry.factory(**kwargs)
         example = torch.from_numpy(splits["val"][0][:1])
         _check_outputs(model, name, example, num_classes, dataset)
+        shared = {f.name for f in fields(TrainRecipe)} & set(TrainConfig.model_fields) - {"epochs"}
         recipe = TrainRecipe(
-            optimizer=config.optimizer,
-            schedule=config.schedule,
-            epochs=config.epochs or entry.train_epochs,
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            batch_size=config.batch_size,
-            label_smoothing=config.label_smoothing,
-            warmup_steps=config.warmup_steps,
-            grad_accum=config.grad_accum,
-            amp=config.amp,
-            early_stop=config.early_stop,
-            device=config.device,
-            seed=config.seed,
-            distill_temperature=config.distill_temperature,
-            distill_alpha=config.distill_alpha,
+            epochs=config.epochs or entry.train_epochs, **{name: getattr(config, name) for name in shared}
         )
         main = group is None or group.is_main
         logs = Path(logs) if logs is not None else train_dir(out)

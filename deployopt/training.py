@@ -46,6 +46,7 @@ class TrainRecipe:
     grad_accum: int = 1  # micro-batches of batch_size per optimizer step
     amp: Amp = "off"
     early_stop: int | None = None  # stop after this many epochs without a better validation accuracy
+    plateau_patience: int = 2  # schedule "plateau": epochs without a better validation accuracy before lr ÷ 10
     seed: int = 0
     device: str = "cpu"
     distill_temperature: float = 4.0
@@ -122,9 +123,9 @@ class _Run:
 
         total_steps = recipe.epochs * steps_per_epoch
         warmup = recipe.warmup_steps if recipe.warmup_steps is not None else int(recipe.warmup_fraction * total_steps)
-        self.model, self.recipe = model, recipe
+        self.model, self.recipe, self.device = model, recipe, device
         self.optimizer = make_optimizer(model.parameters(), recipe.optimizer, recipe.lr, recipe.weight_decay)
-        self.lr = LearningRate(self.optimizer, recipe.schedule, total_steps, warmup)
+        self.lr = LearningRate(self.optimizer, recipe.schedule, total_steps, warmup, recipe.plateau_patience)
         self.scaler = torch.amp.GradScaler(device.type, enabled=recipe.amp == "fp16")
         self.rng = np.random.default_rng(recipe.seed)
         self.progress = Progress()
@@ -141,6 +142,7 @@ class _Run:
             "scaler": self.scaler.state_dict(),
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             "progress": asdict(self.progress),
         }
         with atomic_path(path) as tmp:
@@ -168,6 +170,8 @@ class _Run:
         self.scaler.load_state_dict(state["scaler"])
         self.rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"])
         self.progress = Progress(**state["progress"])
 
 

@@ -90,6 +90,7 @@ def test_two_process_ddp_matches_single_process_training(tmp_path):
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("ddp.pt: digits-cnn") == 1  # rank 0 reports, rank 1 stays quiet
     one, two = _checkpoint(single)["metrics"], _checkpoint(parallel)["metrics"]
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert abs(two["test_accuracy"] - one["test_accuracy"]) <= 1.5, (one["test_accuracy"], two["test_accuracy"])
