@@ -146,7 +146,7 @@ def image_folder(tmp_path_factory) -> Path:
     return root
 
 
-def test_image_folder_is_resized_to_the_model_input_and_recorded(run_cli, image_folder, tmp_path):
+def test_image_folder_is_resized_to_the_model_input_recorded_and_built_on(run_cli, image_folder, tmp_path):
     out = tmp_path / "png.pt"
     code, stdout, err = run_cli(
         "train", "digits-cnn", "--dataset", image_folder, "--epochs", "15", "--batch-size", "16", "-o", out, "--json"
@@ -156,6 +156,9 @@ def test_image_folder_is_resized_to_the_model_input_and_recorded(run_cli, image_
     preprocessing = _checkpoint(out)["preprocessing"]
     assert preprocessing["resize"] == [8, 8] and preprocessing["mode"] == "L"
     assert preprocessing["classes"] == ["class-0", "class-1", "class-2"]
+    code, stdout, err = run_cli("build", out, "--no-int8", "--no-fp16", "--no-bench", "-o", tmp_path / "run")
+    assert code == 0, err
+    assert "digits-png (test)" in (tmp_path / "run" / "report.md").read_text()  # verified on the folder's test split
 
 
 @needs_torchvision
