@@ -44,7 +44,8 @@ def train(workdir: Path, name: str, args: list[str], repeats: int, launcher: lis
         seconds.append(metrics["train_seconds"])
         first = first or metrics
     first["median_seconds"] = statistics.median(seconds)
-    first["epochs_to_98"] = next((row["epoch"] for row in first["history"] if row["val_accuracy"] >= 98.0), None)
+    reached = (row["epoch"] for row in first["history"] if row["val_accuracy"] >= 98.0)
+    first["epochs_to_98"] = next(reached, "never")
     print(f"{name}: test {first['test_accuracy']:.2f}%  {first['median_seconds']:.1f} s", file=sys.stderr)
     return first
 
@@ -55,10 +56,9 @@ def grid_table(results: dict[tuple[str, str], dict]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for (optimizer, schedule), m in results.items():
-        reached = m["epochs_to_98"] if m["epochs_to_98"] is not None else "never"
         lines.append(
             f"| {optimizer} ({LEARNING_RATES[optimizer]:g}) | {schedule} | {m['test_accuracy']:.2f} % | "
-            f"{m['val_accuracy']:.2f} % | {reached} | {m['median_seconds']:.1f} |"
+            f"{m['val_accuracy']:.2f} % | {m['epochs_to_98']} | {m['median_seconds']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -67,9 +67,8 @@ def variant_table(rows: dict[str, dict], baseline: str) -> str:
     base = rows[baseline]["median_seconds"]
     lines = ["| variant | test acc | epochs to 98 % val | train s | time vs first row |", "|---|---|---|---|---|"]
     for name, m in rows.items():
-        reached = m["epochs_to_98"] if m["epochs_to_98"] is not None else "never"
         lines.append(
-            f"| {name} | {m['test_accuracy']:.2f} % | {reached} | {m['median_seconds']:.1f} | "
+            f"| {name} | {m['test_accuracy']:.2f} % | {m['epochs_to_98']} | {m['median_seconds']:.1f} | "
             f"{m['median_seconds'] / base:.2f}× |"
         )
     return "\n".join(lines)
