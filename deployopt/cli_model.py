@@ -109,7 +109,13 @@ def train(model_name: str, out: Path, as_json: bool, resume: bool, arch_args: tu
     from deployopt.train import train_dir
 
     config = TrainConfig(arch_kwargs=_key_values(arch_args), **kw)
-    metrics = run_train(model_name, out, config, resume=resume, log=lambda m: click.echo(m, err=True))
+    try:
+        metrics = run_train(model_name, out, config, resume=resume, log=lambda m: click.echo(m, err=True))
+    except KeyboardInterrupt:
+        state = train_dir(out) / "state.pt"
+        if state.exists() and is_main_process():
+            click.echo(f"\ntrain: the last finished epoch is saved in {state}; add --resume to continue", err=True)
+        raise
     if not is_main_process():
         return EXIT_OK  # under torchrun only rank 0 reports
     if as_json:

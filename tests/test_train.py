@@ -77,6 +77,22 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert [row["train_loss"] for row in _csv_rows(out)] == [row["train_loss"] for row in _csv_rows(straight)]
 
 
+def test_ctrl_c_says_how_to_resume(tmp_path):
+    out = tmp_path / "cnn.pt"
+    process = subprocess.Popen(
+        _train_command("-o", str(out), "--epochs", "40"), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    state = tmp_path / "cnn.train" / "state.pt"
+    deadline = time.monotonic() + 120
+    while not state.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "training ended before it could be interrupted"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "add --resume to continue" in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process_training(tmp_path):
     """gloo on CPU; BatchNorm statistics stay per process (as in DDP), so results agree within tolerance."""
