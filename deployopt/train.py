@@ -160,8 +160,7 @@ def train_model(
         main = group is None or group.is_main
         logs = Path(logs) if logs is not None else train_dir(out)
         train_log = quiet_log()
-        if main:
-            logs.mkdir(parents=True, exist_ok=True)
+        if main:  # files appear in `logs` only once an epoch has finished (no empty folder after bad input)
             tensorboard = logs / "tensorboard" if config.tensorboard else None
             train_log = TrainLog(csv_path=logs / "metrics.csv", tensorboard_dir=tensorboard, message=log)
         try:
@@ -179,7 +178,9 @@ def train_model(
         if teacher is not None:
             teacher.cpu()
             metrics["teacher_test_accuracy"] = evaluate(teacher, *splits["test"])
-            if isinstance(teacher, torch.nn.Module) and not isinstance(teacher, torch.jit.ScriptModule):
+            if isinstance(teacher, torch.jit.ScriptModule):
+                log("  teacher is TorchScript: its MACs cannot be counted (forward hooks), so no MACs ratio")
+            else:
                 metrics["teacher_macs"], _ = count_macs_and_params(teacher, example)
         if main:
             save_checkpoint(

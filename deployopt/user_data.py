@@ -103,6 +103,12 @@ def _image_folder(root: Path, sample_shape: tuple[int, ...], seed: int) -> UserD
     mode = "L" if channels == 1 else "RGB"
     subdirs = sorted(p.name for p in root.iterdir() if p.is_dir())
     presplit = {"train", "val"} <= set(subdirs) and set(subdirs) <= set(SPLITS)
+    if presplit and "test" not in subdirs:
+        raise file_error(
+            root,
+            "has train/ and val/ but no test/",
+            "add a test/ folder: test accuracy must come from images that did not pick the best epoch",
+        )
     class_root = root / "train" if presplit else root
     classes = sorted(p.name for p in class_root.iterdir() if p.is_dir())
     if len(classes) < 2:
@@ -119,11 +125,7 @@ def _image_folder(root: Path, sample_shape: tuple[int, ...], seed: int) -> UserD
             raise file_error(folder, "has no images in its class folders", f"add {'/'.join(IMAGE_SUFFIXES)} files")
         return np.stack(images), np.asarray(labels, dtype=np.int64)
 
-    if presplit:
-        splits = {split: read(root / split) for split in SPLITS if (root / split).is_dir()}
-        splits.setdefault("test", splits["val"])
-    else:
-        splits = _split(*read(root), seed)
+    splits = {split: read(root / split) for split in SPLITS} if presplit else _split(*read(root), seed)
     preprocessing = {"source": "image-folder", "mode": mode, "resize": [height, width], "scale": "1/255"}
     return UserDataset(splits, {**preprocessing, "classes": classes})
 

@@ -219,6 +219,9 @@ def test_bad_train_input_is_one_clear_line(run_cli, tmp_path, args, code, messag
     got, _, err = run_cli("train", *args, "-o", tmp_path / "x.pt")
     assert got == code and message in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) <= 2, err  # at most one progress line before the error
+    assert not (tmp_path / "x.pt").exists()  # no checkpoint; metrics.csv/state.pt only for finished epochs
+    if code != 4:  # stopped before the first epoch: not even the log folder
+        assert not (tmp_path / "x.train").exists()
 
 
 def test_npz_with_the_wrong_sample_shape_names_file_and_fix(run_cli, tmp_path):

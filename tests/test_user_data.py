@@ -22,7 +22,7 @@ def _png(path, value: int) -> None:
 
 
 def test_presplit_image_folder_keeps_its_splits_and_converts_to_the_model_input(tmp_path):
-    for split, count in (("train", 3), ("val", 2)):
+    for split, count in (("train", 3), ("val", 2), ("test", 1)):
         for label, value in (("cat", 0), ("dog", 255)):
             for index in range(count):
                 _png(tmp_path / split / label / f"{index}.png", value)
@@ -30,8 +30,7 @@ def test_presplit_image_folder_keeps_its_splits_and_converts_to_the_model_input(
     inputs, labels = dataset.splits["train"]
     assert inputs.shape == (6, 3, 4, 4) and inputs.dtype == np.float32 and labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert inputs[0].max() == 0.0 and inputs[-1].min() == pytest.approx(1.0)
-    assert len(dataset.splits["val"][1]) == 4  # no test/ folder: val doubles as test
-    np.testing.assert_array_equal(dataset.splits["test"][0], dataset.splits["val"][0])
+    assert len(dataset.splits["val"][1]) == 4 and len(dataset.splits["test"][1]) == 2
     assert dataset.preprocessing["classes"] == ["cat", "dog"] and dataset.preprocessing["mode"] == "RGB"
 
 
@@ -53,6 +52,7 @@ def test_flat_image_folder_is_split_60_20_20(tmp_path):
             lambda root: [(root / c).mkdir(parents=True) or (root / c / "1.png").write_text("no") for c in "xy"],
             "is not a readable image",
         ),
+        (lambda root: [_png(root / split / "x" / "1.png", 9) for split in ("train", "val")], "no test/"),
     ],
 )
 def test_bad_image_folders_name_the_problem(tmp_path, make, message):
