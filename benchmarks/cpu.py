@@ -56,9 +56,9 @@ def _plain_export(model_path: Path, extra: list[str], out: Path) -> None:
     """torch.onnx.export with its defaults plus a dynamic batch: the baseline a user writes by hand."""
     import torch
 
-    from deployopt.build import require_signature
-    from deployopt.loading import load_torch_model
-    from deployopt.sources import SourceOptions, inspect_source
+    from deployopt.flow.build import require_signature
+    from deployopt.sources.detect import SourceOptions, inspect_source
+    from deployopt.sources.loading import load_torch_model
 
     arch = extra[extra.index("--arch") + 1] if "--arch" in extra else None
     inputs = (extra[extra.index("--input") + 1],) if "--input" in extra else ()
@@ -76,9 +76,9 @@ def _plain_export(model_path: Path, extra: list[str], out: Path) -> None:
 
 
 def run(models: list[str], repeats: int, threads: int, batches: tuple[int, ...]) -> tuple[list[dict], list[dict]]:
-    from deployopt.bench import BenchConfig, BenchVariant, bench
+    from deployopt.measure.bench import BenchConfig, BenchVariant, bench
     from deployopt.runners import RunnerSpec
-    from deployopt.signature import Signature
+    from deployopt.sources.signature import Signature
 
     rows, builds = [], []
     with tempfile.TemporaryDirectory(prefix="deployopt-bench-cpu-") as tmp:

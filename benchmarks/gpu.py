@@ -74,9 +74,9 @@ def _onnx_variants(weights: Path, options, workdir: Path, skipped: dict[str, str
 
 def run(batches: tuple[int, ...], repeats: int) -> dict:
     from deployopt.api import BenchConfig, RuntimeOptions, VerifyConfig, verify_models
-    from deployopt.bench import BenchVariant, bench
-    from deployopt.gpu import require_cuda_gpu
-    from deployopt.signature import Signature
+    from deployopt.measure.bench import BenchVariant, bench
+    from deployopt.platform.gpu import require_cuda_gpu
+    from deployopt.sources.signature import Signature
 
     gpu = require_cuda_gpu()
     skipped: dict[str, str] = {}

@@ -32,9 +32,9 @@ def _onnx(model: Path, workdir: Path, options) -> Path:
 
 def _latency(pairs: dict[str, tuple[Path, Path]], signature_text: str, repeats: int) -> dict:
     """(original, pruned) ONNX per row → {row: {batch: (original p50, pruned p50)}}, measured in one run."""
-    from deployopt.bench import BenchConfig, BenchVariant, bench
+    from deployopt.measure.bench import BenchConfig, BenchVariant, bench
     from deployopt.runners import RunnerSpec
-    from deployopt.signature import Signature
+    from deployopt.sources.signature import Signature
 
     results: dict[str, dict[int, tuple[float, float]]] = {}
     for row, (original, pruned) in pairs.items():

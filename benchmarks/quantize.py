@@ -116,9 +116,9 @@ def _plain_and_ort_int8(fp32_from_build: Path, plain_source: Path, calib: Path, 
 
 
 def measure(name: str, repeats: int, threads: int, work: Path) -> dict:
-    from deployopt.bench import BenchConfig, BenchVariant, bench
+    from deployopt.measure.bench import BenchConfig, BenchVariant, bench
     from deployopt.runners import RunnerSpec
-    from deployopt.signature import Signature
+    from deployopt.sources.signature import Signature
 
     model, extra, calib = _minilm(work) if name == "minilm" else _vision(name, work)
     run = work / f"run-{name}"
@@ -190,7 +190,7 @@ def _quality(reference: Path, candidate: Path, calib: Path) -> float:
 def to_markdown(results: list[dict], command: str, repeats: int, threads: int) -> str:
     import onnxruntime
 
-    from deployopt.stages.quantize import x86_without_vnni
+    from deployopt.stages.int8.quantize import x86_without_vnni
 
     lines = [
         f"## Quantization on CPU — {date.today().isoformat()}",

@@ -10,30 +10,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployopt.accuracy import quantize_int8
-from deployopt.bench import BenchConfig, BenchVariant, Measurement, bench
-from deployopt.build import BuildConfig, build, reference_spec, require_signature
-from deployopt.calibration import Preprocess, as_eval_data, load_calibration
-from deployopt.data import dataset_data, generate_data, load_data
-from deployopt.demo import run_demo
+from deployopt.data.calibration import Preprocess, as_eval_data, load_calibration
+from deployopt.data.eval_data import dataset_data, generate_data, load_data
 from deployopt.errors import InputFileError, UsageError
+from deployopt.flow.build import BuildConfig, build, reference_spec, require_signature
+from deployopt.flow.demo import run_demo
 from deployopt.fsutil import atomic_path, write_json_atomic
-from deployopt.gate import GateResult, RegressionBudget, compare_reports, load_baseline
-from deployopt.pruning import PruneOutcome
-from deployopt.pruning import prune as run_prune
-from deployopt.report import BuildReport
+from deployopt.measure.bench import BenchConfig, BenchVariant, Measurement, bench
+from deployopt.measure.gate import GateResult, RegressionBudget, compare_reports, load_baseline
+from deployopt.measure.verify import Budget, VerifyConfig, VerifyResult, budget_for, load_eval_data, verify
+from deployopt.platform.tensorrt import EngineSidecar, is_engine_file, read_sidecar, sidecar_path
+from deployopt.reports.model import BuildReport
 from deployopt.runners import RunnerSpec, spec_for_model
-from deployopt.signature import Signature
-from deployopt.sources import ModelSource, SourceKind, SourceOptions, artifact_facts, inspect_source
-from deployopt.stages.engine import EngineConfig, build_engine
+from deployopt.sources.detect import ModelSource, SourceKind, SourceOptions, artifact_facts, inspect_source
+from deployopt.sources.signature import Signature
+from deployopt.stages.engine.build import EngineConfig, build_engine
 from deployopt.stages.export import ExportConfig, ExportResult, export_onnx
 from deployopt.stages.fp16 import Fp16Config, convert_fp16
 from deployopt.stages.graph import GraphConfig, GraphResult, optimize_graph
-from deployopt.stages.prune import PruneConfig
-from deployopt.stages.quantize import Int8Config
-from deployopt.tensorrt_support import EngineSidecar, is_engine_file, read_sidecar, sidecar_path
-from deployopt.train import TrainConfig, train_model
-from deployopt.verify import Budget, VerifyConfig, VerifyResult, budget_for, load_eval_data, verify
+from deployopt.stages.int8.quantize import Int8Config
+from deployopt.stages.int8.search import quantize_int8
+from deployopt.stages.prune.command import PruneOutcome
+from deployopt.stages.prune.command import prune as run_prune
+from deployopt.stages.prune.methods import PruneConfig
+from deployopt.training.command import TrainConfig, train_model
 
 __all__ = [
     "BenchConfig",

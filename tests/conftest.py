@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deployopt.signature import Signature
+from deployopt.sources.signature import Signature
 
 DIGITS_INPUT = "input:batch,1,8,8:float32"
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
@@ -45,8 +45,8 @@ def digits_checkpoint(digits_trained) -> Path:
 
 @pytest.fixture(scope="session")
 def digits_module(digits_checkpoint):
-    from deployopt.loading import load_torch_model
-    from deployopt.sources import inspect_source
+    from deployopt.sources.detect import inspect_source
+    from deployopt.sources.loading import load_torch_model
 
     return load_torch_model(inspect_source(digits_checkpoint))
 

@@ -45,8 +45,8 @@ def spec_for_model(
     with ``provider``, any PyTorch format → torch on ``device``."""
     from pathlib import Path
 
-    from deployopt.sources import SourceKind, detect_kind
-    from deployopt.tensorrt_support import is_engine_file
+    from deployopt.platform.tensorrt import is_engine_file
+    from deployopt.sources.detect import SourceKind, detect_kind
 
     if provider not in PROVIDERS:
         raise UsageError(f"unknown provider '{provider}'; known: {', '.join(PROVIDERS)}")

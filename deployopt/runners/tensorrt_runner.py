@@ -1,7 +1,7 @@
 """TensorRT runner: deserialises an engine built by ``deployopt engine`` and runs it on a CUDA stream.
 
 Before TensorRT sees the engine, its sidecar is checked against this machine's TensorRT version and GPU
-(:func:`deployopt.tensorrt_support.check_compatible`), so a mismatch is one clear line naming both sides.
+(:func:`deployopt.platform.tensorrt.check_compatible`), so a mismatch is one clear line naming both sides.
 Buffers are PyTorch CUDA tensors; each call sets the input shapes, enqueues the copies and
 ``execute_async_v3`` on a non-default stream, and copies the outputs back to numpy.
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from deployopt.errors import InputFileError, StageError
-from deployopt.gpu import CudaTimer, require_cuda_gpu
+from deployopt.platform.gpu import CudaTimer, require_cuda_gpu
+from deployopt.platform.tensorrt import check_compatible, import_tensorrt, read_sidecar
 from deployopt.runners.base import Runner
-from deployopt.tensorrt_support import check_compatible, import_tensorrt, read_sidecar
 
 
 class TensorRTRunner(Runner):

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from deployopt.errors import UsageError
-from deployopt.loading import load_torch_model
 from deployopt.runners.base import Runner
-from deployopt.sources import SourceOptions, inspect_source
+from deployopt.sources.detect import SourceOptions, inspect_source
+from deployopt.sources.loading import load_torch_model
 
 
 class TorchRunner(Runner):
@@ -27,7 +27,7 @@ class TorchRunner(Runner):
             raise UsageError(f"torch runner precision must be fp32 or fp16, not '{self.spec.precision}'")
         self._cuda = self.spec.device.startswith("cuda")
         if self._cuda:
-            from deployopt.gpu import require_cuda_gpu
+            from deployopt.platform.gpu import require_cuda_gpu
 
             require_cuda_gpu(self.spec.device)
         elif self.spec.precision == "fp16":
@@ -59,7 +59,7 @@ class TorchRunner(Runner):
             with torch.inference_mode():
                 leaves = torch.utils._pytree.tree_leaves(self._model(*[self._to_device(feeds[n]) for n in names]))
         else:
-            from deployopt.gpu import CudaTimer
+            from deployopt.platform.gpu import CudaTimer
 
             with torch.inference_mode(), torch.cuda.stream(self._stream):
                 args = [self._to_device(feeds[n]) for n in names]

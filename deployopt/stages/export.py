@@ -17,12 +17,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployopt.data import generate_data
+from deployopt.data.eval_data import generate_data
 from deployopt.errors import StageError, UsageError
-from deployopt.loading import load_torch_model
 from deployopt.quiet import capture_output
-from deployopt.signature import Signature
-from deployopt.sources import ModelSource, SourceKind
+from deployopt.sources.detect import ModelSource, SourceKind
+from deployopt.sources.loading import load_torch_model
+from deployopt.sources.signature import Signature
 
 DEFAULT_OPSET = 18  # accepted by ONNX Runtime ≥ 1.14 and TensorRT ≥ 10.0
 MAX_SINGLE_FILE_BYTES = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GB limit, with headroom for the graph
@@ -190,7 +190,7 @@ def _record_signature(path: Path, signature: Signature) -> None:
 
     import onnx
 
-    from deployopt.onnxutil import SIGNATURE_METADATA
+    from deployopt.sources.onnxutil import SIGNATURE_METADATA
 
     model = onnx.load_model(str(path))
     renames: dict[str, str] = {}

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.errors import BackendUnavailableError, StageError
-from deployopt.stages.quantize import load_model, name_nodes
+from deployopt.stages.int8.quantize import load_model, name_nodes
 
 MAX_FALLBACKS = 50
 _NODE_IN_ERROR = re.compile(r"node(?: with name)?\s*[:=]?\s*'?\"?([A-Za-z0-9_./:\-]+)")

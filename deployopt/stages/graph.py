@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.errors import InputFileError, StageError
-from deployopt.onnxutil import op_counts
+from deployopt.sources.onnxutil import op_counts
 
 
 class GraphConfig(BaseModel):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from deployopt.data import generate_data
+from deployopt.data.eval_data import generate_data
 from deployopt.errors import BackendUnavailableError, InputFileError, UsageError
 from deployopt.runners import RunnerSpec, create_runner, spec_for_model
 

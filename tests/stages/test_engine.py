@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from deployopt.errors import StageError, UsageError
-from deployopt.gpu import GpuInfo
-from deployopt.signature import Signature
-from deployopt.stages.engine import EngineConfig, build_engine, builder_flag_names, compute_profiles, parse_size
+from deployopt.platform.gpu import GpuInfo
+from deployopt.sources.signature import Signature
+from deployopt.stages.engine.build import EngineConfig, build_engine, builder_flag_names, compute_profiles, parse_size
 from tests.fakes.fake_tensorrt import make_fake_tensorrt
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -22,7 +22,7 @@ H100 = GpuInfo(0, "NVIDIA H100 80GB HBM3", "9.0", 79.1)
 @pytest.fixture
 def fake_trt(monkeypatch):
     """Install a fake tensorrt module (version and failures chosen per test) and pretend an H100 is present."""
-    monkeypatch.setattr("deployopt.stages.engine.require_cuda_gpu", lambda device="cuda": H100)
+    monkeypatch.setattr("deployopt.stages.engine.build.require_cuda_gpu", lambda device="cuda": H100)
 
     def install(version: str = "10.13.0.35", **behaviour):
         module = make_fake_tensorrt(version, **behaviour)
@@ -159,7 +159,7 @@ def test_timing_cache_is_read_and_updated(fake_trt, digits_fp32, tmp_path):
 
 def test_api_engine_writes_engine_and_sidecar_next_to_it(fake_trt, digits_fp32, tmp_path):
     from deployopt.api import engine
-    from deployopt.tensorrt_support import read_sidecar
+    from deployopt.platform.tensorrt import read_sidecar
 
     fake_trt()
     out = tmp_path / "digits.plan"
@@ -178,7 +178,7 @@ def test_engine_without_tensorrt_exits_5_naming_the_package(run_cli, digits_fp32
 
 
 def test_engine_without_a_gpu_exits_5_naming_what_is_missing(monkeypatch, run_cli, digits_fp32, tmp_path):
-    from deployopt import gpu
+    from deployopt.platform import gpu
 
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt())
     monkeypatch.setattr(gpu, "cuda_problem", lambda: "no NVIDIA driver is loaded on this machine")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from deployopt.errors import StageError, UsageError
-from deployopt.sources import SourceOptions, inspect_source
+from deployopt.sources.detect import SourceOptions, inspect_source
 from deployopt.stages.export import ExportConfig, export_onnx
 from tests.conftest import needs_torchvision
 

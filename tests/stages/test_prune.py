@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deployopt.api import PruneConfig, export, prune
-from deployopt.stages.prune import check_2to4
+from deployopt.stages.prune.methods import check_2to4
 from tests.conftest import needs_torchvision
 
 
@@ -18,7 +18,7 @@ def _ort_logits(path, x):
 
 
 def test_channels_with_finetune_keeps_accuracy_and_cuts_macs(digits_checkpoint, tmp_path):
-    from deployopt.sources import SourceKind, inspect_source
+    from deployopt.sources.detect import SourceKind, inspect_source
 
     out = tmp_path / "pruned.pt"
     outcome = prune(digits_checkpoint, out, PruneConfig(amount=0.5, finetune_epochs=10), bench_config=None)

@@ -8,8 +8,8 @@ import pytest
 
 from deployopt.api import Fp16Config, Int8Config, QuantizeData, quantize
 from deployopt.errors import InputFileError, UsageError
-from deployopt.stages.quantize import x86_without_vnni
-from deployopt.verify import Budget
+from deployopt.measure.verify import Budget
+from deployopt.stages.int8.quantize import x86_without_vnni
 
 DIGITS = QuantizeData(dataset="digits")
 
@@ -111,7 +111,7 @@ def test_explicit_exclude_by_op_type_and_node_name(digits_fp32, tmp_path):
 def test_image_folder_calibration(digits_fp32, tmp_path):
     from PIL import Image
 
-    from deployopt.calibration import Preprocess
+    from deployopt.data.calibration import Preprocess
     from deployopt.models.digits import load_digits_split
 
     inputs, _ = load_digits_split("val")
@@ -217,7 +217,7 @@ def test_quantize_cli_exit_codes(digits_fp32, digits_checkpoint, tmp_path, run_c
 
 
 def test_weight_bits_can_be_forced(digits_fp32):
-    from deployopt.stages.quantize import candidates_for, load_model
+    from deployopt.stages.int8.quantize import candidates_for, load_model
 
     model = load_model(digits_fp32)
     assert all(c.reduce_range for c in candidates_for(model, Int8Config(weight_bits="7"), "static"))
@@ -230,7 +230,7 @@ def test_gemm_rewrite_is_exact_and_keeps_node_names(tmp_path):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from deployopt.stages.quantize import gemm_as_matmul
+    from deployopt.stages.int8.quantize import gemm_as_matmul
 
     rng = np.random.default_rng(0)
     weight = numpy_helper.from_array(rng.standard_normal((5, 8)).astype(np.float32), "W")

@@ -1,0 +1,80 @@
+"""The GPU verbs of the command line: ``engine`` (TensorRT) and ``doctor`` (what runs on this machine).
+
+Kept apart from :mod:`deployopt.cli` only to keep each file small; :mod:`deployopt.cli` registers them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from deployopt.errors import EXIT_OK
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="Engine file [default: MODEL with .plan].")
+@click.option(
+    "--shapes",
+    multiple=True,
+    metavar="NAME:MIN/OPT/MAX",
+    help="Profile for a dynamic input, e.g. input:1x3x224x224/8x3x224x224/32x3x224x224 (repeatable).",
+)
+@click.option("--min-batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--opt-batch", type=click.IntRange(min=1), help="Batch the kernels are tuned for [default: min(8, max)].")
+@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--workspace", metavar="SIZE", help="Builder workspace limit, e.g. 4GiB [default: TensorRT's].")
+@click.option("--timing-cache", type=click.Path(path_type=Path), help="Timing cache file to read and update.")
+@click.option("--sparse-weights", is_flag=True, help="Allow 2:4 sparse kernels (for 2:4-pruned weights).")
+@click.option("--version-compatible", is_flag=True, help="Engine runs on later TensorRT releases of the same major.")
+@click.option(
+    "--hardware-compat",
+    type=click.Choice(["none", "ampere-plus", "same-compute-capability"]),
+    default="none",
+    show_default=True,
+)
+@click.option("--opt-level", type=click.IntRange(0, 5), help="Builder optimization level [TensorRT default: 3].")
+@click.option("--device", default="cuda", show_default=True, metavar="cuda[:N]")
+@click.option("--json", "as_json", is_flag=True, help="Print the sidecar as JSON.")
+def engine(model: Path, out: Path | None, as_json: bool, **kw: Any) -> int:
+    """Build a TensorRT engine from an ONNX MODEL and write its sidecar (MODEL.plan.json).
+
+    Precision follows the graph: convert with `quantize --fp16`, or `quantize --int8 --target tensorrt`
+    for Q/DQ int8. Exits 5 when TensorRT, the CUDA driver or a GPU is missing.
+    """
+    from deployopt.api import EngineConfig
+    from deployopt.api import engine as build_engine
+
+    config = EngineConfig(shapes=tuple(kw.pop("shapes")), **kw)
+    sidecar = build_engine(model, out, config)
+    if as_json:
+        click.echo(json.dumps(sidecar.model_dump(mode="json"), indent=2))
+        return EXIT_OK
+    target = out or Path(model).with_suffix(".plan")
+    click.echo(
+        f"{target}: TensorRT {sidecar.tensorrt_version} engine on {sidecar.gpu.name}, "
+        f"{sidecar.source_precision} graph, flags {sidecar.builder_flags or 'none'}, "
+        f"{sidecar.engine_bytes / 1e6:.2f} MB, built in {sidecar.build_seconds:.1f} s"
+    )
+    for name, (low, opt, high) in sidecar.profiles.items():
+        click.echo(f"  profile {name}: min {low}  opt {opt}  max {high}")
+    return EXIT_OK
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor(as_json: bool) -> int:
+    """List which backends, providers and GPU paths work on this machine, and why the others do not."""
+    from deployopt.platform.doctor import diagnose
+
+    checks = diagnose()
+    if as_json:
+        click.echo(json.dumps([c.to_json() for c in checks], indent=2))
+        return EXIT_OK
+    width = max(len(c.name) for c in checks)
+    for check in checks:
+        click.echo(f"{'ok  ' if check.usable else 'no  '}{check.name:<{width}}  {check.detail}")
+    return EXIT_OK

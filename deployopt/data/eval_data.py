@@ -1,0 +1,165 @@
+"""Evaluation data: real arrays from .npz/.npy files or a registered dataset, or seeded generated inputs.
+
+Everything is checked against the model's input signature up front, so a shape or dtype mismatch is
+one clear line naming the file, the input and the fix — never an error from deep inside a runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deployopt.errors import InputFileError, UsageError, file_error
+from deployopt.sources.signature import Signature, TensorSpec
+
+GENERATED_INT_HIGH = 100  # generated integer inputs (token ids, indices) are drawn from [0, 100)
+
+
+@dataclass(frozen=True)
+class EvalData:
+    """Inputs by name (all with the same number of samples along the batch axis) and optional labels."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    origin: str  # where the data came from, for the report: a path, "dataset:digits/test" or "generated"
+    signature: Signature
+
+    @property
+    def num_samples(self) -> int:
+        spec = self.signature.inputs[0]
+        return int(self.inputs[spec.name].shape[spec.batch_axis or 0])
+
+    def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        """Yield feeds of at most ``batch_size`` samples (the last may be smaller)."""
+        # A fixed-batch model is fed exactly its batch size.
+        step = batch_size if self.signature.has_dynamic_batch else self.signature.inputs[0].shape[0]
+        for start in range(0, self.num_samples, step):
+            yield {
+                spec.name: np.take(
+                    self.inputs[spec.name], range(start, min(start + step, self.num_samples)), axis=spec.batch_axis or 0
+                )
+                for spec in self.signature.inputs
+            }
+
+
+def generate_feed(spec: TensorSpec, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """A seeded random tensor matching ``spec``: standard normal floats, integers in [0, 100), random bools."""
+    shape = spec.concrete_shape(batch)
+    if spec.dtype == "bool":
+        return rng.random(shape) < 0.5
+    if spec.dtype.startswith(("int", "uint")):
+        return rng.integers(0, GENERATED_INT_HIGH, size=shape).astype(spec.dtype)
+    if spec.dtype == "bfloat16":
+        raise UsageError(f"input '{spec.name}': bfloat16 inputs cannot be generated with numpy; pass --data")
+    return rng.standard_normal(shape).astype(spec.dtype)
+
+
+def generate_data(signature: Signature, samples: int, seed: int = 0) -> EvalData:
+    """Seeded inputs for every input of ``signature``; used when no real data is given."""
+    rng = np.random.default_rng(seed)
+    if not signature.has_dynamic_batch:
+        fixed = signature.inputs[0].shape[0]
+        samples = max(fixed, samples - samples % fixed)
+    return EvalData(
+        {spec.name: generate_feed(spec, samples, rng) for spec in signature.inputs},
+        None,
+        f"generated (seed {seed})",
+        signature,
+    )
+
+
+def load_arrays(path: str | Path, what: str) -> dict[str, np.ndarray]:
+    """Read an .npz (arrays by name) or .npy (a single array, named '') file."""
+    path = Path(path)
+    if not path.exists():
+        raise file_error(path, f"{what} file not found", "check the path")
+    if path.is_dir():
+        raise file_error(path, f"is a directory, not a {what} file", "pass an .npz or .npy file")
+    try:
+        if path.suffix == ".npy":
+            return {"": np.load(path, allow_pickle=False)}
+        with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                return {"": np.asarray(archive)}
+            return {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise file_error(path, f"is not a readable .npz/.npy {what} file ({exc})", "save it with numpy.savez") from exc
+
+
+def load_data(signature: Signature, data_path: str | Path, labels_path: str | Path | None = None) -> EvalData:
+    """Load validation inputs by input name from ``data_path`` and check them against ``signature``."""
+    arrays = load_arrays(data_path, "data")
+    if set(arrays) == {""} and len(signature.inputs) == 1:
+        arrays = {signature.inputs[0].name: arrays[""]}
+    missing = [name for name in signature.names if name not in arrays]
+    if missing:
+        raise file_error(
+            data_path,
+            f"has no array for input(s) {missing} (found {sorted(arrays)})",
+            f"save the arrays under the model's input names: numpy.savez(file, {missing[0]}=...)",
+        )
+    inputs = {name: arrays[name] for name in signature.names}
+    _check_arrays(signature, inputs, data_path)
+    labels = arrays.get("labels")
+    if labels_path is not None:
+        label_arrays = load_arrays(labels_path, "labels")
+        labels = label_arrays.get("labels", label_arrays.get("", None))
+        if labels is None:
+            raise file_error(labels_path, "has no 'labels' array", "save it as numpy.savez(file, labels=...)")
+    data = EvalData(inputs, None, str(data_path), signature)
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if labels.shape[0] != data.num_samples or not np.issubdtype(labels.dtype, np.integer):
+            raise file_error(
+                labels_path or data_path,
+                f"labels must be {data.num_samples} integers (got shape {labels.shape}, {labels.dtype})",
+                "save one integer class index per sample",
+            )
+    return EvalData(inputs, labels, str(data_path), signature)
+
+
+def _check_arrays(signature: Signature, inputs: dict[str, np.ndarray], origin: str | Path) -> None:
+    counts = set()
+    for spec in signature.inputs:
+        array = inputs[spec.name]
+        if str(array.dtype) != spec.dtype:
+            raise file_error(
+                origin,
+                f"input '{spec.name}' has dtype {array.dtype} but the model expects {spec.dtype}",
+                f"convert it with array.astype(numpy.{spec.dtype})",
+            )
+        if not spec.accepts(array.shape):
+            raise file_error(
+                origin,
+                f"input '{spec.name}' has shape {list(array.shape)} but the model expects {list(spec.shape)}",
+                "reshape the data to the model's input signature",
+            )
+        counts.add(array.shape[spec.batch_axis or 0])
+    if len(counts) > 1:
+        raise file_error(
+            origin,
+            f"inputs have different sample counts {sorted(counts)}",
+            "give every input the same number of samples",
+        )
+
+
+def dataset_data(signature: Signature, dataset: str, split: str = "test", seed: int = 0) -> EvalData:
+    """Real data and labels from a registered dataset (see ``models/``) or a user's .npz / image folder."""
+    from deployopt import models
+    from deployopt.data.user_data import is_dataset_path, load_user_split
+
+    if is_dataset_path(dataset):
+        inputs, labels = load_user_split(dataset, signature, split, seed)
+        return EvalData({signature.names[0]: inputs}, labels, f"{dataset} ({split})", signature)
+    entry = models.get_dataset(dataset)
+    if entry is None:
+        raise UsageError(f"unknown dataset '{dataset}'; registered: {', '.join(models.dataset_names())}")
+    inputs, labels = entry.load(split, seed)
+    try:
+        _check_arrays(signature, inputs, f"dataset:{dataset}/{split}")
+    except InputFileError as exc:
+        raise UsageError(f"dataset '{dataset}' does not match the model's inputs: {exc}") from exc
+    return EvalData(inputs, labels, f"dataset:{dataset}/{split}", signature)

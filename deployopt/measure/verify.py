@@ -1,0 +1,253 @@
+"""Verification: run a reference and a candidate on the same inputs and hold the differences to a budget.
+
+Per output (matched by position) it reports the max absolute error, the max error relative to the
+reference's range (``max|c−r| / max|r|``, a scale-free figure that does not explode near zero), the mean
+per-sample cosine similarity and, for classifier logits (2-D, more than one class), top-1 agreement.
+With labels, both models' task accuracy. Budgets default by the candidate's precision and every field
+can be overridden; a miss names the metric, its value and its limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployopt.data.eval_data import EvalData, dataset_data, generate_data, load_data
+from deployopt.errors import UsageError
+from deployopt.runners import Runner, RunnerSpec, create_runner
+from deployopt.sources.signature import Signature
+
+
+class Budget(BaseModel):
+    """Accuracy budget of one artifact against the reference; ``None`` leaves a metric unchecked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_abs_error: float | None = Field(None, ge=0)
+    max_rel_error: float | None = Field(None, ge=0, description="max |c-r| / max |r|")
+    min_cosine: float | None = Field(None, ge=-1, le=1)
+    min_top1_agreement: float | None = Field(None, ge=0, le=1)
+    max_accuracy_drop: float | None = Field(None, ge=0, description="percentage points, needs labels")
+    outputs: Literal["auto", "logits", "embedding"] | None = Field(
+        None, description="what 2-D outputs are: logits get top-1 checks; auto treats unit-norm rows as embeddings"
+    )
+
+
+DEFAULT_BUDGETS: dict[str, Budget] = {
+    "fp32": Budget(max_rel_error=1e-3, min_cosine=0.9999, min_top1_agreement=0.99, max_accuracy_drop=0.1),
+    "fp16": Budget(max_rel_error=1e-2, min_cosine=0.999, min_top1_agreement=0.98, max_accuracy_drop=0.5),
+    # int8: no default max_rel_error — on normalised embeddings it flags errors cosine shows are harmless.
+    "int8": Budget(min_cosine=0.99, min_top1_agreement=0.95, max_accuracy_drop=0.5),
+}
+
+
+def budget_for(precision: str, overrides: dict | None = None) -> Budget:
+    """The default budget for ``precision`` with the given (non-None) fields replaced."""
+    base = DEFAULT_BUDGETS.get(precision, DEFAULT_BUDGETS["fp32"])
+    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return base.model_copy(update=changes)
+
+
+@dataclass
+class OutputMetrics:
+    name: str
+    max_abs_error: float
+    max_rel_error: float
+    cosine: float
+    top1_agreement: float | None = None
+
+
+@dataclass
+class VerifyResult:
+    reference: str
+    candidate: str
+    budget: Budget
+    samples: int
+    data_origin: str
+    outputs: list[OutputMetrics] = field(default_factory=list)
+    reference_accuracy: float | None = None
+    candidate_accuracy: float | None = None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        if self.reference_accuracy is None or self.candidate_accuracy is None:
+            return None
+        return self.reference_accuracy - self.candidate_accuracy
+
+    def to_json(self) -> dict:
+        return {
+            "reference": self.reference,
+            "candidate": self.candidate,
+            "passed": self.passed,
+            "failures": self.failures,
+            "samples": self.samples,
+            "data": self.data_origin,
+            "budget": self.budget.model_dump(),
+            "reference_accuracy": self.reference_accuracy,
+            "candidate_accuracy": self.candidate_accuracy,
+            "accuracy_drop": self.accuracy_drop,
+            "outputs": [vars(o) for o in self.outputs],
+        }
+
+
+@dataclass
+class CollectedOutputs:
+    names: list[str]
+    arrays: list[np.ndarray]
+
+
+def collect_outputs(runner: Runner, data: EvalData, batch_size: int) -> CollectedOutputs:
+    """Run every batch of ``data`` and concatenate each output along the batch axis."""
+    names: list[str] = []
+    chunks: list[list[np.ndarray]] = []
+    for feeds in data.batches(batch_size):
+        outputs = runner.infer(feeds)
+        if not chunks:
+            names = list(outputs)
+            chunks = [[] for _ in outputs]
+        for store, value in zip(chunks, outputs.values(), strict=False):
+            store.append(np.asarray(value))
+    return CollectedOutputs(names, [np.concatenate(parts) if parts[0].ndim else parts[0] for parts in chunks])
+
+
+def _per_sample_cosine(ref: np.ndarray, cand: np.ndarray) -> float:
+    r = ref.reshape(ref.shape[0], -1).astype(np.float64) if ref.ndim else ref.reshape(1, 1).astype(np.float64)
+    c = cand.reshape(r.shape).astype(np.float64)
+    norms = np.linalg.norm(r, axis=1) * np.linalg.norm(c, axis=1)
+    both_zero = norms == 0
+    cos = np.where(both_zero, 1.0, (r * c).sum(axis=1) / np.where(both_zero, 1.0, norms))
+    return float(cos.mean())
+
+
+def compare_outputs(
+    reference: list[np.ndarray],
+    candidate: list[np.ndarray],
+    names: list[str],
+    labels: np.ndarray | None,
+    budget: Budget,
+) -> tuple[list[OutputMetrics], list[str], float | None, float | None]:
+    """Metrics per output, the budget failures, and the reference/candidate accuracy when labels exist."""
+    failures: list[str] = []
+    metrics: list[OutputMetrics] = []
+    ref_acc = cand_acc = None
+    if len(reference) != len(candidate):
+        return [], [f"output count differs: reference has {len(reference)}, candidate {len(candidate)}"], None, None
+    for name, ref, cand in zip(names, reference, candidate, strict=True):
+        if ref.shape != cand.shape:
+            failures.append(f"{name}: shape {list(cand.shape)} differs from the reference's {list(ref.shape)}")
+            continue
+        if not np.all(np.isfinite(cand)) and np.all(np.isfinite(ref)):
+            failures.append(f"{name}: candidate produced NaN or infinite values")
+            continue
+        diff = np.abs(cand.astype(np.float64) - ref.astype(np.float64))
+        max_abs = float(diff.max()) if diff.size else 0.0
+        scale = float(np.abs(ref).max()) if ref.size else 0.0
+        item = OutputMetrics(name, max_abs, max_abs / scale if scale > 0 else max_abs, _per_sample_cosine(ref, cand))
+        if _are_logits(ref, budget.outputs or "auto"):
+            ref_top, cand_top = ref.argmax(1), cand.argmax(1)
+            item.top1_agreement = float((ref_top == cand_top).mean())
+            if labels is not None and ref_acc is None:
+                ref_acc = float((ref_top == labels).mean() * 100)
+                cand_acc = float((cand_top == labels).mean() * 100)
+        metrics.append(item)
+        failures.extend(_budget_misses(item, budget))
+    if budget.max_accuracy_drop is not None and ref_acc is not None and ref_acc - cand_acc > budget.max_accuracy_drop:
+        failures.append(
+            f"accuracy drop {ref_acc - cand_acc:.2f} points > budget {budget.max_accuracy_drop:g} "
+            f"({cand_acc:.2f}% vs {ref_acc:.2f}%)"
+        )
+    return metrics, failures, ref_acc, cand_acc
+
+
+def _are_logits(ref: np.ndarray, kind: str) -> bool:
+    """Top-1 agreement only means something for class scores: 2-D with several columns, and under 'auto'
+    not L2-normalised rows (sentence embeddings are; their argmax is noise)."""
+    if kind == "embedding" or ref.ndim != 2 or ref.shape[1] < 2:
+        return False
+    if kind == "logits":
+        return True
+    return not np.allclose(np.linalg.norm(ref.astype(np.float64), axis=1), 1.0, atol=1e-3)
+
+
+def _budget_misses(item: OutputMetrics, budget: Budget) -> list[str]:
+    checks = [
+        ("max_abs_error", item.max_abs_error, budget.max_abs_error, "above"),
+        ("max_rel_error", item.max_rel_error, budget.max_rel_error, "above"),
+        ("cosine", item.cosine, budget.min_cosine, "below"),
+        ("top1_agreement", item.top1_agreement, budget.min_top1_agreement, "below"),
+    ]
+    misses = []
+    for metric, value, limit, bad_side in checks:
+        if value is None or limit is None:
+            continue
+        if (bad_side == "above" and value > limit) or (bad_side == "below" and value < limit):
+            misses.append(f"{item.name}: {metric} {value:.6g} {bad_side} budget {limit:g}")
+    return misses
+
+
+def verify(
+    reference: RunnerSpec,
+    candidate: RunnerSpec,
+    data: EvalData,
+    budget: Budget,
+    batch_size: int = 32,
+    reference_outputs: CollectedOutputs | None = None,
+) -> VerifyResult:
+    """Compare ``candidate`` with ``reference`` on ``data``; pass precomputed reference outputs to reuse them."""
+    if reference_outputs is None:
+        with create_runner(reference) as ref_runner:
+            reference_outputs = collect_outputs(ref_runner, data, batch_size)
+    with create_runner(candidate) as cand_runner:
+        candidate_outputs = collect_outputs(cand_runner, data, batch_size)
+    metrics, failures, ref_acc, cand_acc = compare_outputs(
+        reference_outputs.arrays, candidate_outputs.arrays, candidate_outputs.names, data.labels, budget
+    )
+    return VerifyResult(
+        reference.path, candidate.path, budget, data.num_samples, data.origin, metrics, ref_acc, cand_acc, failures
+    )
+
+
+class VerifyConfig(BaseModel):
+    """Which data to verify on and the budget overrides (``None`` fields keep the precision's default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: Path | None = Field(None, description=".npz with one array per input name (optionally 'labels')")
+    labels: Path | None = Field(None, description=".npz/.npy with integer labels, one per sample")
+    dataset_split: str = Field("test", description="split of the model's registered dataset, when it has one")
+    samples: int = Field(64, ge=1, description="number of generated samples when no real data is given")
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+    budget: Budget = Budget()
+
+
+def load_eval_data(signature: Signature, config: VerifyConfig, dataset: str | None = None) -> EvalData:
+    """Real data when given (--data, else the model's registered dataset), otherwise seeded generated inputs."""
+    if config.labels is not None and config.data is None and dataset is None:
+        raise UsageError("--labels needs --data: labels only make sense for real validation inputs")
+    if config.data is not None:
+        return load_data(signature, config.data, config.labels)
+    if dataset is not None:
+        return dataset_data(signature, dataset, config.dataset_split, config.seed)
+    return generate_data(signature, config.samples, config.seed)
+
+
+def data_fingerprint(data: EvalData) -> str:
+    """Content hash of the inputs and labels, so cached verification results follow the data."""
+    digest = hashlib.sha256(data.origin.encode())
+    for name in sorted(data.inputs):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(data.inputs[name]).tobytes())
+    if data.labels is not None:
+        digest.update(np.ascontiguousarray(data.labels).tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,66 @@
+"""What a CI system reads from a build: JUnit XML (one test case per verification and per baseline
+check) and a Markdown summary for a pull-request comment. Both written atomically."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from deployopt.fsutil import write_text_atomic
+from deployopt.measure.gate import GateResult
+from deployopt.reports.model import BuildReport, variant_table
+
+
+def junit_xml(report: BuildReport, gate: GateResult | None) -> str:
+    cases: list[ET.Element] = []
+    for variant in report.variants:
+        if variant.verify is None:
+            continue
+        case = ET.Element("testcase", classname=f"deployopt.{report.model}.verify", name=variant.name)
+        if not variant.passed:
+            failure = ET.SubElement(case, "failure", message="; ".join(variant.verify["failures"]), type="budget")
+            failure.text = "\n".join(variant.verify["failures"])
+        cases.append(case)
+    for check in gate.checks if gate else []:
+        case = ET.Element(
+            "testcase", classname=f"deployopt.{report.model}.baseline", name=f"{check.variant} {check.metric}"
+        )
+        detail = f"{check.current} vs baseline {check.baseline}: {check.limit}"
+        if not check.passed:
+            ET.SubElement(case, "failure", message=detail, type="regression").text = detail
+        elif check.note:
+            ET.SubElement(case, "system-out").text = check.note
+        cases.append(case)
+    failures = sum(1 for case in cases if case.find("failure") is not None)
+    suite = ET.Element(
+        "testsuite", name=f"deployopt {report.model}", tests=str(len(cases)), failures=str(failures), errors="0"
+    )
+    suite.extend(cases)
+    suites = ET.Element("testsuites", tests=str(len(cases)), failures=str(failures))
+    suites.append(suite)
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def summary_markdown(report: BuildReport, gate: GateResult | None) -> str:
+    passed = report.passed and (gate is None or gate.passed)
+    lines = [f"## deployopt {'✅ PASS' if passed else '❌ FAIL'}: {report.model}", "", variant_table(report), ""]
+    for failure in report.failures:
+        lines.append(f"- ❌ budget: {failure}")
+    if gate is not None:
+        failed = [c for c in gate.checks if not c.passed]
+        lines.append(
+            f"Against baseline `{gate.baseline_path}`: {len(gate.checks) - len(failed)}/{len(gate.checks)} checks pass."
+        )
+        if failed:
+            lines += ["", "| variant | check | baseline | now | rule |", "|---|---|---:|---:|---|"]
+            lines += [f"| {c.variant} | {c.metric} | {c.baseline} | {c.current} | {c.limit} |" for c in failed]
+        lines += [f"- note: {c.variant} {c.metric}: {c.note}" for c in gate.checks if c.note][:3]
+    return "\n".join(lines) + "\n"
+
+
+def write_ci_outputs(report: BuildReport, gate: GateResult | None, junit: Path | None, summary: Path | None) -> None:
+    if junit is not None:
+        write_text_atomic(junit, junit_xml(report, gate))
+    if summary is not None:
+        write_text_atomic(summary, summary_markdown(report, gate))

@@ -1,0 +1,141 @@
+"""``report.html``: one self-contained page per build — verdict, variant table, steps, and three plots.
+
+Plots (matplotlib, embedded as base64 PNG so the file can be mailed or attached to a CI run):
+latency vs accuracy with the Pareto front marked, size per variant, latency by batch size. Accuracy is
+the task accuracy when labels exist, else the cosine similarity to the reference.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+from deployopt.reports.model import BuildReport, VariantReport
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#1b1b1b;max-width:1200px}
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f0f3f7}td:first-child,th:first-child{text-align:left}
+.pass{color:#0a7a28;font-weight:bold}.fail{color:#b00020;font-weight:bold}
+.plots img{max-width:32%;margin-right:1%;border:1px solid #ddd}li{margin:.3em 0}
+"""
+
+
+def _quality(variant: VariantReport) -> tuple[float | None, str]:
+    """(value, label): task accuracy when measured, else mean cosine to the reference (1.0 for it)."""
+    if variant.accuracy is not None:
+        return variant.accuracy, "accuracy (%)"
+    if variant.verify:
+        return min(o["cosine"] for o in variant.verify["outputs"]), "cosine to reference"
+    return (1.0, "cosine to reference") if variant.role == "reference" else (None, "")
+
+
+def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
+    """Names of the points no other point beats on both latency (lower) and quality (higher)."""
+    front = []
+    for name, latency, quality in points:
+        dominated = any(
+            (lat <= latency and qual >= quality) and (lat < latency or qual > quality) for _, lat, qual in points
+        )
+        if not dominated:
+            front.append(name)
+    return front
+
+
+def _png(figure) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _plots(report: BuildReport) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = []
+    measured = [v for v in report.variants if v.latency]
+    if measured:
+        batch = max(min(v.latency) for v in measured)
+        points = []
+        for v in measured:
+            quality, label = _quality(v)
+            if quality is not None and batch in v.latency:
+                points.append((v.name, v.latency[batch]["p50_ms"], quality))
+        if points:
+            front = set(pareto_front(points))
+            fig, ax = plt.subplots(figsize=(5, 3.6))
+            for name, latency, quality in points:
+                on_front = name in front
+                ax.scatter(latency, quality, s=60 if on_front else 30, color="#d95f02" if on_front else "#7570b3")
+                ax.annotate(name, (latency, quality), fontsize=8, xytext=(4, 4), textcoords="offset points")
+            ordered = sorted((p for p in points if p[0] in front), key=lambda p: p[1])
+            ax.plot([p[1] for p in ordered], [p[2] for p in ordered], "--", color="#d95f02", label="Pareto front")
+            ax.set(xscale="log", xlabel=f"p50 latency at batch {batch} (ms)", ylabel=label, title="latency vs accuracy")
+            ax.legend(fontsize=8)
+            plots.append(("latency vs accuracy", _png(fig)))
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.barh([v.name for v in report.variants], [v.size_bytes / 1e6 for v in report.variants], color="#1b9e77")
+    ax.set(xlabel="size (MB)", title="size per variant")
+    plots.append(("size per variant", _png(fig)))
+    if measured:
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        for v in measured:
+            batches = sorted(v.latency)
+            ax.plot(batches, [v.latency[b]["p50_ms"] for b in batches], marker="o", label=v.name)
+        ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="p50 latency (ms)", title="latency by batch")
+        ax.legend(fontsize=8)
+        plots.append(("latency by batch size", _png(fig)))
+    return plots
+
+
+def _table(report: BuildReport) -> str:
+    batches = sorted({b for v in report.variants for b in v.latency})
+    head = ["variant", "precision", "size (MB)"] + [f"p50 b{b} (ms)" for b in batches] + ["accuracy", "verdict"]
+    rows = []
+    for v in report.variants:
+        quality, _ = _quality(v)
+        accuracy = f"{v.accuracy:.2f} %" if v.accuracy is not None else (f"cos {quality:.5f}" if quality else "–")
+        verdict = (
+            "reference" if v.verify is None else ("pass" if v.passed else "FAIL: " + "; ".join(v.verify["failures"]))
+        )
+        cells = [v.name, v.precision, f"{v.size_bytes / 1e6:.3f}"]
+        cells += [f"{v.latency[b]['p50_ms']:.3f}" if b in v.latency else "–" for b in batches]
+        cells += [accuracy, verdict]
+        css = "" if v.verify is None else (' class="pass"' if v.passed else ' class="fail"')
+        rows.append(
+            "<tr>"
+            + "".join(f"<td>{html.escape(c)}</td>" for c in cells[:-1])
+            + f"<td{css}>{html.escape(cells[-1])}</td></tr>"
+        )
+    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    return f'<table id="variants"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def render_html(report: BuildReport) -> str:
+    verdict = '<span class="pass">PASS</span>' if report.passed else '<span class="fail">FAIL</span>'
+    steps = "".join(
+        f"<li><b>{html.escape(s['stage'])}</b>{' (cached)' if s.get('cached') else ''}: "
+        f"{html.escape(s['summary'])}</li>"
+        for s in report.stages
+    )
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)
+    images = "".join(
+        f'<img alt="{html.escape(t)}" title="{html.escape(t)}" src="data:image/png;base64,{data}">'
+        for t, data in _plots(report)
+    )
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>deployopt: {html.escape(report.model)}</title>"
+        f"<style>{_STYLE}</style></head><body>"
+        f"<h1>deployopt build: {html.escape(report.model)} — {verdict}</h1>"
+        f"<p>Verified on {report.samples} samples of {html.escape(report.data)}; run directory "
+        f"<code>{html.escape(report.run_dir)}</code>.</p>"
+        f'{_table(report)}<div class="plots">{images}</div>'
+        f"<h2>Steps</h2><ol>{steps}</ol>" + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "") + "</body></html>\n"
+    )

@@ -1,0 +1,112 @@
+"""Small facts about ONNX graphs that several stages and reports need."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from deployopt.sources.signature import Signature, TensorSpec
+
+# Op types that show a graph computes in int8 (QDQ format, QOperator format, or integer ops).
+INT8_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+        "DynamicQuantizeLinear",
+        "QLinearAdd",
+        "QLinearMul",
+        "QGemm",
+        "DynamicQuantizeMatMul",
+    }
+)
+SIGNATURE_METADATA = "deployopt.signature"  # metadata_props key written by the export stage
+_ONNX_TO_NUMPY = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+    16: "bfloat16",
+}
+
+
+def numpy_dtype(elem_type: int) -> str:
+    try:
+        return _ONNX_TO_NUMPY[elem_type]
+    except KeyError:
+        raise ValueError(f"unsupported ONNX tensor element type {elem_type}") from None
+
+
+def signature_from_onnx(model: Any) -> Signature:
+    """Input signature of an ONNX model: deployopt's saved one when present, else read from the graph inputs
+    (unnamed dynamic dims become 'batch' on axis 0, 'dimN' elsewhere)."""
+    saved = next((p.value for p in model.metadata_props if p.key == SIGNATURE_METADATA), None)
+    if saved:
+        return Signature.from_json(json.loads(saved))
+    initializers = {init.name for init in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:  # old exporters list weights as inputs too
+            continue
+        tensor_type = value.type.tensor_type
+        shape: list[int | str] = []
+        for axis, dim in enumerate(tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                shape.append(int(dim.dim_value))
+            elif dim.dim_param:
+                shape.append(dim.dim_param)
+            else:
+                shape.append("batch" if axis == 0 else f"dim{axis}")
+        specs.append(TensorSpec(value.name, tuple(shape), numpy_dtype(tensor_type.elem_type)))
+    return Signature(tuple(specs))
+
+
+def op_counts(model: Any) -> dict[str, int]:
+    """Node count per op type, most frequent first (including nodes inside subgraphs is not needed here)."""
+    return dict(Counter(node.op_type for node in model.graph.node).most_common())
+
+
+def graph_precision(model: Any) -> str:
+    """'int8' when the graph contains quantization ops, 'fp16' when most weights are float16, else 'fp32'."""
+    if any(node.op_type in INT8_OPS for node in model.graph.node):
+        return "int8"
+    weights = Counter(init.data_type for init in model.graph.initializer)
+    if weights and weights.most_common(1)[0][0] == 10:
+        return "fp16"
+    return "fp32"
+
+
+def describe(path: str | Path) -> dict:
+    """Node counts, precision, size and opset of an ONNX file, for reports and the manifest."""
+    import onnx
+
+    model = onnx.load_model(str(path), load_external_data=False)
+    return {
+        "nodes": len(model.graph.node),
+        "op_counts": op_counts(model),
+        "initializers": len(model.graph.initializer),
+        "precision": graph_precision(model),
+        "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+        "size_bytes": Path(path).stat().st_size,
+    }
+
+
+def drop_initializer_value_info(model: Any) -> Any:
+    """Remove value_info entries that annotate initializers (the torch exporter writes them; the weights
+    carry their own shapes). ONNX Runtime 1.30's dynamic quantizer transposes Gemm weights and then fails
+    strict shape inference on the stale annotation ("Inferred shape and existing shape differ")."""
+    initializers = {init.name for init in model.graph.initializer}
+    kept = [vi for vi in model.graph.value_info if vi.name not in initializers]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    return model

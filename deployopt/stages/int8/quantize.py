@@ -1,0 +1,273 @@
+"""int8 quantization stage: an fp32 ONNX model → an int8 model that is fast on its target.
+
+Built on onnxruntime.quantization; what deployopt adds is the choice of settings:
+
+* ``mode auto`` reads the graph: convolutional models get static (calibrated) quantization,
+  transformer-style graphs (MatMul with Softmax / LayerNormalization, no Conv) get dynamic quantization,
+  which keeps accuracy where static activations ranges do not.
+* On x86 CPUs activations are unsigned (U8S8): with ONNX Runtime's default signed activations only some
+  convolutions become integer kernels and the model is no faster than fp32. Both QDQ and QOperator
+  encodings are candidates; the accuracy-aware driver measures both and keeps the faster one in budget.
+* ``target tensorrt`` produces symmetric signed int8 Q/DQ with per-channel weights: TensorRT's explicit
+  quantization format, consumed as-is by TensorRT 10 and 11.
+
+This module quantizes one candidate and describes the result; :mod:`deployopt.stages.int8.search` runs the
+verify → sensitivity → exclude loop around it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployopt.data.calibration import BatchSource, ort_reader
+from deployopt.errors import InputFileError, StageError, UsageError
+from deployopt.quiet import capture_output
+
+# Ops worth quantizing; a graph with none of these has nothing int8 can speed up.
+COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Attention")
+
+
+class Int8Config(BaseModel):
+    """Options of ``deployopt quantize --int8`` (and the int8 variant of ``build``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["auto", "static", "dynamic"] = "auto"
+    format: Literal["auto", "qdq", "qoperator"] = "auto"
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    per_channel: bool = True
+    samples: int = Field(128, ge=1, description="calibration samples")
+    calibration_batch: int = Field(16, ge=1)
+    exclude: tuple[str, ...] = Field((), description="node names or op types kept in float")
+    target: Literal["cpu", "tensorrt"] = "cpu"
+    max_rounds: int = Field(3, ge=0, description="sensitivity-guided exclusion rounds when the budget is missed")
+    weight_bits: Literal["auto", "7", "8"] = Field(
+        "auto", description="U8S8 weight range; auto: 7 on x86 without VNNI (int16 saturation), else 8"
+    )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One concrete way to quantize: what the auto choices resolve to."""
+
+    mode: str  # static | dynamic
+    format: str  # qdq | qoperator
+    activation: str  # uint8 | int8
+    weight: str = "int8"
+    symmetric_activations: bool = False
+    reduce_range: bool = False  # 7-bit weights: avoids int16 saturation of U8S8 kernels on x86 without VNNI
+
+    @property
+    def label(self) -> str:
+        suffix = "-7bit" if self.reduce_range else ""
+        if self.mode == "dynamic":
+            return f"dynamic{suffix}"
+        sign = {"uint8": "U8", "int8": "S8"}
+        return f"static-{self.format}-{sign[self.activation]}{sign[self.weight]}{suffix}"
+
+
+def x86_without_vnni() -> bool:
+    """True on x86 CPUs lacking VNNI, whose U8S8 kernels sum products in int16 and can saturate."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False  # unknown: assume a modern CPU; verification still guards accuracy
+    return not any(flag in flags for flag in (" avx512_vnni", " avx_vnni", " amx_int8"))
+
+
+def load_model(path: Path) -> Any:
+    import onnx
+
+    try:
+        return onnx.load_model(str(path))
+    except Exception as exc:
+        raise InputFileError(f"{path}: cannot be loaded as ONNX ({exc}); re-export it") from exc
+
+
+def name_nodes(model: Any) -> Any:
+    """Give every node a unique name (exclusion and sensitivity analysis address nodes by name)."""
+    seen: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}"
+        seen.add(node.name)
+    return model
+
+
+def is_transformer_like(model: Any) -> bool:
+    ops = {node.op_type for node in model.graph.node}
+    return "Conv" not in ops and "MatMul" in ops and bool(ops & {"Softmax", "LayerNormalization", "Attention"})
+
+
+def resolve_mode(model: Any, config: Int8Config) -> str:
+    if config.mode != "auto":
+        return config.mode
+    return "dynamic" if is_transformer_like(model) and config.target == "cpu" else "static"
+
+
+def resolve_excludes(model: Any, requested: tuple[str, ...], path: Path) -> list[str]:
+    """Node names to keep in float: each entry is an op type (all its nodes) or a node name."""
+    by_type: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        by_type.setdefault(node.op_type, []).append(node.name)
+    names = {node.name for node in model.graph.node}
+    excluded: list[str] = []
+    for item in requested:
+        if item in by_type:
+            excluded += by_type[item]
+        elif item in names:
+            excluded.append(item)
+        else:
+            examples = ", ".join(sorted(names)[:5])
+            raise UsageError(
+                f"--exclude {item}: {path} has no node or op type named '{item}' "
+                f"(op types: {', '.join(sorted(by_type))}; nodes e.g. {examples})"
+            )
+    return sorted(set(excluded))
+
+
+def candidates_for(model: Any, config: Int8Config, mode: str) -> list[Candidate]:
+    """The settings worth trying for this graph and target, in order of preference."""
+    reduce = x86_without_vnni() if config.weight_bits == "auto" else config.weight_bits == "7"
+    if mode == "dynamic":
+        if config.target == "tensorrt":
+            raise UsageError(
+                "--target tensorrt needs static Q/DQ quantization; use --mode static with calibration data"
+            )
+        return [Candidate("dynamic", "qoperator", "uint8", reduce_range=reduce)]
+    if config.target == "tensorrt":
+        if config.format == "qoperator":
+            raise UsageError("--target tensorrt takes Q/DQ graphs only; drop --format qoperator")
+        return [Candidate("static", "qdq", "int8", symmetric_activations=True)]
+    formats = ["qdq", "qoperator"] if config.format == "auto" else [config.format]
+    return [Candidate("static", fmt, "uint8", reduce_range=reduce) for fmt in formats]
+
+
+def quantizable_nodes(model: Any, excluded: list[str]) -> list[str]:
+    return [n.name for n in model.graph.node if n.op_type in COMPUTE_OPS and n.name not in excluded]
+
+
+def gemm_as_matmul(model: Any) -> Any:
+    """Rewrite each plain Gemm (alpha = beta = 1, no transA, constant B) as MatMul (+ Add for the bias).
+
+    Dynamic quantization only handles MatMul, so onnxruntime rewrites Gemm itself first — and 1.30 gets
+    it wrong (the tiny transformer's outputs drop to mean cosine 0.67 before anything is quantized; 1.32
+    is exact). Doing the exact rewrite here makes every version see MatMul. Node names are kept, so
+    ``--exclude`` and the sensitivity search still find them.
+    """
+    from onnx import helper, numpy_helper
+
+    inits = {init.name: init for init in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        if node.op_type != "Gemm" or not plain or node.input[1] not in inits:
+            nodes.append(node)
+            continue
+        weight = node.input[1]
+        if attrs.get("transB", 0):
+            transposed = numpy_helper.from_array(numpy_helper.to_array(inits[weight]).T.copy(), f"{weight}_T")
+            model.graph.initializer.append(transposed)
+            weight = transposed.name
+        has_bias = len(node.input) > 2 and node.input[2]
+        product = f"{node.output[0]}_matmul" if has_bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], weight], [product], name=node.name))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [product, node.input[2]], list(node.output), name=f"{node.name}_bias"))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+def quantize_candidate(
+    fp32_path: Path,
+    out_path: Path,
+    candidate: Candidate,
+    config: Int8Config,
+    excluded: list[str],
+    calibration: BatchSource | None,
+    verbose: bool = False,
+) -> str:
+    """Run onnxruntime.quantization for one candidate; returns what the quantizer printed."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    log = io.StringIO()
+    try:
+        with capture_output(log, verbose):
+            if candidate.mode == "dynamic":
+                quantize_dynamic(
+                    str(fp32_path),
+                    str(out_path),
+                    weight_type=types[candidate.weight],
+                    per_channel=config.per_channel,
+                    reduce_range=candidate.reduce_range,
+                    nodes_to_exclude=excluded,
+                    op_types_to_quantize=["MatMul", "Gemm", "Attention"],
+                )
+            elif calibration is None:
+                raise UsageError(
+                    "static int8 needs calibration data: pass --calibration FILE.npz or an image "
+                    "folder, or use --mode dynamic"
+                )
+            else:
+                quantize_static(
+                    str(fp32_path),
+                    str(out_path),
+                    ort_reader(calibration, config.calibration_batch, config.samples),
+                    quant_format=QuantFormat.QDQ if candidate.format == "qdq" else QuantFormat.QOperator,
+                    activation_type=types[candidate.activation],
+                    weight_type=types[candidate.weight],
+                    per_channel=config.per_channel,
+                    reduce_range=candidate.reduce_range,
+                    nodes_to_exclude=excluded,
+                    calibrate_method=methods[config.method],
+                    extra_options={
+                        "ActivationSymmetric": candidate.symmetric_activations,
+                        "WeightSymmetric": True,
+                        # TensorRT's explicit quantization keeps biases in float; CPU kernels take int32 biases.
+                        "QuantizeBias": not candidate.symmetric_activations,
+                    },
+                )
+    except (UsageError, InputFileError):
+        raise
+    except Exception as exc:  # onnxruntime.quantization raises bare exceptions of many types
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise StageError(
+            f"{fp32_path}: int8 quantization ({candidate.label}) failed: {type(exc).__name__}: {first}"
+        ) from exc
+    return log.getvalue()
+
+
+def int8_op_counts(fp32_model: Any, quantized_model: Any) -> dict[str, dict[str, int]]:
+    """For each compute op type of the fp32 graph: how many of its nodes run in int8 and how many stayed float.
+
+    Quantizers replace a node with integer ops (QLinearConv, MatMulInteger, ...) or, in QDQ graphs, feed
+    it from DequantizeLinear on both activation and weight — the pattern ONNX Runtime and TensorRT fuse
+    into integer kernels. A node still in float form without that pattern counts as float.
+    """
+    producers = {out: node.op_type for node in quantized_model.graph.node for out in node.output}
+    total = Counter(n.op_type for n in fp32_model.graph.node if n.op_type in COMPUTE_OPS)
+    still_float: Counter = Counter()
+    for node in quantized_model.graph.node:
+        if node.op_type in total:
+            fed_by_dq = len(node.input) >= 2 and all(producers.get(i) == "DequantizeLinear" for i in node.input[:2])
+            if not fed_by_dq:
+                still_float[node.op_type] += 1
+    return {op: {"int8": max(0, n - still_float[op]), "float": still_float[op]} for op, n in total.items()}

@@ -1,0 +1,211 @@
+"""``deployopt prune``: prune a PyTorch model, optionally fine-tune it, measure what changed, save it.
+
+The result is a TorchScript archive carrying deployopt's metadata (signature, dataset, what was pruned),
+so it reloads without the original model code and exports, quantizes and verifies like any other source.
+Reported against the unpruned model: parameters, MACs, file size (and compressed size — the only gain of
+unstructured sparsity), latency, accuracy on the held-out split, and per-layer kept/removed counts.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deployopt.data.eval_data import EvalData, dataset_data, generate_data, load_data
+from deployopt.errors import InputFileError, UsageError
+from deployopt.fsutil import atomic_path, sha256_json
+from deployopt.measure.bench import BenchConfig, BenchVariant, bench
+from deployopt.measure.verify import Budget
+from deployopt.rundir import RunDirectory
+from deployopt.runners import RunnerSpec
+from deployopt.sources.detect import METADATA_FILE, ModelSource, SourceKind, inspect_source
+from deployopt.sources.loading import load_torch_model
+from deployopt.sources.signature import Signature
+from deployopt.stages.engine.build import EngineConfig
+from deployopt.stages.prune.methods import PruneConfig, PruneResult, check_2to4, prune_module
+from deployopt.training.log import TrainLog
+from deployopt.training.loop import TrainRecipe, evaluate, train_classifier
+
+
+@dataclass
+class PruneOutcome:
+    result: PruneResult
+    size_before: int
+    size_after: int
+    compressed_before: int  # zlib level 9 of the saved file: what sparsity buys on disk or over the wire
+    compressed_after: int
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
+    finetune: dict | None = None
+    latency: list[dict] = field(default_factory=list)  # Measurement.to_json() rows, variants "original"/"pruned"
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"passed": self.passed}
+
+
+def _labelled(source: ModelSource, signature: Signature, config: PruneConfig) -> dict[str, EvalData]:
+    """train / val / test splits: --train-data (also used as val and test), else the registered dataset."""
+    if config.train_data is not None:
+        data = load_data(signature, config.train_data)
+        if data.labels is None:
+            raise InputFileError(f"{config.train_data}: has no 'labels' array; fine-tuning needs labels")
+        return {"train": data, "val": data, "test": data}
+    if source.dataset is not None:
+        return {split: dataset_data(signature, source.dataset, split) for split in ("train", "val", "test")}
+    return {}
+
+
+def _single_input(signature: Signature, data: EvalData) -> tuple[Any, Any]:
+    if len(signature.inputs) != 1:
+        raise UsageError("fine-tuning supports single-input models; prune without --finetune-epochs")
+    return data.inputs[signature.names[0]], data.labels
+
+
+def save_torchscript(model: Any, path: Path, example: tuple, metadata: dict) -> None:
+    """Trace in eval mode and write atomically, deployopt's metadata inside the archive."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example, check_trace=False)
+    with atomic_path(path) as tmp:
+        torch.jit.save(traced, str(tmp), _extra_files={METADATA_FILE: json.dumps(metadata)})
+
+
+def _compressed(path: Path) -> int:
+    return len(zlib.compress(path.read_bytes(), 9))
+
+
+def prune(
+    source: ModelSource,
+    out: Path,
+    config: PruneConfig,
+    bench_config: BenchConfig | None = BenchConfig(),
+    log=lambda message: None,
+) -> PruneOutcome:
+    """Prune ``source`` into ``out``; see the module docstring. ``passed`` is False past the accuracy budget."""
+    import torch
+
+    if source.kind in (SourceKind.ONNX, SourceKind.TORCHSCRIPT, SourceKind.TORCH_EXPORT):
+        raise InputFileError(
+            f"{source.path}: prune needs the PyTorch module itself (a checkpoint, or a state_dict with --arch), "
+            f"not a {source.kind.value} file"
+        )
+    if source.signature is None:
+        raise InputFileError(f"{source.path}: no input signature is saved with this model; pass --input NAME:SHAPE")
+    signature = source.signature
+    torch.manual_seed(config.seed)
+    model = load_torch_model(source)
+    example = tuple(torch.from_numpy(a) for a in generate_data(signature, 2, seed=config.seed).inputs.values())
+    splits = _labelled(source, signature, config)
+    if config.finetune_epochs and not splits:
+        raise UsageError("fine-tuning needs labelled data: the model has no registered dataset; pass --train-data")
+    teacher = copy.deepcopy(model).eval() if config.distill else None
+    if config.distill and not config.finetune_epochs:
+        raise UsageError("--distill trains the pruned model against the original: add --finetune-epochs N")
+    accuracy_before = evaluate(model, *_single_input(signature, splits["test"])) if splits else None
+
+    def loss_batch(module):
+        x, y = _single_input(signature, splits["train"])
+        return torch.nn.functional.cross_entropy(module(torch.from_numpy(x[:256])), torch.from_numpy(y[:256]))
+
+    result, masks = prune_module(model, example, config, loss_batch if splits else None)
+    log(f"prune: {config.method}, MACs {result.macs_before:,} → {result.macs_after:,}")
+    finetune = None
+    if config.finetune_epochs:
+        recipe = TrainRecipe(
+            epochs=config.finetune_epochs, lr=config.finetune_lr, seed=config.seed, warmup_fraction=0.1
+        )
+        finetune = train_classifier(
+            model,
+            _single_input(signature, splits["train"]),
+            _single_input(signature, splits["val"]),
+            recipe,
+            teacher=teacher,
+            masks=masks,
+            log=TrainLog(message=log),
+        )
+        finetune["distilled"] = config.distill
+    accuracy_after = evaluate(model, *_single_input(signature, splits["test"])) if splits else None
+    metadata = {"signature": signature.to_json(), "dataset": source.dataset, "pruned": result.to_json()}
+    save_torchscript(model, out, example, metadata)
+    outcome = PruneOutcome(
+        result, source.path.stat().st_size, out.stat().st_size, _compressed(source.path), _compressed(out),
+        accuracy_before, accuracy_after, finetune,
+    )  # fmt: skip
+    if accuracy_before is not None and accuracy_before - accuracy_after > config.max_accuracy_drop:
+        outcome.failures.append(
+            f"accuracy drop {accuracy_before - accuracy_after:.2f} points > budget {config.max_accuracy_drop:g} "
+            f"({accuracy_after:.2f}% vs {accuracy_before:.2f}%); fine-tune longer or prune less"
+        )
+    if bench_config is not None:
+        variants = [
+            BenchVariant("original", RunnerSpec("torch", str(source.path), source_options=source.options.to_json())),
+            BenchVariant("pruned", RunnerSpec("torch", str(out))),
+        ]
+        outcome.latency = [m.to_json() for m in bench(variants, signature, bench_config)]
+    return outcome
+
+
+def pruned_budget(budget: Budget, config: PruneConfig) -> Budget:
+    """Pruning changes the function on purpose: a pruned model's artifacts are judged against the unpruned
+    original by task accuracy (the prune budget plus the precision's own allowance) and, where there are no
+    labels, by top-1 agreement — not by element-wise closeness."""
+    return budget.model_copy(
+        update={
+            "max_abs_error": None,
+            "max_rel_error": None,
+            "min_cosine": None,
+            "min_top1_agreement": min(budget.min_top1_agreement or 1.0, 0.9),
+            "max_accuracy_drop": config.max_accuracy_drop + (budget.max_accuracy_drop or 0.0),
+        }
+    )
+
+
+def prune_stage(run: RunDirectory, source: ModelSource, config: PruneConfig) -> tuple[ModelSource, dict]:
+    """The prune step of ``build``: cached in the run directory like every stage; returns the pruned source."""
+    outcome = run.run_stage(
+        "prune",
+        config,
+        {"source": source.sha256, "source_options": sha256_json(source.options.to_json())},
+        {"model": "model-pruned.pt"},
+        lambda out: prune(source, out["model"], config, bench_config=None).to_json(),
+    )
+    d, r = outcome.record["details"], outcome.record["details"]["result"]
+    changed = [f"{x['name']} {x['before']}→{x['after']}" for x in r["layers"] if x["before"] != x["after"]]
+    summary = (
+        f"{r['method']} {r['amount']:g}: parameters {r['params_before']:,} → {r['params_after']:,}, "
+        f"MACs {r['macs_before']:,} → {r['macs_after']:,}, {r['sparsity'] * 100:.1f} % zeros; "
+        f"layers {', '.join(changed) or 'unchanged'}"
+    )
+    if d["accuracy_before"] is not None:
+        summary += f"; test accuracy {d['accuracy_before']:.2f}% → {d['accuracy_after']:.2f}%"
+    if d["finetune"]:
+        summary += f" after {d['finetune']['epochs']} fine-tune epochs" + (" (distilled)" if config.distill else "")
+    entry = {"stage": "prune", "cached": outcome.cached, "seconds": outcome.record["seconds"], "summary": summary}
+    return inspect_source(outcome.output("model")), entry
+
+
+def check_sparsity(
+    run: RunDirectory, fp32: Path, config: PruneConfig | None, engine: EngineConfig, stages: list[dict]
+) -> EngineConfig:
+    """After 2:4 pruning: confirm the pattern survived export, record it in the manifest and the report's
+    steps, and return the engine options with sparse kernels enabled when it did."""
+    if config is None or config.method != "2:4":
+        return engine
+    check = check_2to4(fp32)
+    run.manifest["metrics"]["sparsity_2to4"] = check.to_json()
+    run.save()
+    verdict = "all follow 2:4" if check.passed else f"NOT 2:4: {', '.join(check.offending)}"
+    summary = f"{len(check.tensors)} eligible weight tensors in {fp32.name}: {verdict}"
+    stages.append({"stage": "2:4 check", "cached": False, "seconds": 0.0, "summary": summary})
+    return engine.model_copy(update={"sparse_weights": check.passed})

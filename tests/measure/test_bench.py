@@ -1,0 +1,67 @@
+"""The benchmark harness: sane statistics, one worker process per variant, errors carried back."""
+
+import os
+
+import pytest
+
+from deployopt.errors import BackendUnavailableError
+from deployopt.measure.bench import BenchConfig, BenchVariant, bench
+from deployopt.runners import RunnerSpec
+
+FAST = BenchConfig(batch_sizes=(1, 4), threads=1, warmup_seconds=0.0, min_iterations=5, min_seconds=0.05)
+
+
+def test_measurements_are_consistent(digits_onnx, digits_signature):
+    rows = bench([BenchVariant("onnx", RunnerSpec("onnxruntime", str(digits_onnx)))], digits_signature, FAST)
+    assert [r.batch for r in rows] == [1, 4]
+    for r in rows:
+        assert 0 < r.p50_ms <= r.p90_ms <= r.p99_ms
+        assert r.iterations >= 5 and r.throughput > 0 and r.peak_rss_mb > 10
+        # throughput and latency describe the same loop: samples/s ≈ batch / mean latency
+        assert r.throughput == pytest.approx(r.batch / (r.mean_ms / 1000), rel=0.5)
+
+
+def test_each_variant_runs_in_its_own_process(digits_onnx, digits_checkpoint, digits_signature, monkeypatch):
+    import deployopt.measure.bench as bench_module
+
+    pids = []
+    original = bench_module.subprocess.run
+
+    def spy(*args, **kwargs):
+        result = original(*args, **kwargs)
+        pids.append(args[0])
+        return result
+
+    monkeypatch.setattr(bench_module.subprocess, "run", spy)
+    variants = [
+        BenchVariant("torch", RunnerSpec("torch", str(digits_checkpoint))),
+        BenchVariant("onnx", RunnerSpec("onnxruntime", str(digits_onnx))),
+    ]
+    rows = bench(variants, digits_signature, FAST.model_copy(update={"repeats": 2, "batch_sizes": (2,)}))
+    assert len(pids) == 4  # 2 variants × 2 repeats, each a fresh worker
+    assert {r.variant for r in rows} == {"torch", "onnx"} and all(r.repeats == 2 for r in rows)
+    peak = {r.variant: r.peak_rss_mb for r in rows}
+    assert peak["onnx"] < peak["torch"]  # each worker's own memory: the ONNX Runtime worker never loads torch
+    assert os.getpid() not in pids
+
+
+def test_worker_errors_keep_their_class(digits_onnx, digits_signature):
+    spec = RunnerSpec("onnxruntime", str(digits_onnx), providers=("CUDAExecutionProvider",))
+    with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider"):
+        bench([BenchVariant("gpu", spec)], digits_signature, FAST)
+
+
+def test_workers_import_the_installed_package_not_the_working_directory(
+    digits_onnx, digits_signature, tmp_path, monkeypatch
+):
+    """Running inside a folder that has its own `deployopt/` (a source checkout, say) must not change the code."""
+    shadow = tmp_path / "deployopt"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('the shadow package was imported')\n")
+    monkeypatch.chdir(tmp_path)
+    rows = bench(
+        [BenchVariant("onnx", RunnerSpec("onnxruntime", str(digits_onnx)))],
+        digits_signature,
+        FAST.model_copy(update={"batch_sizes": (1,)}),
+    )
+    assert rows[0].p50_ms > 0

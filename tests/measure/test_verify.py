@@ -1,0 +1,113 @@
+"""Verification metrics and budgets, on synthetic arrays and on the real digits model."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from deployopt.data.eval_data import dataset_data
+from deployopt.measure.verify import Budget, budget_for, compare_outputs, verify
+from deployopt.runners import RunnerSpec
+
+
+def test_identical_outputs_have_zero_error():
+    ref = np.random.default_rng(0).standard_normal((8, 10)).astype(np.float32)
+    metrics, failures, _, _ = compare_outputs([ref], [ref.copy()], ["logits"], None, budget_for("fp32"))
+    assert failures == []
+    m = metrics[0]
+    assert m.max_abs_error == 0 and m.max_rel_error == 0 and m.cosine == pytest.approx(1.0)
+    assert m.top1_agreement == 1.0
+
+
+def test_metrics_have_the_documented_meaning():
+    ref = np.array([[1.0, 4.0], [2.0, -2.0]], np.float32)
+    cand = np.array([[1.0, 3.0], [2.5, -2.0]], np.float32)
+    (m,), _, _, _ = compare_outputs([ref], [cand], ["y"], None, Budget())
+    assert m.max_abs_error == pytest.approx(1.0)
+    assert m.max_rel_error == pytest.approx(0.25)  # 1.0 / max|ref| = 1/4
+    assert m.top1_agreement == 1.0
+    cos0 = (1 * 1 + 4 * 3) / (np.hypot(1, 4) * np.hypot(1, 3))
+    cos1 = (2 * 2.5 + 4) / (np.hypot(2, 2) * np.hypot(2.5, 2))
+    assert m.cosine == pytest.approx((cos0 + cos1) / 2, rel=1e-6)
+
+
+def test_budget_misses_name_metric_value_and_limit():
+    ref = np.eye(4, dtype=np.float32) * 3  # logits (rows not unit-norm)
+    cand = ref[::-1].copy()  # every top-1 flips
+    _, failures, _, _ = compare_outputs(
+        [ref], [cand], ["logits"], None, Budget(min_top1_agreement=0.9, max_abs_error=0.5)
+    )
+    assert any("top1_agreement 0 below budget 0.9" in f for f in failures)
+    assert any("max_abs_error 3 above budget 0.5" in f for f in failures)
+
+
+def test_accuracy_drop_with_labels():
+    ref = np.eye(4, dtype=np.float32) * 3  # logits (rows not unit-norm)
+    cand = ref.copy()
+    cand[0] = [0, 3, 0, 0]
+    labels = np.arange(4)
+    _, failures, ref_acc, cand_acc = compare_outputs([ref], [cand], ["y"], labels, Budget(max_accuracy_drop=10))
+    assert (ref_acc, cand_acc) == (100.0, 75.0)
+    assert failures == ["accuracy drop 25.00 points > budget 10 (75.00% vs 100.00%)"]
+
+
+def test_shape_mismatch_and_nan_fail():
+    ref = np.ones((2, 3), np.float32)
+    _, failures, _, _ = compare_outputs([ref], [np.ones((2, 4), np.float32)], ["y"], None, Budget())
+    assert "shape [2, 4] differs" in failures[0]
+    bad = ref.copy()
+    bad[0, 0] = np.nan
+    _, failures, _, _ = compare_outputs([ref], [bad], ["y"], None, Budget())
+    assert "NaN" in failures[0]
+
+
+def test_defaults_loosen_with_precision_and_overrides_apply():
+    assert budget_for("fp32").max_rel_error < budget_for("fp16").max_rel_error
+    assert budget_for("fp32").min_cosine > budget_for("fp16").min_cosine > budget_for("int8").min_cosine
+    assert budget_for("int8", {"min_cosine": 0.5, "max_abs_error": None}).min_cosine == 0.5
+
+
+def test_digits_onnx_verifies_against_pytorch_on_real_data(digits_checkpoint, digits_onnx, digits_signature):
+    data = dataset_data(digits_signature, "digits", "test")
+    result = verify(
+        RunnerSpec("torch", str(digits_checkpoint)),
+        RunnerSpec("onnxruntime", str(digits_onnx)),
+        data,
+        budget_for("fp32"),
+    )
+    assert result.passed, result.failures
+    assert result.samples == 360
+    assert result.reference_accuracy == result.candidate_accuracy >= 98.0
+    assert result.outputs[0].top1_agreement == 1.0 and result.outputs[0].max_rel_error < 1e-4
+
+
+def test_damaged_weights_fail_verification(digits_checkpoint, digits_onnx, digits_signature, tmp_path):
+    model = onnx.load(str(digits_onnx))
+    weight = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    array = numpy_helper.to_array(weight).copy()
+    array += np.random.default_rng(0).standard_normal(array.shape).astype(np.float32) * array.std() * 0.5
+    weight.CopyFrom(numpy_helper.from_array(array, weight.name))
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(model, str(damaged))
+    data = dataset_data(digits_signature, "digits", "test")
+    result = verify(
+        RunnerSpec("torch", str(digits_checkpoint)), RunnerSpec("onnxruntime", str(damaged)), data, budget_for("fp32")
+    )
+    assert not result.passed
+    assert any("max_rel_error" in f for f in result.failures)
+
+
+def test_top1_checks_apply_to_logits_not_embeddings():
+    rng = np.random.default_rng(0)
+    embeddings = rng.standard_normal((16, 8))
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    noisy = embeddings + rng.standard_normal(embeddings.shape) * 0.05
+    (auto,), failures, _, _ = compare_outputs([embeddings], [noisy], ["emb"], None, Budget(min_top1_agreement=1.0))
+    assert auto.top1_agreement is None and failures == []  # unit-norm rows: an embedding, argmax is meaningless
+    (forced,), _, _, _ = compare_outputs([embeddings], [noisy], ["emb"], None, Budget(outputs="logits"))
+    assert forced.top1_agreement is not None
+    logits = rng.standard_normal((16, 8)) * 5
+    (plain,), _, _, _ = compare_outputs([logits], [logits], ["y"], None, Budget())
+    assert plain.top1_agreement == 1.0
+    (declared,), _, _, _ = compare_outputs([logits], [logits], ["y"], None, Budget(outputs="embedding"))
+    assert declared.top1_agreement is None

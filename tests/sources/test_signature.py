@@ -1,0 +1,65 @@
+import pytest
+
+from deployopt.errors import UsageError
+from deployopt.sources.signature import Signature, TensorSpec, parse_tensor_spec
+
+
+def test_parse_full_spec_with_dynamic_batch():
+    spec = parse_tensor_spec("input:batch,3,224,224:float16")
+    assert spec == TensorSpec("input", ("batch", 3, 224, 224), "float16")
+    assert spec.batch_axis == 0
+    assert spec.concrete_shape(8) == (8, 3, 224, 224)
+
+
+def test_x_separator_default_dtype_and_fixed_shape():
+    spec = parse_tensor_spec("image:1x3x32x32")
+    assert spec.shape == (1, 3, 32, 32) and spec.dtype == "float32" and spec.batch_axis is None
+
+
+def test_symbolic_non_batch_dim_needs_typical_value():
+    spec = parse_tensor_spec("input_ids:B,seq=128:int64")
+    assert spec.batch_axis == 0
+    assert spec.concrete_shape(4) == (4, 128)
+    with pytest.raises(UsageError, match="seq=N"):
+        parse_tensor_spec("input_ids:B,seq:int64").concrete_shape(4)
+
+
+def test_batch_axis_found_by_name_not_position():
+    assert parse_tensor_spec("x:seq=16,batch,8").batch_axis == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("input", "expected NAME:SHAPE"),
+        ("input:1,3:float33", "unknown dtype"),
+        ("input:1,,3", "empty dimension"),
+        ("input:0,3", "must be positive"),
+        ("input:1,3-4", "neither a positive integer nor a name"),
+        ("1bad:1,3", "not a valid input name"),
+        ("a:b:c:d", "expected NAME:SHAPE"),
+    ],
+)
+def test_malformed_specs_are_usage_errors(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_tensor_spec(text)
+
+
+def test_json_round_trip_keeps_typical_values():
+    sig = Signature.parse(["ids:batch,seq=64:int64", "mask:batch,seq=64:int64"])
+    again = Signature.from_json(sig.to_json())
+    assert again == sig
+    assert again["ids"].concrete_shape(2) == (2, 64)
+    assert sig.to_text() == ["ids:batch,seq=64:int64", "mask:batch,seq=64:int64"]
+
+
+def test_duplicate_names_rejected():
+    with pytest.raises(UsageError, match="unique"):
+        Signature.parse(["x:1,2", "x:1,3"])
+
+
+def test_accepts_checks_rank_and_fixed_dims():
+    spec = parse_tensor_spec("x:batch,1,8,8")
+    assert spec.accepts((5, 1, 8, 8))
+    assert not spec.accepts((5, 8, 8))
+    assert not spec.accepts((5, 3, 8, 8))
