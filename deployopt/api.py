@@ -10,15 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployopt.data.calibration import Preprocess, as_eval_data, load_calibration
-from deployopt.data.eval_data import dataset_data, generate_data, load_data
+from deployopt.data.calibration import Preprocess
+from deployopt.data.plan import DataPlan, DataSources
 from deployopt.errors import InputFileError, UsageError
 from deployopt.flow.build import BuildConfig, build, reference_spec, require_signature
 from deployopt.flow.demo import run_demo
 from deployopt.fsutil import atomic_path, write_json_atomic
 from deployopt.measure.bench import BenchConfig, BenchVariant, Measurement, bench
+from deployopt.measure.budgets import BudgetOverrides, resolve_budget
 from deployopt.measure.gate import GateResult, RegressionBudget, compare_reports, load_baseline
-from deployopt.measure.verify import Budget, VerifyConfig, VerifyResult, budget_for, load_eval_data, verify
+from deployopt.measure.verify import VerifyConfig, VerifyResult, verify
 from deployopt.platform.tensorrt import EngineSidecar, is_engine_file, read_sidecar, sidecar_path
 from deployopt.reports.model import BuildReport
 from deployopt.runners import RunnerSpec, spec_for_model
@@ -34,6 +35,7 @@ from deployopt.stages.prune.command import PruneOutcome
 from deployopt.stages.prune.command import prune as run_prune
 from deployopt.stages.prune.methods import PruneConfig
 from deployopt.training.command import TrainConfig, train_model
+from deployopt.types import Precision
 
 __all__ = [
     "BenchConfig",
@@ -155,9 +157,17 @@ def verify_models(
         raise InputFileError(
             f"{reference}: no input signature is saved with this model; pass --input NAME:SHAPE[:DTYPE]"
         )
-    precision = "fp16" if runtime.precision == "fp16" and cand.source is not None else cand.precision
-    budget = budget_for(precision, config.budget.model_dump())
-    data = load_eval_data(signature, config, ref.dataset)
+    precision = Precision.FP16 if runtime.precision == "fp16" and cand.source is not None else cand.precision
+    budget = resolve_budget(precision, config.budget)
+    sources = DataSources(
+        data=config.data,
+        labels=config.labels,
+        dataset=ref.dataset,
+        samples=config.samples,
+        split=config.dataset_split,
+        seed=config.seed,
+    )
+    data = DataPlan(signature, sources).verification
     return verify(reference_spec(ref.source), runtime.spec(cand.path, options), data, budget, config.batch_size)
 
 
@@ -252,6 +262,17 @@ class QuantizeData:
     labels: Path | None = None
     samples: int = 64  # generated verification samples when nothing else is given
 
+    def sources(self, calibration_samples: int) -> DataSources:
+        return DataSources(
+            data=self.data,
+            labels=self.labels,
+            calibration=self.calibration,
+            preprocess=self.preprocess,
+            dataset=self.dataset,
+            samples=self.samples,
+            calibration_samples=calibration_samples,
+        )
+
 
 @dataclass
 class QuantizeOutcome:
@@ -276,7 +297,7 @@ def quantize(
     int8: Int8Config | None = None,
     fp16: Fp16Config | None = None,
     data: QuantizeData = QuantizeData(),
-    budget: Budget = Budget(),
+    budget: BudgetOverrides = BudgetOverrides(),
     threads: int | None = None,
     progress=lambda message: None,
 ) -> QuantizeOutcome:
@@ -294,10 +315,10 @@ def quantize(
         )
     _refuse_overwrite_of_input(source.path, Path(out))
     signature = require_signature(source)
-    calibration = _calibration_source(signature, data)
-    verify_data = _verification_data(signature, data, calibration, int8.samples if int8 else data.samples)
-    precision = "int8" if int8 else "fp16"
-    full_budget = budget_for(precision, budget.model_dump())
+    plan = DataPlan(signature, data.sources(int8.samples if int8 else data.samples))
+    calibration, verify_data = (plan.calibration if int8 else None), plan.verification
+    precision = Precision.INT8 if int8 else Precision.FP16
+    full_budget = resolve_budget(precision, budget)
     with atomic_path(out) as tmp:
         if int8 is not None:
             details = quantize_int8(
@@ -312,21 +333,3 @@ def quantize(
             full_budget,
         )
     return QuantizeOutcome(precision, result.passed, details, result)
-
-
-def _calibration_source(signature, data: QuantizeData):
-    if data.calibration is not None:
-        return load_calibration(signature, data.calibration, data.preprocess)
-    if data.dataset is not None:
-        return dataset_data(signature, data.dataset, "val")
-    return None
-
-
-def _verification_data(signature, data: QuantizeData, calibration, limit: int):
-    if data.data is not None:
-        return load_data(signature, data.data, data.labels)
-    if data.dataset is not None:
-        return dataset_data(signature, data.dataset, "test")
-    if calibration is not None:
-        return as_eval_data(calibration, signature, limit)
-    return generate_data(signature, data.samples)

@@ -253,12 +253,12 @@ def quantize(model: Path, out: Path, precision: str | None, **kw: Any) -> int:
     from deployopt.api import quantize as run_quantize
     from deployopt.data.calibration import Preprocess
     from deployopt.errors import UsageError
-    from deployopt.measure.verify import Budget
+    from deployopt.measure.budgets import BudgetOverrides
 
     if precision is None:
         raise UsageError("choose --int8 or --fp16")
     as_json = kw.pop("as_json")
-    budget = Budget(**{k: kw.pop(k) for k in list(Budget.model_fields)})
+    budget = BudgetOverrides(**{k: kw.pop(k) for k in list(BudgetOverrides.model_fields)})
     data = QuantizeData(
         calibration=kw["calibration"],
         preprocess=Preprocess.parse(kw["preprocess"]) if kw["preprocess"] else None,

@@ -211,15 +211,16 @@ def source(arch: str | None, inputs: tuple[str, ...], trust_pickle: bool):
 
 
 def verify_config(kw: dict[str, Any]):
-    from deployopt.measure.verify import Budget, VerifyConfig
+    from deployopt.measure.budgets import BudgetOverrides
+    from deployopt.measure.verify import VerifyConfig
 
-    budget = Budget(**{k: kw.pop(k) for k in list(Budget.model_fields) if k in kw})
+    budget = BudgetOverrides(**{k: kw.pop(k) for k in list(BudgetOverrides.model_fields) if k in kw})
     return VerifyConfig(data=kw.pop("data"), labels=kw.pop("labels"), samples=kw.pop("samples"), budget=budget)
 
 
 def variants_config(kw: dict[str, Any]):
     from deployopt.data.calibration import Preprocess
-    from deployopt.flow.variants import QuantizedVariants
+    from deployopt.flow.build import QuantizedVariants
     from deployopt.stages.int8.quantize import Int8Config
 
     make = tuple(v for v, wanted in (("fp16", kw.pop("make_fp16")), ("int8", kw.pop("make_int8"))) if wanted)

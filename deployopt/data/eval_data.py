@@ -6,6 +6,7 @@ one clear line naming the file, the input and the fix — never an error from de
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,3 +164,14 @@ def dataset_data(signature: Signature, dataset: str, split: str = "test", seed: 
     except InputFileError as exc:
         raise UsageError(f"dataset '{dataset}' does not match the model's inputs: {exc}") from exc
     return EvalData(inputs, labels, f"dataset:{dataset}/{split}", signature)
+
+
+def data_fingerprint(data: EvalData) -> str:
+    """Content hash of the inputs and labels, so cached verification results follow the data."""
+    digest = hashlib.sha256(data.origin.encode())
+    for name in sorted(data.inputs):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(data.inputs[name]).tobytes())
+    if data.labels is not None:
+        digest.update(np.ascontiguousarray(data.labels).tobytes())
+    return digest.hexdigest()

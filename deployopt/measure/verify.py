@@ -9,48 +9,15 @@ can be overridden; a miss names the metric, its value and its limit.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployopt.data.eval_data import EvalData, dataset_data, generate_data, load_data
-from deployopt.errors import UsageError
+from deployopt.data.eval_data import EvalData
+from deployopt.measure.budgets import Budget, BudgetOverrides
 from deployopt.runners import Runner, RunnerSpec, create_runner
-from deployopt.sources.signature import Signature
-
-
-class Budget(BaseModel):
-    """Accuracy budget of one artifact against the reference; ``None`` leaves a metric unchecked."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_abs_error: float | None = Field(None, ge=0)
-    max_rel_error: float | None = Field(None, ge=0, description="max |c-r| / max |r|")
-    min_cosine: float | None = Field(None, ge=-1, le=1)
-    min_top1_agreement: float | None = Field(None, ge=0, le=1)
-    max_accuracy_drop: float | None = Field(None, ge=0, description="percentage points, needs labels")
-    outputs: Literal["auto", "logits", "embedding"] | None = Field(
-        None, description="what 2-D outputs are: logits get top-1 checks; auto treats unit-norm rows as embeddings"
-    )
-
-
-DEFAULT_BUDGETS: dict[str, Budget] = {
-    "fp32": Budget(max_rel_error=1e-3, min_cosine=0.9999, min_top1_agreement=0.99, max_accuracy_drop=0.1),
-    "fp16": Budget(max_rel_error=1e-2, min_cosine=0.999, min_top1_agreement=0.98, max_accuracy_drop=0.5),
-    # int8: no default max_rel_error — on normalised embeddings it flags errors cosine shows are harmless.
-    "int8": Budget(min_cosine=0.99, min_top1_agreement=0.95, max_accuracy_drop=0.5),
-}
-
-
-def budget_for(precision: str, overrides: dict | None = None) -> Budget:
-    """The default budget for ``precision`` with the given (non-None) fields replaced."""
-    base = DEFAULT_BUDGETS.get(precision, DEFAULT_BUDGETS["fp32"])
-    changes = {k: v for k, v in (overrides or {}).items() if v is not None}
-    return base.model_copy(update=changes)
 
 
 @dataclass
@@ -228,26 +195,4 @@ class VerifyConfig(BaseModel):
     samples: int = Field(64, ge=1, description="number of generated samples when no real data is given")
     batch_size: int = Field(32, ge=1)
     seed: int = 0
-    budget: Budget = Budget()
-
-
-def load_eval_data(signature: Signature, config: VerifyConfig, dataset: str | None = None) -> EvalData:
-    """Real data when given (--data, else the model's registered dataset), otherwise seeded generated inputs."""
-    if config.labels is not None and config.data is None and dataset is None:
-        raise UsageError("--labels needs --data: labels only make sense for real validation inputs")
-    if config.data is not None:
-        return load_data(signature, config.data, config.labels)
-    if dataset is not None:
-        return dataset_data(signature, dataset, config.dataset_split, config.seed)
-    return generate_data(signature, config.samples, config.seed)
-
-
-def data_fingerprint(data: EvalData) -> str:
-    """Content hash of the inputs and labels, so cached verification results follow the data."""
-    digest = hashlib.sha256(data.origin.encode())
-    for name in sorted(data.inputs):
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(data.inputs[name]).tobytes())
-    if data.labels is not None:
-        digest.update(np.ascontiguousarray(data.labels).tobytes())
-    return digest.hexdigest()
+    budget: BudgetOverrides = BudgetOverrides()

@@ -120,8 +120,7 @@ def _table(report: BuildReport) -> str:
 def render_html(report: BuildReport) -> str:
     verdict = '<span class="pass">PASS</span>' if report.passed else '<span class="fail">FAIL</span>'
     steps = "".join(
-        f"<li><b>{html.escape(s['stage'])}</b>{' (cached)' if s.get('cached') else ''}: "
-        f"{html.escape(s['summary'])}</li>"
+        f"<li><b>{html.escape(s.stage)}</b>{' (cached)' if s.cached else ''}: {html.escape(s.summary)}</li>"
         for s in report.stages
     )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in report.notes)

@@ -12,8 +12,9 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
+from deployopt.types import ONNX_FP32, StepRecord
+
 REFERENCE = "pytorch"
-ONNX_FP32 = "onnx-fp32"
 
 
 @dataclass
@@ -67,7 +68,7 @@ class BuildReport:
     samples: int
     batch_sizes: list[int]
     threads: int | None
-    stages: list[dict] = field(default_factory=list)  # {"stage", "cached", "seconds", "summary"}
+    stages: list[StepRecord] = field(default_factory=list)
     variants: list[VariantReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -101,7 +102,7 @@ class BuildReport:
             "batch_sizes": self.batch_sizes,
             "threads": self.threads,
             "machine": machine_description(),
-            "stages": self.stages,
+            "stages": [s.to_json() for s in self.stages],
             "variants": [v.to_json() for v in self.variants],
             "notes": self.notes,
         }
@@ -109,8 +110,12 @@ class BuildReport:
     @classmethod
     def from_json(cls, data: dict) -> BuildReport:
         """Rebuild a report from its report.json (to gate or re-render a finished build)."""
-        fields = ("model", "run_dir", "source", "data", "samples", "batch_sizes", "threads", "stages", "notes")
-        return cls(**{k: data[k] for k in fields}, variants=[VariantReport.from_json(v) for v in data["variants"]])
+        fields = ("model", "run_dir", "source", "data", "samples", "batch_sizes", "threads", "notes")
+        return cls(
+            **{k: data[k] for k in fields},
+            stages=[StepRecord.from_json(s) for s in data["stages"]],
+            variants=[VariantReport.from_json(v) for v in data["variants"]],
+        )
 
 
 def machine_description() -> dict[str, Any]:
@@ -176,30 +181,14 @@ def render_markdown(report: BuildReport) -> str:
         "## Steps",
         "",
     ]
-    for stage in report.stages:
-        state = "reused from cache" if stage.get("cached") else f"{stage['seconds']:.1f} s"
-        lines.append(f"- **{stage['stage']}** ({state}): {stage['summary']}")
+    for step in report.stages:
+        state = "reused from cache" if step.cached else f"{step.seconds:.1f} s"
+        lines.append(f"- **{step.stage}** ({state}): {step.summary}")
     if report.failures:
         lines += ["", "## Budget failures", ""] + [f"- {f}" for f in report.failures]
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     return "\n".join(lines) + "\n"
-
-
-def graph_summary(details: dict) -> str:
-    before, after = details["ops_before"], details["ops_after"]
-    changed = [
-        f"{op} {before.get(op, 0)}→{after.get(op, 0)}"
-        for op in sorted(set(before) | set(after))
-        if before.get(op, 0) != after.get(op, 0)
-    ]
-    passes = ", ".join(details["passes"]) or "none"
-    notes = "".join(f"; {note}" for note in details.get("notes", []))
-    return (
-        f"passes kept: {passes}; nodes {details['nodes_before']} → {details['nodes_after']}"
-        f" ({', '.join(changed) if changed else 'no op-type count changed'}); "
-        f"size {details['size_before']:,} → {details['size_after']:,} bytes{notes}"
-    )
 
 
 def verify_summary(result: dict, verdict: str) -> str:

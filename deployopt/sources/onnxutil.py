@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from deployopt.errors import InputFileError
 from deployopt.sources.signature import Signature, TensorSpec
 
 # Op types that show a graph computes in int8 (QDQ format, QOperator format, or integer ops).
@@ -109,4 +110,23 @@ def drop_initializer_value_info(model: Any) -> Any:
     kept = [vi for vi in model.graph.value_info if vi.name not in initializers]
     del model.graph.value_info[:]
     model.graph.value_info.extend(kept)
+    return model
+
+
+def load_model(path: Path) -> Any:
+    import onnx
+
+    try:
+        return onnx.load_model(str(path))
+    except Exception as exc:
+        raise InputFileError(f"{path}: cannot be loaded as ONNX ({exc}); re-export it") from exc
+
+
+def name_nodes(model: Any) -> Any:
+    """Give every node a unique name (exclusion and sensitivity analysis address nodes by name)."""
+    seen: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}"
+        seen.add(node.name)
     return model

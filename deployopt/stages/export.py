@@ -19,10 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data.eval_data import generate_data
 from deployopt.errors import StageError, UsageError
+from deployopt.fsutil import sha256_json
 from deployopt.quiet import capture_output
 from deployopt.sources.detect import ModelSource, SourceKind
 from deployopt.sources.loading import load_torch_model
 from deployopt.sources.signature import Signature
+from deployopt.stages.base import Artifact, BuildContext
+from deployopt.types import StepRecord
 
 DEFAULT_OPSET = 18  # accepted by ONNX Runtime ≥ 1.14 and TensorRT ≥ 10.0
 MAX_SINGLE_FILE_BYTES = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GB limit, with headroom for the graph
@@ -255,3 +258,41 @@ def _failure_message(source: ModelSource, errors: dict[str, BaseException]) -> s
             "replace that operation in the model or register a custom ONNX translation"
         )
     return f"{source.path}: ONNX export failed ({reasons}); rerun with --verbose for the exporter's log"
+
+
+class ExportStep:
+    """``build``'s export step: PyTorch → ``model.onnx``; an ONNX source is taken as it is."""
+
+    name = "export"
+
+    def run(self, ctx: BuildContext) -> None:
+        source = ctx.export_source
+        if source.kind is SourceKind.ONNX:
+            ctx.exported = Artifact(source.path, source.sha256)
+            reason = "the source is already ONNX (it is also the reference)"
+            ctx.steps.append(StepRecord.skipped(self.name, reason))
+            return
+        ctx.progress("export: PyTorch → ONNX")
+        config = ctx.config.export
+
+        def work(out: dict[str, Path]) -> dict:
+            result = export_onnx(source, ctx.signature, out["model"], config)
+            out["log"].write_text(result.log, encoding="utf-8")
+            return result.to_json()
+
+        inputs = {
+            "source": source.sha256,
+            "signature": sha256_json(ctx.signature.to_json()),
+            "source_options": sha256_json(source.options.to_json()),
+        }
+        outputs = {"model": "model.onnx", "log": "logs/export.log"}
+        outcome = ctx.run.run_stage(self.name, config, inputs, outputs, work)
+        ctx.exported = Artifact(outcome.output("model"), outcome.record["outputs"]["model"]["sha256"])
+        ctx.record(self.name, outcome, export_summary(outcome.record["details"]))
+
+
+def export_summary(details: dict) -> str:
+    summary = f"{details['exporter']} exporter, opset {details['opset']}, outputs {details['output_names']}"
+    if details.get("fallback_reason"):
+        summary += f"; fell back because the {details['fallback_reason']}"
+    return summary + "; exporter log in logs/export.log"

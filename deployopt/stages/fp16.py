@@ -21,7 +21,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.errors import BackendUnavailableError, StageError
-from deployopt.stages.int8.quantize import load_model, name_nodes
+from deployopt.sources.onnxutil import load_model, name_nodes
+from deployopt.stages.base import BuildContext
+from deployopt.types import ONNX_FP32
 
 MAX_FALLBACKS = 50
 _NODE_IN_ERROR = re.compile(r"node(?: with name)?\s*[:=]?\s*'?\"?([A-Za-z0-9_./:\-]+)")
@@ -155,3 +157,32 @@ def _count_precision(model: Any) -> tuple[int, int]:
     types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.value_info, *model.graph.output]}
     fp16 = sum(1 for node in model.graph.node if node.output and types.get(node.output[0]) == TensorProto.FLOAT16)
     return fp16, len(model.graph.node) - fp16
+
+
+class Fp16Step:
+    """``build``'s fp16 variant: ``model-fp16.onnx`` from the optimised fp32 graph."""
+
+    name = "fp16"
+    variant = "onnx-fp16"
+
+    def run(self, ctx: BuildContext) -> None:
+        ctx.progress("fp16: converting")
+        config, fp32 = ctx.config.quantize.fp16, ctx.artifacts[ONNX_FP32]
+        outcome = ctx.run.run_stage(
+            self.name,
+            config,
+            {"model": fp32.sha256},
+            {"model": "model-fp16.onnx"},
+            lambda out: convert_fp16(fp32.path, out["model"], config).to_json(),
+        )
+        ctx.add_artifact(self.variant, outcome)
+        ctx.record(self.name, outcome, fp16_summary(outcome.record["details"]))
+
+
+def fp16_summary(d: dict) -> str:
+    kept = d["fallback_nodes"]
+    return (
+        f"float16 weights and activations with float32 inputs/outputs; {d['fp16_nodes']} fp16 nodes, "
+        f"{d['fp32_nodes']} fp32 nodes (converter block list)"
+        + (f"; kept in fp32 because ONNX Runtime refused them: {', '.join(kept)}" if kept else "")
+    )

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.errors import InputFileError, StageError
 from deployopt.sources.onnxutil import op_counts
+from deployopt.stages.base import BuildContext
+from deployopt.types import ONNX_FP32
 
 
 class GraphConfig(BaseModel):
@@ -119,3 +121,38 @@ def _ort_basic(model: Any, in_path: Path) -> tuple[Any | None, str | None]:
     if any(node.domain not in ("", "ai.onnx") for node in optimized.graph.node):
         return None, "its result uses ONNX Runtime-only operators"
     return optimized, None
+
+
+class GraphStep:
+    """``build``'s graph step: the raw ONNX graph → ``model-fp32.onnx``, the ``onnx-fp32`` artifact."""
+
+    name = "graph"
+
+    def run(self, ctx: BuildContext) -> None:
+        ctx.progress("graph: optimising the ONNX graph")
+        config, exported = ctx.config.graph, ctx.exported
+        outcome = ctx.run.run_stage(
+            self.name,
+            config,
+            {"model": exported.sha256},
+            {"model": "model-fp32.onnx"},
+            lambda out: optimize_graph(exported.path, out["model"], config).to_json(),
+        )
+        ctx.add_artifact(ONNX_FP32, outcome)
+        ctx.record(self.name, outcome, graph_summary(outcome.record["details"]))
+
+
+def graph_summary(details: dict) -> str:
+    before, after = details["ops_before"], details["ops_after"]
+    changed = [
+        f"{op} {before.get(op, 0)}→{after.get(op, 0)}"
+        for op in sorted(set(before) | set(after))
+        if before.get(op, 0) != after.get(op, 0)
+    ]
+    passes = ", ".join(details["passes"]) or "none"
+    notes = "".join(f"; {note}" for note in details.get("notes", []))
+    return (
+        f"passes kept: {passes}; nodes {details['nodes_before']} → {details['nodes_after']}"
+        f" ({', '.join(changed) if changed else 'no op-type count changed'}); "
+        f"size {details['size_before']:,} → {details['size_after']:,} bytes{notes}"
+    )

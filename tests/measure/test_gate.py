@@ -62,7 +62,7 @@ def test_a_variant_that_disappeared_fails_and_a_new_one_passes():
 @pytest.fixture(scope="module")
 def baseline_build(digits_checkpoint, tmp_path_factory):
     from deployopt.api import BenchConfig, BuildConfig, build
-    from deployopt.flow.variants import QuantizedVariants
+    from deployopt.flow.build import QuantizedVariants
 
     out = tmp_path_factory.mktemp("gate") / "baseline"
     config = BuildConfig(out=out, quantize=QuantizedVariants(make=()), bench=BenchConfig(batch_sizes=(32,), repeats=2))

@@ -6,13 +6,14 @@ import pytest
 from onnx import numpy_helper
 
 from deployopt.data.eval_data import dataset_data
-from deployopt.measure.verify import Budget, budget_for, compare_outputs, verify
+from deployopt.measure.budgets import Budget, BudgetOverrides, resolve_budget
+from deployopt.measure.verify import compare_outputs, verify
 from deployopt.runners import RunnerSpec
 
 
 def test_identical_outputs_have_zero_error():
     ref = np.random.default_rng(0).standard_normal((8, 10)).astype(np.float32)
-    metrics, failures, _, _ = compare_outputs([ref], [ref.copy()], ["logits"], None, budget_for("fp32"))
+    metrics, failures, _, _ = compare_outputs([ref], [ref.copy()], ["logits"], None, resolve_budget("fp32"))
     assert failures == []
     m = metrics[0]
     assert m.max_abs_error == 0 and m.max_rel_error == 0 and m.cosine == pytest.approx(1.0)
@@ -62,9 +63,9 @@ def test_shape_mismatch_and_nan_fail():
 
 
 def test_defaults_loosen_with_precision_and_overrides_apply():
-    assert budget_for("fp32").max_rel_error < budget_for("fp16").max_rel_error
-    assert budget_for("fp32").min_cosine > budget_for("fp16").min_cosine > budget_for("int8").min_cosine
-    assert budget_for("int8", {"min_cosine": 0.5, "max_abs_error": None}).min_cosine == 0.5
+    assert resolve_budget("fp32").max_rel_error < resolve_budget("fp16").max_rel_error
+    assert resolve_budget("fp32").min_cosine > resolve_budget("fp16").min_cosine > resolve_budget("int8").min_cosine
+    assert resolve_budget("int8", BudgetOverrides(min_cosine=0.5, max_abs_error=None)).min_cosine == 0.5
 
 
 def test_digits_onnx_verifies_against_pytorch_on_real_data(digits_checkpoint, digits_onnx, digits_signature):
@@ -73,7 +74,7 @@ def test_digits_onnx_verifies_against_pytorch_on_real_data(digits_checkpoint, di
         RunnerSpec("torch", str(digits_checkpoint)),
         RunnerSpec("onnxruntime", str(digits_onnx)),
         data,
-        budget_for("fp32"),
+        resolve_budget("fp32"),
     )
     assert result.passed, result.failures
     assert result.samples == 360
@@ -91,7 +92,10 @@ def test_damaged_weights_fail_verification(digits_checkpoint, digits_onnx, digit
     onnx.save(model, str(damaged))
     data = dataset_data(digits_signature, "digits", "test")
     result = verify(
-        RunnerSpec("torch", str(digits_checkpoint)), RunnerSpec("onnxruntime", str(damaged)), data, budget_for("fp32")
+        RunnerSpec("torch", str(digits_checkpoint)),
+        RunnerSpec("onnxruntime", str(damaged)),
+        data,
+        resolve_budget("fp32"),
     )
     assert not result.passed
     assert any("max_rel_error" in f for f in result.failures)

@@ -22,7 +22,7 @@ def test_pareto_front_keeps_only_undominated_points():
 @pytest.fixture(scope="module")
 def built_report(digits_checkpoint, tmp_path_factory):
     from deployopt.api import BenchConfig, BuildConfig, build
-    from deployopt.flow.variants import QuantizedVariants
+    from deployopt.flow.build import QuantizedVariants
 
     out = tmp_path_factory.mktemp("html") / "run"
     config = BuildConfig(out=out, quantize=QuantizedVariants(make=("fp16",)), bench=BenchConfig(batch_sizes=(1, 32)))

@@ -11,7 +11,6 @@ import pytest
 
 from deployopt.platform.gpu import GpuInfo
 from deployopt.rundir import RunDirectory
-from deployopt.sources.signature import Signature
 from deployopt.stages.engine.build import EngineConfig
 from tests.fakes.fake_tensorrt import make_fake_tensorrt
 
@@ -23,7 +22,7 @@ H200 = GpuInfo(0, "NVIDIA H200", "9.0", 139.8)
 def fake_gpu(monkeypatch):
     """Pretend this GPU is present (in both modules that ask), with a fake TensorRT 10 installed."""
     current = {"gpu": H100}
-    for module in ("deployopt.stages.engine.build", "deployopt.stages.engine.variants"):
+    for module in ("deployopt.stages.engine.build", "deployopt.stages.engine"):
         monkeypatch.setattr(f"{module}.require_cuda_gpu", lambda device="cuda": current["gpu"])
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_tensorrt("10.13.0.35"))
     return current
@@ -38,46 +37,57 @@ def test_build_for_tensorrt_without_tensorrt_stops_before_any_work(run_cli, digi
     assert not out.exists()
 
 
-def test_engine_stage_is_cached_per_graph_options_and_gpu(fake_gpu, digits_fp32, tmp_path):
+def _context(run, fp32, config=None, engine=EngineConfig()):
+    """A build context whose fp32 step is done: ``fp32`` is the onnx-fp32 (and onnx-fp16) artifact."""
+    from deployopt.data.plan import DataPlan
+    from deployopt.flow.build import BuildConfig
     from deployopt.fsutil import sha256_file
-    from deployopt.stages.engine.variants import make_engine
+    from deployopt.sources.detect import inspect_source
+    from deployopt.stages.base import Artifact, BuildContext
 
-    signature = Signature.parse(["input:batch,1,8,8"])
-    source_hash = sha256_file(digits_fp32)
+    config = config or BuildConfig()
+    source = inspect_source(fp32)
+    data = DataPlan(source.signature, config.data_sources("digits"))
+    ctx = BuildContext(run, source, source.signature, config, data, lambda message: None, engine=engine)
+    for name in ("onnx-fp32", "onnx-fp16"):
+        ctx.artifacts[name] = Artifact(fp32, sha256_file(fp32))
+    return ctx
+
+
+def test_engine_stage_is_cached_per_graph_options_and_gpu(fake_gpu, digits_fp32, tmp_path):
+    from deployopt.stages.engine import EngineStep
+
+    def build_engine(run, engine):
+        ctx = _context(run, digits_fp32, engine=engine)
+        EngineStep("trt-fp16", "onnx-fp16").run(ctx)
+        return ctx
+
     with RunDirectory(tmp_path / "run") as run:
-        first = make_engine(run, "trt-fp16", digits_fp32, source_hash, signature, EngineConfig())
-        assert first.path.name == "model-fp16.plan" and not first.stage["cached"]
+        first = build_engine(run, EngineConfig())
+        assert first.artifacts["trt-fp16"].path.name == "model-fp16.plan" and not first.steps[0].cached
         sidecar = json.loads((tmp_path / "run" / "model-fp16.plan.json").read_text())
         assert sidecar["gpu"]["name"] == H100.name and sidecar["profiles"]["input"][2] == [32, 1, 8, 8]
-        assert "TensorRT 10.13.0.35 on NVIDIA H100" in first.stage["summary"]
-        assert make_engine(run, "trt-fp16", digits_fp32, source_hash, signature, EngineConfig()).stage["cached"]
-        assert not make_engine(run, "trt-fp16", digits_fp32, source_hash, signature, EngineConfig(max_batch=8)).stage[
-            "cached"
-        ]
+        assert "TensorRT 10.13.0.35 on NVIDIA H100" in first.steps[0].summary
+        assert build_engine(run, EngineConfig()).steps[0].cached
+        assert not build_engine(run, EngineConfig(max_batch=8)).steps[0].cached
         fake_gpu["gpu"] = H200
-        assert not make_engine(run, "trt-fp16", digits_fp32, source_hash, signature, EngineConfig(max_batch=8)).stage[
-            "cached"
-        ]
+        assert not build_engine(run, EngineConfig(max_batch=8)).steps[0].cached
 
 
-def test_tensorrt_variants_make_a_symmetric_qdq_graph_and_an_engine_per_precision(fake_gpu, digits_fp32, tmp_path):
+def test_tensorrt_steps_make_a_symmetric_qdq_graph_and_an_engine_per_precision(fake_gpu, digits_fp32, tmp_path):
     import onnx
 
-    from deployopt.data.eval_data import dataset_data
-    from deployopt.flow.variants import QuantizedVariants
-    from deployopt.fsutil import sha256_file
+    from deployopt.flow.build import BuildConfig
     from deployopt.measure.bench import BenchConfig
-    from deployopt.measure.verify import Budget
-    from deployopt.stages.engine.variants import tensorrt_variants
+    from deployopt.stages.engine import tensorrt_steps
 
-    signature = Signature.parse(["input:batch,1,8,8"])
+    config = BuildConfig(bench=BenchConfig(batch_sizes=(1,)))
     with RunDirectory(tmp_path / "run") as run:
-        made = tensorrt_variants(
-            run, digits_fp32, sha256_file(digits_fp32), digits_fp32, signature, QuantizedVariants(), "digits",
-            dataset_data(signature, "digits", "test"), Budget(), BenchConfig(batch_sizes=(1,)), EngineConfig(),
-            lambda message: None,
-        )  # fmt: skip
-    assert [name for name, _ in made] == ["onnx-int8-tensorrt", "trt-fp16", "trt-int8"]
+        ctx = _context(run, digits_fp32, config)
+        for step in tensorrt_steps(make_int8=True):
+            step.run(ctx)
+    made = [(name, ctx.artifacts[name]) for name in ("onnx-int8-tensorrt", "trt-fp16", "trt-int8")]
+    assert [s.stage for s in ctx.steps] == ["int8-tensorrt", "engine trt-fp16", "engine trt-int8"]
     qdq = onnx.load_model(str(made[0][1].path))
     zero_points = [
         onnx.numpy_helper.to_array(init)

@@ -8,7 +8,7 @@ import pytest
 
 from deployopt.api import Fp16Config, Int8Config, QuantizeData, quantize
 from deployopt.errors import InputFileError, UsageError
-from deployopt.measure.verify import Budget
+from deployopt.measure.budgets import Budget
 from deployopt.stages.int8.quantize import x86_without_vnni
 
 DIGITS = QuantizeData(dataset="digits")
@@ -217,7 +217,8 @@ def test_quantize_cli_exit_codes(digits_fp32, digits_checkpoint, tmp_path, run_c
 
 
 def test_weight_bits_can_be_forced(digits_fp32):
-    from deployopt.stages.int8.quantize import candidates_for, load_model
+    from deployopt.sources.onnxutil import load_model
+    from deployopt.stages.int8.quantize import candidates_for
 
     model = load_model(digits_fp32)
     assert all(c.reduce_range for c in candidates_for(model, Int8Config(weight_bits="7"), "static"))

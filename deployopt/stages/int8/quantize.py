@@ -85,25 +85,6 @@ def x86_without_vnni() -> bool:
     return not any(flag in flags for flag in (" avx512_vnni", " avx_vnni", " amx_int8"))
 
 
-def load_model(path: Path) -> Any:
-    import onnx
-
-    try:
-        return onnx.load_model(str(path))
-    except Exception as exc:
-        raise InputFileError(f"{path}: cannot be loaded as ONNX ({exc}); re-export it") from exc
-
-
-def name_nodes(model: Any) -> Any:
-    """Give every node a unique name (exclusion and sensitivity analysis address nodes by name)."""
-    seen: set[str] = set()
-    for index, node in enumerate(model.graph.node):
-        if not node.name or node.name in seen:
-            node.name = f"{node.op_type}_{index}"
-        seen.add(node.name)
-    return model
-
-
 def is_transformer_like(model: Any) -> bool:
     ops = {node.op_type for node in model.graph.node}
     return "Conv" not in ops and "MatMul" in ops and bool(ops & {"Softmax", "LayerNormalization", "Attention"})

@@ -24,9 +24,10 @@ from deployopt.data.calibration import BatchSource
 from deployopt.data.eval_data import EvalData
 from deployopt.errors import InputFileError, StageError, UsageError
 from deployopt.measure.bench import BenchConfig, BenchVariant, bench
-from deployopt.measure.verify import Budget, collect_outputs, verify
+from deployopt.measure.budgets import Budget
+from deployopt.measure.verify import collect_outputs, verify
 from deployopt.runners import RunnerSpec, create_runner
-from deployopt.sources.onnxutil import drop_initializer_value_info
+from deployopt.sources.onnxutil import drop_initializer_value_info, load_model, name_nodes
 from deployopt.stages.int8.quantize import (
     COMPUTE_OPS,
     Candidate,
@@ -34,8 +35,6 @@ from deployopt.stages.int8.quantize import (
     candidates_for,
     gemm_as_matmul,
     int8_op_counts,
-    load_model,
-    name_nodes,
     quantizable_nodes,
     quantize_candidate,
     resolve_excludes,

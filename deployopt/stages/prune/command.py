@@ -17,16 +17,13 @@ from typing import Any
 
 from deployopt.data.eval_data import EvalData, dataset_data, generate_data, load_data
 from deployopt.errors import InputFileError, UsageError
-from deployopt.fsutil import atomic_path, sha256_json
+from deployopt.fsutil import atomic_path
 from deployopt.measure.bench import BenchConfig, BenchVariant, bench
-from deployopt.measure.verify import Budget
-from deployopt.rundir import RunDirectory
 from deployopt.runners import RunnerSpec
-from deployopt.sources.detect import METADATA_FILE, ModelSource, SourceKind, inspect_source
+from deployopt.sources.detect import METADATA_FILE, ModelSource, SourceKind
 from deployopt.sources.loading import load_torch_model
 from deployopt.sources.signature import Signature
-from deployopt.stages.engine.build import EngineConfig
-from deployopt.stages.prune.methods import PruneConfig, PruneResult, check_2to4, prune_module
+from deployopt.stages.prune.methods import PruneConfig, PruneResult, prune_module
 from deployopt.training.log import TrainLog
 from deployopt.training.loop import TrainRecipe, evaluate, train_classifier
 
@@ -154,58 +151,3 @@ def prune(
         ]
         outcome.latency = [m.to_json() for m in bench(variants, signature, bench_config)]
     return outcome
-
-
-def pruned_budget(budget: Budget, config: PruneConfig) -> Budget:
-    """Pruning changes the function on purpose: a pruned model's artifacts are judged against the unpruned
-    original by task accuracy (the prune budget plus the precision's own allowance) and, where there are no
-    labels, by top-1 agreement — not by element-wise closeness."""
-    return budget.model_copy(
-        update={
-            "max_abs_error": None,
-            "max_rel_error": None,
-            "min_cosine": None,
-            "min_top1_agreement": min(budget.min_top1_agreement or 1.0, 0.9),
-            "max_accuracy_drop": config.max_accuracy_drop + (budget.max_accuracy_drop or 0.0),
-        }
-    )
-
-
-def prune_stage(run: RunDirectory, source: ModelSource, config: PruneConfig) -> tuple[ModelSource, dict]:
-    """The prune step of ``build``: cached in the run directory like every stage; returns the pruned source."""
-    outcome = run.run_stage(
-        "prune",
-        config,
-        {"source": source.sha256, "source_options": sha256_json(source.options.to_json())},
-        {"model": "model-pruned.pt"},
-        lambda out: prune(source, out["model"], config, bench_config=None).to_json(),
-    )
-    d, r = outcome.record["details"], outcome.record["details"]["result"]
-    changed = [f"{x['name']} {x['before']}→{x['after']}" for x in r["layers"] if x["before"] != x["after"]]
-    summary = (
-        f"{r['method']} {r['amount']:g}: parameters {r['params_before']:,} → {r['params_after']:,}, "
-        f"MACs {r['macs_before']:,} → {r['macs_after']:,}, {r['sparsity'] * 100:.1f} % zeros; "
-        f"layers {', '.join(changed) or 'unchanged'}"
-    )
-    if d["accuracy_before"] is not None:
-        summary += f"; test accuracy {d['accuracy_before']:.2f}% → {d['accuracy_after']:.2f}%"
-    if d["finetune"]:
-        summary += f" after {d['finetune']['epochs']} fine-tune epochs" + (" (distilled)" if config.distill else "")
-    entry = {"stage": "prune", "cached": outcome.cached, "seconds": outcome.record["seconds"], "summary": summary}
-    return inspect_source(outcome.output("model")), entry
-
-
-def check_sparsity(
-    run: RunDirectory, fp32: Path, config: PruneConfig | None, engine: EngineConfig, stages: list[dict]
-) -> EngineConfig:
-    """After 2:4 pruning: confirm the pattern survived export, record it in the manifest and the report's
-    steps, and return the engine options with sparse kernels enabled when it did."""
-    if config is None or config.method != "2:4":
-        return engine
-    check = check_2to4(fp32)
-    run.manifest["metrics"]["sparsity_2to4"] = check.to_json()
-    run.save()
-    verdict = "all follow 2:4" if check.passed else f"NOT 2:4: {', '.join(check.offending)}"
-    summary = f"{len(check.tensors)} eligible weight tensors in {fp32.name}: {verdict}"
-    stages.append({"stage": "2:4 check", "cached": False, "seconds": 0.0, "summary": summary})
-    return engine.model_copy(update={"sparse_weights": check.passed})

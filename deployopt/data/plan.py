@@ -1,0 +1,88 @@
+"""The one place that decides where calibration and verification data come from.
+
+Precedence (the same for ``build``, ``quantize`` and ``verify``):
+
+* **calibration** (static int8): ``--calibration`` (.npz/.npy or an image folder), else the ``val`` split of
+  the model's dataset (registered, or the user's .npz / image folder the checkpoint was trained on), else
+  none — static int8 is then skipped and the report says why.
+* **verification**: ``--data`` (with ``--labels``), else the ``test`` split of the model's dataset, else the
+  calibration data (int8 must be judged on the inputs it will see: generated noise lies outside every
+  calibrated range), else seeded generated inputs (``--samples`` of them).
+
+Each source is opened once per plan, however many stages ask for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from deployopt.data.calibration import BatchSource, Preprocess, as_eval_data, load_calibration
+from deployopt.data.eval_data import EvalData, dataset_data, generate_data, load_data
+from deployopt.errors import UsageError
+from deployopt.sources.signature import Signature
+
+
+@dataclass(frozen=True)
+class DataSources:
+    """What the user named (all optional) and how many samples each use takes."""
+
+    data: Path | None = None
+    labels: Path | None = None
+    calibration: Path | None = None
+    preprocess: Preprocess | None = None
+    dataset: str | None = None  # registered name or a user dataset path; from the checkpoint when not given
+    samples: int = 64  # generated verification samples
+    calibration_samples: int = 128
+    split: str = "test"
+    seed: int = 0
+
+
+@dataclass
+class DataPlan:
+    """Resolves :class:`DataSources` for one model signature, loading each source at most once."""
+
+    signature: Signature
+    sources: DataSources = field(default_factory=DataSources)
+
+    def __post_init__(self) -> None:
+        s = self.sources
+        if s.labels is not None and s.data is None and s.dataset is None:
+            raise UsageError("--labels needs --data: labels only make sense for real validation inputs")
+
+    @cached_property
+    def _calibration_source(self) -> BatchSource | None:
+        s = self.sources
+        if s.calibration is not None:
+            return load_calibration(self.signature, s.calibration, s.preprocess)
+        if s.dataset is not None:
+            return dataset_data(self.signature, s.dataset, "val")
+        return None
+
+    @cached_property
+    def calibration(self) -> EvalData | None:
+        """At most ``calibration_samples`` calibration samples, or None when there is no calibration source."""
+        source = self._calibration_source
+        if source is None:
+            return None
+        if self._verifies_on_calibration:  # already decoded once for verification: take its first samples
+            source = self.verification
+        return as_eval_data(source, self.signature, self.sources.calibration_samples)
+
+    @property
+    def _verifies_on_calibration(self) -> bool:
+        s = self.sources
+        return s.data is None and s.dataset is None and s.calibration is not None
+
+    @cached_property
+    def verification(self) -> EvalData:
+        s = self.sources
+        if s.data is not None:
+            return load_data(self.signature, s.data, s.labels)
+        if s.dataset is not None:
+            return dataset_data(self.signature, s.dataset, s.split, s.seed)
+        if self._verifies_on_calibration:
+            limit = max(s.samples, s.calibration_samples)
+            return as_eval_data(self._calibration_source, self.signature, limit)
+        return generate_data(self.signature, s.samples, s.seed)

@@ -1,0 +1,79 @@
+"""Accuracy budgets: what a user overrides, what each precision allows by default, and the one place that
+combines them (:func:`resolve_budget`).
+
+:class:`BudgetOverrides` is what the CLI options and pipeline files hold — every field optional, ``None``
+meaning "keep the default". :class:`Budget` is a resolved budget an artifact is judged by; ``None`` there
+means "not checked".
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployopt.types import Precision
+
+if TYPE_CHECKING:
+    from deployopt.stages.prune.methods import PruneConfig
+
+OutputKind = Literal["auto", "logits", "embedding"]
+
+
+class _BudgetFields(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_abs_error: float | None = Field(None, ge=0, description="Max |candidate − reference| per output.")
+    max_rel_error: float | None = Field(None, ge=0, description="Max |c − r| / max |r| per output.")
+    min_cosine: float | None = Field(None, ge=-1, le=1, description="Mean per-sample cosine similarity.")
+    min_top1_agreement: float | None = Field(
+        None, ge=0, le=1, description="Fraction of samples with the same top-1 class."
+    )
+    max_accuracy_drop: float | None = Field(None, ge=0, description="Task accuracy drop in points (needs labels).")
+    outputs: OutputKind | None = Field(
+        None,
+        description="What 2-D outputs are; top-1 checks apply to logits [default: auto, unit-norm rows = embedding].",
+    )
+
+
+class BudgetOverrides(_BudgetFields):
+    """The user's budget settings: each set field replaces the precision's default."""
+
+
+class Budget(_BudgetFields):
+    """A resolved accuracy budget of one artifact against the reference; ``None`` leaves a metric unchecked."""
+
+
+DEFAULT_BUDGETS: dict[Precision, Budget] = {
+    Precision.FP32: Budget(max_rel_error=1e-3, min_cosine=0.9999, min_top1_agreement=0.99, max_accuracy_drop=0.1),
+    Precision.FP16: Budget(max_rel_error=1e-2, min_cosine=0.999, min_top1_agreement=0.98, max_accuracy_drop=0.5),
+    # int8: no default max_rel_error — on normalised embeddings it flags errors cosine shows are harmless.
+    Precision.INT8: Budget(min_cosine=0.99, min_top1_agreement=0.95, max_accuracy_drop=0.5),
+}
+
+
+def resolve_budget(
+    precision: Precision | str, overrides: BudgetOverrides | None = None, pruned: PruneConfig | None = None
+) -> Budget:
+    """The budget an artifact of ``precision`` is judged by: the precision's default, relaxed for a pruned
+    model (``pruned``), then the user's overrides on top."""
+    budget = DEFAULT_BUDGETS.get(precision, DEFAULT_BUDGETS[Precision.FP32])
+    if pruned is not None:
+        budget = _pruned(budget, pruned)
+    changes = overrides.model_dump(exclude_none=True) if overrides is not None else {}
+    return budget.model_copy(update=changes)
+
+
+def _pruned(budget: Budget, config: PruneConfig) -> Budget:
+    """Pruning changes the function on purpose: a pruned model's artifacts are judged against the unpruned
+    original by task accuracy (the prune budget plus the precision's own allowance) and, where there are no
+    labels, by top-1 agreement — not by element-wise closeness."""
+    return budget.model_copy(
+        update={
+            "max_abs_error": None,
+            "max_rel_error": None,
+            "min_cosine": None,
+            "min_top1_agreement": min(budget.min_top1_agreement or 1.0, 0.9),
+            "max_accuracy_drop": config.max_accuracy_drop + (budget.max_accuracy_drop or 0.0),
+        }
+    )

@@ -1,0 +1,80 @@
+"""The stage interface: what one step of ``build`` receives, and what it must leave behind.
+
+A build is a loop over a plan of :class:`Step` objects (:func:`deployopt.flow.build.plan`). Every step reads
+what earlier steps produced from the shared :class:`BuildContext`, runs its transform through the run
+directory (so it is cached by content and recorded in the manifest), registers the artifacts it made, and
+appends a :class:`~deployopt.types.StepRecord` that says in one line what it did. A step that cannot run
+here records why (``skip``) instead of failing silently. Adding a stage is one step class and one plan entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from deployopt.rundir import RunDirectory, StageOutcome
+from deployopt.types import StepRecord
+
+if TYPE_CHECKING:
+    from deployopt.data.plan import DataPlan
+    from deployopt.flow.build import BuildConfig
+    from deployopt.sources.detect import ModelSource
+    from deployopt.sources.signature import Signature
+    from deployopt.stages.engine.build import EngineConfig
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file a step produced, by the variant name the report shows."""
+
+    path: Path
+    sha256: str
+
+
+@dataclass
+class BuildContext:
+    """Everything steps share during one build."""
+
+    run: RunDirectory
+    source: ModelSource  # the original: every artifact is verified against it
+    signature: Signature
+    config: BuildConfig
+    data: DataPlan
+    progress: Progress
+    engine: EngineConfig  # a 2:4 check may switch on sparse kernels for the engine steps
+    export_source: ModelSource | None = None  # what the export step exports (the pruned model after a prune step)
+    exported: Artifact | None = None  # the raw ONNX graph (the source itself when it is ONNX)
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    steps: list[StepRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.export_source is None:
+            self.export_source = self.source
+
+    def add_artifact(self, name: str, outcome: StageOutcome, label: str = "model") -> Artifact:
+        artifact = Artifact(outcome.output(label), outcome.record["outputs"][label]["sha256"])
+        self.artifacts[name] = artifact
+        return artifact
+
+    def record(self, stage: str, outcome: StageOutcome, summary: str) -> None:
+        self.steps.append(StepRecord(stage, outcome.cached, outcome.record["seconds"], summary))
+
+    def skip(self, stage: str, reason: str) -> None:
+        """A step that cannot run here: the report's step list and notes say why, and so does the terminal."""
+        self.steps.append(StepRecord.skipped(stage, reason))
+        note = f"{stage} skipped: {reason}"
+        self.notes.append(note)
+        self.progress(note)
+
+
+class Step(Protocol):
+    """One stage of a build. ``name`` is its run-directory stage key and its line in the report."""
+
+    name: str
+
+    def run(self, ctx: BuildContext) -> None: ...
