@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data.calibration import Preprocess
 from deployopt.data.plan import DataPlan, DataSources
@@ -17,9 +20,10 @@ from deployopt.flow.build import BuildConfig, build, reference_spec, require_sig
 from deployopt.flow.demo import run_demo
 from deployopt.fsutil import atomic_path, write_json_atomic
 from deployopt.measure.bench import BenchConfig, BenchVariant, Measurement, bench
-from deployopt.measure.budgets import BudgetOverrides, resolve_budget
+from deployopt.measure.budgets import resolve_budget
 from deployopt.measure.gate import GateResult, RegressionBudget, compare_reports, load_baseline
-from deployopt.measure.verify import VerifyConfig, VerifyResult, verify
+from deployopt.measure.verify import VerifyConfig, VerifyResult
+from deployopt.measure.verify import verify as run_verify
 from deployopt.platform.tensorrt import EngineSidecar, is_engine_file, read_sidecar, sidecar_path
 from deployopt.reports.model import BuildReport
 from deployopt.runners import RunnerSpec, spec_for_model
@@ -54,6 +58,7 @@ __all__ = [
     "check_baseline",
     "engine",
     "export",
+    "inspect_model",
     "optimize",
     "prune",
     "quantize",
@@ -92,15 +97,22 @@ def optimize(model: str | Path, out: str | Path, config: GraphConfig = GraphConf
         return optimize_graph(source.path, tmp, config)
 
 
-@dataclass(frozen=True)
-class RuntimeOptions:
+class RuntimeOptions(BaseModel):
     """Where the models under test run: the ONNX Runtime provider for ONNX files, the device (and, for
     PyTorch files, precision and torch.compile) otherwise. TensorRT engines always run on a CUDA device."""
 
-    provider: str = "cpu"  # a key of deployopt.runners.PROVIDERS
-    device: str = "cpu"
-    precision: str = "fp32"
-    compile: bool = False
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: Literal["cpu", "cuda", "tensorrt"] = Field(
+        "cpu", description="ONNX Runtime execution provider for ONNX models; fails if it is not the active one."
+    )
+    device: str = Field(
+        "cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Device for PyTorch models (engines always run on CUDA)."
+    )
+    torch_precision: Literal["fp32", "fp16"] = Field(
+        "fp32", description="Run PyTorch models in half precision (GPU baselines; needs --device cuda)."
+    )
+    torch_compile: bool = Field(False, description="Wrap PyTorch models in torch.compile.")
 
     def spec(self, path: Path, options: SourceOptions, threads: int | None = None) -> RunnerSpec:
         return spec_for_model(
@@ -109,8 +121,8 @@ class RuntimeOptions:
             threads=threads,
             provider=self.provider,
             device=self.device,
-            precision=self.precision,
-            compile=self.compile,
+            precision=self.torch_precision,
+            compile=self.torch_compile,
         )
 
 
@@ -131,6 +143,22 @@ def _open_model(path: str | Path, options: SourceOptions) -> _Model:
         return _Model(Path(path), Signature.from_json(sidecar.signature), sidecar.source_precision)
     source = inspect_source(Path(path), options)
     return _Model(source.path, source.signature, artifact_facts(source.path)["precision"], source.dataset, source)
+
+
+def inspect_model(model: str | Path, options: SourceOptions = SourceOptions()) -> dict:
+    """What deployopt knows about a model file without running it: kind, signature, precision, size, and for
+    ONNX the op counts, opset, IR version and external data files; for a TensorRT engine its sidecar."""
+    if is_engine_file(model):
+        sidecar = read_sidecar(model)
+        return {"path": str(model), "kind": "tensorrt-engine", "size_bytes": Path(model).stat().st_size} | {
+            "sidecar": sidecar.model_dump(mode="json")
+        }
+    source = inspect_source(Path(model), options)
+    facts = artifact_facts(source.path)
+    described = source.to_json() | {"size_bytes": facts["size_bytes"], "precision": str(facts["precision"])}
+    if source.kind is SourceKind.ONNX:
+        described |= {k: v for k, v in facts.items() if k not in ("precision", "size_bytes")}
+    return described
 
 
 def verify_models(
@@ -157,7 +185,7 @@ def verify_models(
         raise InputFileError(
             f"{reference}: no input signature is saved with this model; pass --input NAME:SHAPE[:DTYPE]"
         )
-    precision = Precision.FP16 if runtime.precision == "fp16" and cand.source is not None else cand.precision
+    precision = Precision.FP16 if runtime.torch_precision == "fp16" and cand.source is not None else cand.precision
     budget = resolve_budget(precision, config.budget)
     sources = DataSources(
         data=config.data,
@@ -168,7 +196,7 @@ def verify_models(
         seed=config.seed,
     )
     data = DataPlan(signature, sources).verification
-    return verify(reference_spec(ref.source), runtime.spec(cand.path, options), data, budget, config.batch_size)
+    return run_verify(reference_spec(ref.source), runtime.spec(cand.path, options), data, budget, config.batch_size)
 
 
 def bench_models(
@@ -251,26 +279,28 @@ def prune(
     return run_prune(source, Path(out), config, bench_config, progress)
 
 
-@dataclass(frozen=True)
-class QuantizeData:
-    """Where calibration and verification data for ``quantize`` come from (all optional)."""
+class QuantizeData(BaseModel):
+    """Where ``quantize`` calibrates (verification data is :class:`VerifyConfig`'s; see :mod:`deployopt.data.plan`)."""
 
-    calibration: Path | None = None  # .npz / .npy / folder of images
-    preprocess: Preprocess | None = None  # for image folders
-    dataset: str | None = None  # a registered dataset: calibrate on 'val', verify on 'test'
-    data: Path | None = None  # verification inputs (.npz); default: the calibration data
-    labels: Path | None = None
-    samples: int = 64  # generated verification samples when nothing else is given
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def sources(self, calibration_samples: int) -> DataSources:
+    calibration: Path | None = Field(None, description="Calibration data: .npz/.npy or a folder of images.")
+    preprocess: Preprocess | None = Field(None, description="For image folders, e.g. resize=256,crop=224.")
+    dataset: str | None = Field(
+        None, description="Registered dataset or a user dataset: calibrate on its 'val' split, verify on 'test'."
+    )
+
+    def sources(self, verify: VerifyConfig, calibration_samples: int) -> DataSources:
         return DataSources(
-            data=self.data,
-            labels=self.labels,
+            data=verify.data,
+            labels=verify.labels,
             calibration=self.calibration,
             preprocess=self.preprocess,
             dataset=self.dataset,
-            samples=self.samples,
+            samples=verify.samples,
             calibration_samples=calibration_samples,
+            split=verify.dataset_split,
+            seed=verify.seed,
         )
 
 
@@ -280,6 +310,14 @@ class QuantizeOutcome:
     passed: bool
     details: dict  # Int8Result / Fp16Result as JSON
     verify: VerifyResult
+
+    def to_json(self) -> dict:
+        return {
+            "precision": self.precision,
+            "passed": self.passed,
+            "details": self.details,
+            "verify": self.verify.to_json(),
+        }
 
 
 def train(
@@ -297,7 +335,7 @@ def quantize(
     int8: Int8Config | None = None,
     fp16: Fp16Config | None = None,
     data: QuantizeData = QuantizeData(),
-    budget: BudgetOverrides = BudgetOverrides(),
+    verify: VerifyConfig = VerifyConfig(),
     threads: int | None = None,
     progress=lambda message: None,
 ) -> QuantizeOutcome:
@@ -315,10 +353,10 @@ def quantize(
         )
     _refuse_overwrite_of_input(source.path, Path(out))
     signature = require_signature(source)
-    plan = DataPlan(signature, data.sources(int8.samples if int8 else data.samples))
+    plan = DataPlan(signature, data.sources(verify, int8.samples if int8 else verify.samples))
     calibration, verify_data = (plan.calibration if int8 else None), plan.verification
     precision = Precision.INT8 if int8 else Precision.FP16
-    full_budget = resolve_budget(precision, budget)
+    full_budget = resolve_budget(precision, verify.budget)
     with atomic_path(out) as tmp:
         if int8 is not None:
             details = quantize_int8(
@@ -326,7 +364,7 @@ def quantize(
             ).to_json()
         else:
             details = convert_fp16(source.path, tmp, fp16).to_json()
-        result = verify(
+        result = run_verify(
             RunnerSpec("onnxruntime", str(source.path), threads=threads),
             RunnerSpec("onnxruntime", str(tmp), threads=threads),
             verify_data,

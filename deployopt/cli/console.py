@@ -6,16 +6,34 @@ Results go to stdout, verdicts and failures to stderr, so ``--json`` output and 
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from pathlib import Path
 
 import click
 
 from deployopt.errors import EXIT_BUDGET, EXIT_OK
 
+_log = logging.getLogger("deployopt")
+
+
+def configure_logging(level: int) -> None:
+    """Progress and library messages go through stdlib logging to stderr: INFO shows progress, -q (WARNING)
+    hides it, -v (DEBUG) adds the exporters' and libraries' messages."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("» %(message)s"))
+    _log.handlers[:] = [handler]
+    _log.setLevel(level)
+    _log.propagate = False
+
+
+def verbose() -> bool:
+    return _log.isEnabledFor(logging.DEBUG)
+
 
 def progress(message: str) -> None:
     """Where the CLI reports what it is doing: stderr, so stdout stays the result."""
-    click.echo(f"» {message}", err=True)
+    _log.info(message)
 
 
 def show_build(report, as_json: bool) -> int:
@@ -160,3 +178,24 @@ def show_prune(out: Path, outcome) -> None:
 
 def _drop(before: int, after: int) -> str:
     return f"−{(1 - after / before) * 100:.1f} %" if before else "–"
+
+
+def describe_model(info: dict) -> str:
+    """``deployopt inspect`` as text: one fact a line."""
+    lines = [f"{info['path']}: {info['kind']}, {info['size_bytes']:,} bytes"]
+    if info.get("precision"):
+        lines.append(f"  precision  {info['precision']}")
+    for spec in info.get("signature") or []:
+        shape = ",".join(str(d) for d in spec["shape"])
+        lines.append(f"  input      {spec['name']}:{shape}:{spec['dtype']}")
+    for key in ("arch", "dataset", "opset", "ir_version", "producer", "nodes"):
+        if info.get(key) not in (None, "", {}):
+            lines.append(f"  {key:<10} {info[key]}")
+    if info.get("op_counts"):
+        lines.append("  ops        " + ", ".join(f"{op} {n}" for op, n in info["op_counts"].items()))
+    if "external_data" in info:
+        lines.append(f"  external   {', '.join(info['external_data']) or 'none (weights inside the file)'}")
+    if "sidecar" in info:
+        s = info["sidecar"]
+        lines.append(f"  engine     TensorRT {s['tensorrt_version']} on {s['gpu']['name']}, {s['source_precision']}")
+    return "\n".join(lines)

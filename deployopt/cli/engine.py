@@ -1,7 +1,4 @@
-"""The GPU verbs of the command line: ``engine`` (TensorRT) and ``doctor`` (what runs on this machine).
-
-Kept apart from :mod:`deployopt.cli` only to keep each file small; :mod:`deployopt.cli` registers them.
-"""
+"""The GPU verbs of the command line: ``engine`` (TensorRT) and ``doctor`` (what runs on this machine)."""
 
 from __future__ import annotations
 
@@ -11,44 +8,24 @@ from typing import Any
 
 import click
 
+from deployopt.cli import groups as g
 from deployopt.errors import EXIT_OK
 
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="Engine file [default: MODEL with .plan].")
-@click.option(
-    "--shapes",
-    multiple=True,
-    metavar="NAME:MIN/OPT/MAX",
-    help="Profile for a dynamic input, e.g. input:1x3x224x224/8x3x224x224/32x3x224x224 (repeatable).",
-)
-@click.option("--min-batch", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--opt-batch", type=click.IntRange(min=1), help="Batch the kernels are tuned for [default: min(8, max)].")
-@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--workspace", metavar="SIZE", help="Builder workspace limit, e.g. 4GiB [default: TensorRT's].")
-@click.option("--timing-cache", type=click.Path(path_type=Path), help="Timing cache file to read and update.")
-@click.option("--sparse-weights", is_flag=True, help="Allow 2:4 sparse kernels (for 2:4-pruned weights).")
-@click.option("--version-compatible", is_flag=True, help="Engine runs on later TensorRT releases of the same major.")
-@click.option(
-    "--hardware-compat",
-    type=click.Choice(["none", "ampere-plus", "same-compute-capability"]),
-    default="none",
-    show_default=True,
-)
-@click.option("--opt-level", type=click.IntRange(0, 5), help="Builder optimization level [TensorRT default: 3].")
-@click.option("--device", default="cuda", show_default=True, metavar="cuda[:N]")
-@click.option("--json", "as_json", is_flag=True, help="Print the sidecar as JSON.")
+@g.ENGINE
+@g.json_option("the sidecar")
 def engine(model: Path, out: Path | None, as_json: bool, **kw: Any) -> int:
     """Build a TensorRT engine from an ONNX MODEL and write its sidecar (MODEL.plan.json).
 
     Precision follows the graph: convert with `quantize --fp16`, or `quantize --int8 --target tensorrt`
     for Q/DQ int8. Exits 5 when TensorRT, the CUDA driver or a GPU is missing.
     """
-    from deployopt.api import EngineConfig
     from deployopt.api import engine as build_engine
 
-    config = EngineConfig(shapes=tuple(kw.pop("shapes")), **kw)
+    config = g.ENGINE.build(kw)
     sidecar = build_engine(model, out, config)
     if as_json:
         click.echo(json.dumps(sidecar.model_dump(mode="json"), indent=2))

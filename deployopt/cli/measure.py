@@ -1,7 +1,4 @@
-"""The verbs that measure: ``verify`` (accuracy budgets, and the baseline gate) and ``bench`` (speed, memory).
-
-Kept apart from :mod:`deployopt.cli` only to keep each file small; :mod:`deployopt.cli` registers them.
-"""
+"""The verbs that measure: ``verify`` (accuracy budgets, and the baseline gate) and ``bench`` (speed, memory)."""
 
 from __future__ import annotations
 
@@ -11,18 +8,19 @@ from typing import Any
 
 import click
 
-from deployopt.cli import console, options
+from deployopt.cli import console
+from deployopt.cli import groups as g
 from deployopt.errors import EXIT_BUDGET, EXIT_OK
 
 
 @click.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
-@options.source_options
-@options.data_options
-@options.budget_options
-@options.runtime_options
-@options.gate_options
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@g.SOURCE
+@g.DATA
+@g.BUDGET
+@g.RUNTIME
+@g.gate_files
+@g.json_option("the result")
 def verify(models: tuple[Path, ...], **kw: Any) -> int:
     """Compare CANDIDATE (PyTorch, ONNX or a TensorRT engine) with REFERENCE; exit 1 when outside the budget.
 
@@ -40,15 +38,14 @@ def verify(models: tuple[Path, ...], **kw: Any) -> int:
                 "with --baseline, pass one report.json: deployopt verify NEW/report.json --baseline OLD/report.json"
             )
         return console.finish_build(
-            load_report(models[0]), as_json, baseline, options.gate_config(kw), kw["junit"], kw["summary"]
+            load_report(models[0]), as_json, baseline, g.GATE.build(kw), kw["junit"], kw["summary"]
         )
     if len(models) != 2:
         raise UsageError("pass REFERENCE and CANDIDATE (or one report.json with --baseline)")
     if kw["junit"] or kw["summary"]:
         raise UsageError("--junit / --summary describe builds: use them with build, run or verify --baseline")
-    source = options.source(kw.pop("arch"), kw.pop("inputs"), kw.pop("trust_pickle"))
-    runtime = options.runtime(kw)
-    result = verify_models(models[0], models[1], source, options.verify_config(kw), runtime)
+    config = g.DATA.build(kw, budget=g.BUDGET.build(kw))
+    result = verify_models(models[0], models[1], g.source_options(kw), config, g.RUNTIME.build(kw))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -58,10 +55,10 @@ def verify(models: tuple[Path, ...], **kw: Any) -> int:
 
 @click.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
-@options.source_options
-@options.bench_options
-@options.runtime_options
-@click.option("--json", "as_json", is_flag=True, help="Print measurements as JSON.")
+@g.SOURCE
+@g.BENCH
+@g.RUNTIME
+@g.json_option("the measurements")
 def bench(models: tuple[Path, ...], **kw: Any) -> int:
     """Measure latency (p50/p90/p99), throughput and peak memory of MODELS, each in its own process.
 
@@ -70,9 +67,8 @@ def bench(models: tuple[Path, ...], **kw: Any) -> int:
     from deployopt.api import bench_models
 
     as_json = kw.pop("as_json")
-    source = options.source(kw.pop("arch"), kw.pop("inputs"), kw.pop("trust_pickle"))
-    runtime = options.runtime(kw)
-    measurements = bench_models(list(models), source, options.bench_config(kw), console.progress, runtime)
+    config, runtime = g.BENCH.build(kw), g.RUNTIME.build(kw)
+    measurements = bench_models(list(models), g.source_options(kw), config, console.progress, runtime)
     if as_json:
         click.echo(json.dumps([m.to_json() for m in measurements], indent=2))
         return EXIT_OK

@@ -8,107 +8,71 @@ from typing import Any
 
 import click
 
-from deployopt.cli import options
+from deployopt.cli import console
+from deployopt.cli import groups as g
 from deployopt.errors import EXIT_BUDGET, EXIT_OK
 
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@options.source_options
+@g.SOURCE
+@g.json_option("the description")
+def inspect(model: Path, as_json: bool, **kw: Any) -> int:
+    """Describe MODEL without running it: kind, signature, precision, size, op counts, opset, external data."""
+    from deployopt.api import inspect_model
+
+    info = inspect_model(model, g.source_options(kw))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        click.echo(console.describe_model(info))
+    return EXIT_OK
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@g.SOURCE
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Pruned model (TorchScript).")
-@click.option("--method", type=click.Choice(["channels", "2:4", "magnitude"]), default="channels", show_default=True)
-@click.option("--amount", type=float, help="channels: fraction of channels removed per layer [0.3]; magnitude [0.5].")
-@click.option("--importance", type=click.Choice(["l1", "l2", "bn", "taylor"]), default="l2", show_default=True)
-@click.option("--exclude", multiple=True, metavar="LAYER", help="Module name to leave unpruned (repeatable).")
-@click.option(
-    "--round-to",
-    type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help="channels: keep channel counts multiples of N (kernels work in blocks of 8; 1 = exact amount).",
-)
-@click.option("--finetune-epochs", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--finetune-lr", type=float, default=1e-3, show_default=True)
-@click.option("--distill", is_flag=True, help="Fine-tune against the unpruned model's logits too.")
-@click.option("--train-data", type=click.Path(path_type=Path), help=".npz with inputs and labels [default: dataset].")
-@click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True, help="Points vs the unpruned model.")
-@click.option("--no-bench", is_flag=True, help="Skip the latency comparison.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def prune(model: Path, out: Path, as_json: bool, no_bench: bool, **kw: Any) -> int:
+@g.PRUNE_VERB
+@g.NO_BENCH
+@g.json_option("the result")
+def prune(model: Path, out: Path, as_json: bool, **kw: Any) -> int:
     """Prune a PyTorch MODEL (structured channels, 2:4 or magnitude) and save it as TorchScript.
 
     The result is a normal model source for build / export / quantize. Exits 1 when the test accuracy
     drops more than --max-accuracy-drop.
     """
-    from deployopt.api import BenchConfig, PruneConfig
+    from deployopt.api import BenchConfig
     from deployopt.api import prune as run_prune
-    from deployopt.cli.console import show_prune
 
-    source = options.source(kw.pop("arch"), kw.pop("inputs"), kw.pop("trust_pickle"))
-    config = PruneConfig(exclude=tuple(kw.pop("exclude")), **kw)
-    outcome = run_prune(model, out, config, source, None if no_bench else BenchConfig(batch_sizes=(1, 32)))
+    source, config = g.source_options(kw), g.PRUNE_VERB.build(kw)
+    bench = None if g.NO_BENCH.values(kw).get("skip_bench") else BenchConfig(batch_sizes=(1, 32))
+    outcome = run_prune(model, out, config, source, bench)
     if as_json:
         click.echo(json.dumps(outcome.to_json(), indent=2))
     else:
-        show_prune(out, outcome)
+        console.show_prune(out, outcome)
     return EXIT_OK if outcome.passed else EXIT_BUDGET
 
 
 @click.command()
 @click.argument("model_name")
 @click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="Checkpoint to write.")
-@click.option("--dataset", help="Registered dataset, .npz (inputs, labels) or image folder [default: the model's].")
-@click.option("--epochs", type=click.IntRange(min=1), help="[default: the model's registered recipe]")
-@click.option(
-    "--optimizer",
-    type=click.Choice(["sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop"]),
-    default="adamw",
-    show_default=True,
-)
-@click.option(
-    "--schedule",
-    type=click.Choice(["constant", "step", "cosine", "onecycle", "plateau"]),
-    default="onecycle",
-    show_default=True,
-    help="plateau: lr ÷10 after --plateau-patience epochs without a better val accuracy.",
-)
-@click.option("--plateau-patience", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate.")
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--warmup-steps", type=click.IntRange(min=0), help="Linear warm-up [default: 20 % of the steps].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Global batch size.")
-@click.option("--grad-accum", type=click.IntRange(min=1), default=1, show_default=True, help="Batches per step.")
-@click.option("--label-smoothing", type=float, default=0.05, show_default=True)
-@click.option("--augment", metavar="SPEC", help="e.g. 'crop:1,rotate:10,jitter:0.2'; 'none' [default: the model's].")
-@click.option(
-    "--amp",
-    type=click.Choice(["off", "bf16", "fp16"]),
-    default="off",
-    show_default=True,
-    help="Mixed precision: bf16 autocast (CPU or CUDA), fp16 with gradient scaling (CUDA).",
-)
-@click.option("--early-stop", type=click.IntRange(min=1), metavar="PATIENCE", help="Stop after N epochs w/o gain.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@g.TRAIN
 @click.option("--arch-arg", "arch_args", multiple=True, metavar="KEY=VALUE", help="Model factory argument (YAML).")
-@click.option("--teacher", type=click.Path(path_type=Path), help="Distil from this model (soft targets + labels).")
-@click.option("--distill-temperature", type=float, default=4.0, show_default=True)
-@click.option("--distill-alpha", type=float, default=0.5, show_default=True, help="Weight of the distillation loss.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--tensorboard", is_flag=True, help="Also write TensorBoard logs to OUT-stem.train/tensorboard.")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run from OUT-stem.train/state.pt.")
-@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@g.json_option("the metrics")
 def train(model_name: str, out: Path, as_json: bool, resume: bool, arch_args: tuple[str, ...], **kw: Any) -> int:
     """Train registered MODEL_NAME into a checkpoint that `deployopt build` takes with no other flags.
 
     Under `torchrun --nproc-per-node N -m deployopt train ...` the run is data-parallel (gloo on CPU,
     NCCL on CUDA). Metrics per epoch go to OUT-stem.train/metrics.csv.
     """
-    from deployopt.api import TrainConfig
     from deployopt.api import train as run_train
     from deployopt.training.command import train_dir
     from deployopt.training.distributed import is_main_process
 
-    config = TrainConfig(arch_kwargs=_key_values(arch_args), **kw)
+    config = g.TRAIN.build(kw, arch_kwargs=_key_values(arch_args))
     try:
         metrics = run_train(model_name, out, config, resume=resume, log=lambda m: click.echo(m, err=True))
     except KeyboardInterrupt:

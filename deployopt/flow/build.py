@@ -61,8 +61,12 @@ class QuantizedVariants(BaseModel):
     make: tuple[Variant, ...] = Field(("fp16", "int8"), description="variants beside fp32")
     fp16: Fp16Config = Fp16Config()
     int8: Int8Config = Int8Config()
-    calibration: Path | None = Field(None, description=".npz/.npy or image folder; default: the model's dataset")
-    preprocess: Preprocess | None = None
+    calibration: Path | None = Field(
+        None, description="int8 calibration data: .npz/.npy or an image folder [default: the model's dataset]"
+    )
+    preprocess: Preprocess | None = Field(
+        None, description="for an image-folder calibration, e.g. resize=256,crop=224,mean=0.485:0.456:0.406"
+    )
 
 
 class BuildConfig(BaseModel):
@@ -70,10 +74,14 @@ class BuildConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    arch: str | None = Field(None, description="architecture for state_dict checkpoints")
-    inputs: tuple[str, ...] = Field((), description="input signature, NAME:SHAPE[:DTYPE] each")
-    trust_pickle: bool = False
-    out: Path | None = Field(None, description="run directory; default deployopt-out/<model name>")
+    arch: str | None = Field(
+        None, description="architecture for a state_dict: registered name, torchvision:NAME or pkg.module:factory"
+    )
+    inputs: tuple[str, ...] = Field(
+        (), description="input signature, repeatable; symbolic dims (batch, seq=128) are dynamic"
+    )
+    trust_pickle: bool = Field(False, description="allow loading a whole pickled nn.Module (runs code from the file)")
+    out: Path | None = Field(None, description="run directory [default: deployopt-out/<model name>]")
     export: ExportConfig = ExportConfig()
     graph: GraphConfig = GraphConfig()
     verify: VerifyConfig = VerifyConfig()
@@ -82,7 +90,7 @@ class BuildConfig(BaseModel):
     target: Literal["cpu", "tensorrt"] = Field("cpu", description="tensorrt: also build, verify and bench engines")
     engine: EngineConfig = EngineConfig()
     bench: BenchConfig = BenchConfig()
-    skip_bench: bool = False
+    skip_bench: bool = Field(False, description="skip benchmarking")
     force: bool = Field(False, description="redo every stage even when a cached result exists")
 
     @property

@@ -45,6 +45,14 @@ class Pipeline(BaseModel):
         return self
 
 
+def pipeline_schema() -> dict:
+    """The JSON Schema of a pipeline file (``deployopt schema``; README's pipeline reference is made from it)."""
+    schema = Pipeline.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "deployopt pipeline"
+    return schema
+
+
 def _parse_value(text: str) -> Any:
     import yaml
 
@@ -111,7 +119,8 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple
         key = ".".join(str(p) for p in error["loc"])
         line = _line_of(root, error["loc"])
         raise InputFileError(
-            f"{path}:{line}: key '{key}': {error['msg']}; see the BuildConfig fields in README"
+            f"{path}:{line}: key '{key}': {error['msg']}; `deployopt schema` lists every key "
+            "(README: Pipeline reference)"
         ) from exc
     base = path.parent
     if pipeline.train is not None:

@@ -34,13 +34,13 @@ class BenchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    batch_sizes: tuple[int, ...] = Field((1, 32), min_length=1)
+    batch_sizes: tuple[int, ...] = Field((1, 32), min_length=1, description="batch sizes to measure, comma-separated")
     threads: int | None = Field(None, ge=1, description="intra-op threads; default: all cores")
-    warmup_seconds: float = Field(0.3, ge=0)
+    warmup_seconds: float = Field(0.3, ge=0, description="untimed calls first, for this long")
     min_iterations: int = Field(
         5, ge=1, description="at least this many timed calls per batch size (3 once calls total 3 s)"
     )
-    min_seconds: float = Field(1.0, ge=0)
+    min_seconds: float = Field(1.0, ge=0, description="time each batch size for at least this long")
     max_seconds: float = Field(30.0, gt=0, description="stop measuring one batch size after this long")
     repeats: int = Field(1, ge=1, description="separate worker processes per variant; medians are reported")
     seed: int = 0

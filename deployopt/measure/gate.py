@@ -1,7 +1,7 @@
 """The CI gate: compare a build's report with a baseline report and fail on regressions.
 
 Three kinds of budget, per variant present in both reports:
-- accuracy: task accuracy (with labels) may not drop by more than ``max_accuracy_drop`` points;
+- accuracy: task accuracy (with labels) may not drop by more than ``max_accuracy_regression`` points;
 - size: the artifact may not grow by more than ``max_size_growth`` (a fraction);
 - latency: p50 at each batch size may not grow by more than a noise-aware margin — the larger of
   ``max_latency_regression`` and ``noise_factor`` × the relative spread of the per-repeat medians seen in
@@ -25,7 +25,7 @@ class RegressionBudget(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_accuracy_drop: float = Field(0.5, ge=0, description="points of task accuracy")
+    max_accuracy_regression: float = Field(0.5, ge=0, description="points of task accuracy vs baseline")
     max_size_growth: float = Field(0.05, ge=0, description="fraction of the baseline artifact's size")
     max_latency_regression: float = Field(0.10, ge=0, description="fraction of the baseline p50, at least")
     noise_factor: float = Field(3.0, ge=0, description="margin = this × observed relative spread, if larger")
@@ -123,8 +123,8 @@ def compare_reports(current: dict, baseline: dict, budget: RegressionBudget, bas
                     "accuracy",
                     base["accuracy"],
                     now["accuracy"],
-                    f"may drop ≤ {budget.max_accuracy_drop} points (now {drop:+.2f})",
-                    drop <= budget.max_accuracy_drop + 1e-9,
+                    f"may drop ≤ {budget.max_accuracy_regression} points (now {drop:+.2f})",
+                    drop <= budget.max_accuracy_regression + 1e-9,
                 )
             )
         growth = now["size_bytes"] / base["size_bytes"] - 1 if base["size_bytes"] else 0.0

@@ -189,10 +189,12 @@ class VerifyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    data: Path | None = Field(None, description=".npz with one array per input name (optionally 'labels')")
+    data: Path | None = Field(
+        None, description="verification inputs: .npz with one array per input name (and 'labels')"
+    )
     labels: Path | None = Field(None, description=".npz/.npy with integer labels, one per sample")
     dataset_split: str = Field("test", description="split of the model's registered dataset, when it has one")
     samples: int = Field(64, ge=1, description="number of generated samples when no real data is given")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="batch size the verification runs at")
     seed: int = 0
     budget: BudgetOverrides = BudgetOverrides()

@@ -9,6 +9,7 @@ from typing import Any
 
 from deployopt.errors import InputFileError
 from deployopt.sources.signature import Signature, TensorSpec
+from deployopt.types import Precision
 
 # Op types that show a graph computes in int8 (QDQ format, QOperator format, or integer ops).
 INT8_OPS = frozenset(
@@ -77,14 +78,14 @@ def op_counts(model: Any) -> dict[str, int]:
     return dict(Counter(node.op_type for node in model.graph.node).most_common())
 
 
-def graph_precision(model: Any) -> str:
+def graph_precision(model: Any) -> Precision:
     """'int8' when the graph contains quantization ops, 'fp16' when most weights are float16, else 'fp32'."""
     if any(node.op_type in INT8_OPS for node in model.graph.node):
-        return "int8"
+        return Precision.INT8
     weights = Counter(init.data_type for init in model.graph.initializer)
     if weights and weights.most_common(1)[0][0] == 10:
-        return "fp16"
-    return "fp32"
+        return Precision.FP16
+    return Precision.FP32
 
 
 def describe(path: str | Path) -> dict:
@@ -98,7 +99,21 @@ def describe(path: str | Path) -> dict:
         "initializers": len(model.graph.initializer),
         "precision": graph_precision(model),
         "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+        "ir_version": model.ir_version,
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "external_data": sorted(_external_files(model)),
         "size_bytes": Path(path).stat().st_size,
+    }
+
+
+def _external_files(model: Any) -> set[str]:
+    """The files an ONNX model keeps its weights in besides itself (external data), by relative location."""
+    return {
+        entry.value
+        for init in model.graph.initializer
+        if init.data_location == 1  # TensorProto.EXTERNAL
+        for entry in init.external_data
+        if entry.key == "location"
     }
 
 

@@ -145,7 +145,10 @@ def parse_tensor_spec(text: str) -> TensorSpec:
         raise UsageError(f"--input '{text}': unknown dtype '{dtype}'; use one of {', '.join(DTYPES)}")
     shape: list[Dim] = []
     dim_values: dict[str, int] = {}
-    for raw in re.split(r"[,x×]", shape_text):
+    # Dimensions are comma-separated; 1x3x224x224 is accepted as a spelling of all-numeric shapes only, so a
+    # dimension named like max_len is never split at its x.
+    separator = r"[x×]" if re.fullmatch(r"\d+([x×]\d+)+", shape_text.strip()) else ","
+    for raw in re.split(separator, shape_text):
         raw = raw.strip()
         if not raw:
             raise UsageError(f"--input '{text}': empty dimension in shape '{shape_text}', {example}")

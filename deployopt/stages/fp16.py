@@ -35,7 +35,7 @@ class Fp16Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     keep_io_types: bool = Field(True, description="keep float32 inputs and outputs")
-    block: tuple[str, ...] = Field((), description="op types kept in fp32 in addition to the converter's list")
+    block: tuple[str, ...] = Field((), description="op types kept in fp32 besides the converter's list (repeatable)")
 
 
 @dataclass
@@ -75,7 +75,7 @@ def convert_fp16(in_path: Path, out_path: Path, config: Fp16Config) -> Fp16Resul
             if not culprits:
                 raise StageError(
                     f"{in_path}: ONNX Runtime refuses the fp16 model ({refused[:300]}) and no node or op "
-                    "type kept in fp32 fixes it; pass --block OPTYPE"
+                    "type kept in fp32 fixes it; pass --fp16-block OPTYPE"
                 )
             node_block += culprits
         else:

@@ -28,7 +28,7 @@ class GraphConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    onnxslim: bool = Field(True, description="run onnxslim's graph simplification")
+    onnxslim: bool = Field(True, description="graph simplification with onnxslim")
     ort_basic: bool = Field(True, description="try ONNX Runtime's basic offline optimiser; kept only if it helps")
 
 

@@ -137,8 +137,8 @@ def test_pickle_without_trust(digits_pickled, tmp_path, run_cli):
 def test_out_of_range_option_is_a_usage_error(digits_checkpoint, tmp_path, run_cli):
     code, _, err = run_cli("build", digits_checkpoint, "--opset", "99", "-o", tmp_path / "out")
     assert code == 2 and "opset" in err and "Traceback" not in err
-    code, _, err = run_cli("bench", digits_checkpoint, "--batch", "0")
-    assert code == 2 and "batch sizes must be positive" in err
+    code, _, err = run_cli("bench", digits_checkpoint, "--batch-sizes", "0")
+    assert code == 2 and "expected positive integers" in err
 
 
 def test_verify_verb_passes_and_fails(digits_checkpoint, digits_onnx, run_cli):
@@ -174,7 +174,7 @@ def test_export_and_optimize_verbs_write_atomically(digits_checkpoint, tmp_path,
 def test_bench_verb_table_and_json(digits_checkpoint, digits_onnx, run_cli):
     import json
 
-    code, out, _ = run_cli("bench", digits_checkpoint, digits_onnx, "--batch", "1,4", "--threads", "1", "--json")
+    code, out, _ = run_cli("bench", digits_checkpoint, digits_onnx, "--batch-sizes", "1,4", "--threads", "1", "--json")
     assert code == 0
     rows = json.loads(out)
     assert {(r["variant"], r["batch"]) for r in rows} == {

@@ -42,7 +42,7 @@ def test_every_source_kind_builds_and_verifies(fixture, extra, request, run_cli,
 
 def test_registered_dataset_gives_real_accuracy_and_manifest_lineage(digits_checkpoint, run_cli, tmp_path):
     run = tmp_path / "run"
-    code, _, err = run_cli("build", digits_checkpoint, "-o", run, "--batch", "1,8", "--threads", "1")
+    code, _, err = run_cli("build", digits_checkpoint, "-o", run, "--batch-sizes", "1,8", "--threads", "1")
     assert code == 0, err
     report = _report(run)
     assert report["data"] == "dataset:digits/test" and report["samples"] == 360
@@ -134,7 +134,7 @@ def test_torchvision_resnet18_builds(run_cli, tmp_path):
 
 def test_build_makes_fp16_and_int8_variants_by_default(digits_checkpoint, run_cli, tmp_path):
     run = tmp_path / "run"
-    code, _, err = run_cli("build", digits_checkpoint, "-o", run, "--batch", "1,8", "--threads", "1")
+    code, _, err = run_cli("build", digits_checkpoint, "-o", run, "--batch-sizes", "1,8", "--threads", "1")
     assert code == 0, err
     report = _report(run)
     variants = {v["name"]: v for v in report["variants"]}

@@ -183,7 +183,7 @@ def test_save_pipeline_round_trips_a_cli_run(digits_checkpoint, tmp_path, run_cl
         digits_checkpoint,
         "-o",
         tmp_path / "run",
-        "--batch",
+        "--batch-sizes",
         "1,4",
         "--min-cosine",
         "0.99",

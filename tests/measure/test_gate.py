@@ -29,7 +29,7 @@ def test_identical_reports_pass():
 def test_accuracy_drop_beyond_budget_fails():
     assert failed(report(accuracy=98.4), report(accuracy=99.0)) == ["accuracy"]
     assert failed(report(accuracy=98.6), report(accuracy=99.0)) == []
-    assert failed(report(accuracy=98.6), report(accuracy=99.0), max_accuracy_drop=0.2) == ["accuracy"]
+    assert failed(report(accuracy=98.6), report(accuracy=99.0), max_accuracy_regression=0.2) == ["accuracy"]
 
 
 def test_size_growth_beyond_budget_fails():
@@ -75,7 +75,7 @@ def test_cli_gate_passes_against_its_own_baseline_and_writes_junit_and_summary(
 ):
     junit, summary = tmp_path / "junit.xml", tmp_path / "summary.md"
     code, _, err = run_cli(
-        "build", digits_checkpoint, "--no-fp16", "--no-int8", "--batch", "32", "--repeats", "2",
+        "build", digits_checkpoint, "--no-fp16", "--no-int8", "--batch-sizes", "32", "--repeats", "2",
         "-o", tmp_path / "run", "--baseline", baseline_build, "--max-latency-regression", "2.0",
         "--junit", junit, "--summary", summary,
     )  # fmt: skip
@@ -99,7 +99,7 @@ def test_cli_gate_fails_on_each_regression_kind(run_cli, digits_checkpoint, base
     better.write_text(json.dumps(baseline))
     junit = tmp_path / "junit.xml"
     code, _, err = run_cli(
-        "build", digits_checkpoint, "--no-fp16", "--no-int8", "--batch", "32", "--repeats", "2",
+        "build", digits_checkpoint, "--no-fp16", "--no-int8", "--batch-sizes", "32", "--repeats", "2",
         "-o", tmp_path / "run", "--baseline", better, "--junit", junit, "--summary", tmp_path / "s.md",
     )  # fmt: skip
     assert code == 1

@@ -35,7 +35,7 @@ def test_pytorch_on_the_gpu_matches_the_cpu_reference(digits_checkpoint, precisi
         digits_checkpoint,
         digits_checkpoint,
         config=VerifyConfig(),
-        runtime=RuntimeOptions(device="cuda", precision=precision),
+        runtime=RuntimeOptions(device="cuda", torch_precision=precision),
     )
     assert result.passed, result.failures
     assert result.candidate_accuracy is not None and result.candidate_accuracy >= result.reference_accuracy - 1.0

@@ -116,5 +116,5 @@ def test_verify_and_bench_on_an_engine_without_tensorrt_exit_5(run_cli, digits_c
     sidecar_path(engine).write_text(sidecar().model_dump_json())
     code, _, err = run_cli("verify", digits_checkpoint, engine)
     assert code == 5 and "TensorRT's Python package is not installed" in err
-    code, _, err = run_cli("bench", engine, "--batch", "1")
+    code, _, err = run_cli("bench", engine, "--batch-sizes", "1")
     assert code == 5 and "TensorRT's Python package is not installed" in err

@@ -84,12 +84,12 @@ def test_torchvision_models_prune_export_and_run(name, tmp_path):
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--amount", "1.5"], 2, "amount"),
-        (["--amount", "0"], 2, "amount"),
-        (["--method", "2:4", "--amount", "0.3"], 2, "2:4 sparsity always removes half"),
-        (["--exclude", "backbone.conv9"], 2, "no layer named ['backbone.conv9']"),
-        (["--exclude", "0", "--exclude", "3", "--exclude", "7", "--exclude", "10"], 2, "nothing to prune"),
-        (["--distill"], 2, "--distill trains the pruned model"),
+        (["--prune-amount", "1.5"], 2, "amount"),
+        (["--prune-amount", "0"], 2, "amount"),
+        (["--prune-method", "2:4", "--prune-amount", "0.3"], 2, "2:4 sparsity always removes half"),
+        (["--prune-exclude", "backbone.conv9"], 2, "no layer named ['backbone.conv9']"),
+        (["--prune-exclude", "0", "--prune-exclude", "3", "--prune-exclude", "7", "--prune-exclude", "10"], 2, "nothing to prune"),
+        (["--prune-distill"], 2, "--prune-distill trains the pruned model"),
     ],
 )
 def test_bad_prune_input_is_one_clear_line(run_cli, digits_checkpoint, tmp_path, args, code, message):

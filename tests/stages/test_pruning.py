@@ -7,7 +7,7 @@ import json
 
 def test_build_prunes_then_quantizes_and_verifies_against_the_original(run_cli, digits_checkpoint, tmp_path):
     out = tmp_path / "run"
-    args = ("build", digits_checkpoint, "--prune", "channels", "--prune-amount", "0.5", "--prune-finetune-epochs", "10")
+    args = ("build", digits_checkpoint, "--prune-method", "channels", "--prune-amount", "0.5", "--prune-finetune-epochs", "10")
     code, _, err = run_cli(*args, "-o", out, "--no-bench")
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
@@ -39,6 +39,7 @@ def test_two_four_build_records_the_pattern_for_tensorrt(run_cli, digits_checkpo
         "--no-bench",
     )
     assert code == 0, err
+    assert "--prune is deprecated; use --prune-method" in err  # the old spelling still works, for one release
     sparsity = json.loads((out / "manifest.json").read_text())["metrics"]["sparsity_2to4"]
     assert sparsity["passed"] and len(sparsity["tensors"]) == 4
     steps = {s["stage"]: s["summary"] for s in json.loads((out / "report.json").read_text())["stages"]}
@@ -47,4 +48,4 @@ def test_two_four_build_records_the_pattern_for_tensorrt(run_cli, digits_checkpo
 
 def test_prune_options_without_a_method_are_refused(run_cli, digits_checkpoint, tmp_path):
     code, _, err = run_cli("build", digits_checkpoint, "--prune-amount", "0.4", "-o", tmp_path / "r")
-    assert code == 2 and "need --prune METHOD" in err
+    assert code == 2 and "need --prune-method METHOD" in err

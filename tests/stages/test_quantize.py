@@ -8,7 +8,8 @@ import pytest
 
 from deployopt.api import Fp16Config, Int8Config, QuantizeData, quantize
 from deployopt.errors import InputFileError, UsageError
-from deployopt.measure.budgets import Budget
+from deployopt.measure.budgets import BudgetOverrides
+from deployopt.measure.verify import VerifyConfig
 from deployopt.stages.int8.quantize import x86_without_vnni
 
 DIGITS = QuantizeData(dataset="digits")
@@ -64,7 +65,7 @@ def test_tensorrt_target_is_symmetric_signed_qdq(digits_fp32, tmp_path):
         tmp_path / "trt.onnx",
         int8=Int8Config(target="tensorrt"),
         data=DIGITS,
-        budget=Budget(min_top1_agreement=0.9, max_rel_error=1.0),
+        verify=VerifyConfig(budget=BudgetOverrides(min_top1_agreement=0.9, max_rel_error=1.0)),
     )
     assert outcome.details["chosen"].startswith("static-qdq-S8S8")
     model = onnx.load(str(tmp_path / "trt.onnx"))
@@ -83,9 +84,9 @@ def test_transformer_auto_mode_is_dynamic_and_keeps_cosine(text_onnx, tmp_path):
 
 def test_accuracy_aware_rounds_exclude_damaging_nodes(digits_fp32, tmp_path):
     """A budget the first attempt misses makes the driver keep the most damaging nodes in float and retry."""
-    tight = Budget(min_cosine=0.999999, max_rel_error=0.002)
+    tight = VerifyConfig(budget=BudgetOverrides(min_cosine=0.999999, max_rel_error=0.002))
     outcome = quantize(
-        digits_fp32, tmp_path / "q.onnx", int8=Int8Config(format="qdq", max_rounds=2), data=DIGITS, budget=tight
+        digits_fp32, tmp_path / "q.onnx", int8=Int8Config(format="qdq", max_rounds=2), data=DIGITS, verify=tight
     )
     attempts = outcome.details["attempts"]
     rounds = [a["round"] for a in attempts]
@@ -190,12 +191,13 @@ def test_quantize_cli_exit_codes(digits_fp32, digits_checkpoint, tmp_path, run_c
     code, out, err = run_cli("quantize", digits_fp32, "--int8", "--dataset", "digits", "-o", tmp_path / "q.onnx")
     assert code == 0, err
     assert "Conv: 4 int8, 0 float" in out
-    code, _, err = run_cli("quantize", digits_fp32, "--int8", "--mode", "static", "-o", tmp_path / "q2.onnx")
+    code, _, err = run_cli("quantize", digits_fp32, "--int8", "--int8-mode", "static", "-o", tmp_path / "q2.onnx")
     assert code == 2 and "calibration data" in err
     code, _, err = run_cli(
         "quantize", digits_fp32, "--int8", "--dataset", "digits", "--exclude", "nope", "-o", tmp_path / "q3.onnx"
     )
-    assert code == 2 and "--exclude nope" in err
+    assert code == 2 and "--int8-exclude nope" in err
+    assert "--exclude is deprecated; use --int8-exclude" in err  # the old spelling still works, for one release
     code, _, err = run_cli(
         "quantize",
         digits_fp32,

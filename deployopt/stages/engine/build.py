@@ -40,7 +40,7 @@ def _dims(text: str) -> tuple[int, ...]:
     try:
         dims = tuple(int(d) for d in re.split(r"[x,]", text.strip()) if d)
     except ValueError:
-        raise UsageError(f"'{text}' is not a shape; write dimensions as 1x3x224x224") from None
+        raise UsageError(f"'{text}' is not a shape; write dimensions as in --input, e.g. 1,3,224,224") from None
     if not dims or any(d < 1 for d in dims):
         raise UsageError(f"'{text}': every dimension of a profile shape must be a positive integer")
     return dims
@@ -51,17 +51,21 @@ class EngineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    shapes: tuple[str, ...] = Field((), description="profile overrides, NAME:MIN/OPT/MAX with shapes like 1x3x8x8")
-    min_batch: int = Field(1, ge=1)
+    shapes: tuple[str, ...] = Field(
+        (),
+        description="profile for a dynamic input, NAME:MIN/OPT/MAX with shapes as in --input, "
+        "e.g. input:1,3,8,8/8,3,8,8/32,3,8,8 (repeatable)",
+    )
+    min_batch: int = Field(1, ge=1, description="smallest batch the engine accepts")
     opt_batch: int | None = Field(None, ge=1, description="batch TensorRT tunes kernels for; default min(8, max)")
     max_batch: int = Field(32, ge=1, description="largest batch the engine accepts")
     workspace: str | None = Field(None, description="builder workspace limit, e.g. 4GiB; default: TensorRT's")
     timing_cache: Path | None = Field(None, description="read and update this timing cache file (faster rebuilds)")
     sparse_weights: bool = Field(False, description="allow 2:4 sparse kernels for weights that have the pattern")
     version_compatible: bool = Field(False, description="engine runs on later TensorRT releases of the same major")
-    hardware_compat: HardwareCompat = "none"
+    hardware_compat: HardwareCompat = Field("none", description="GPUs beyond the building one the engine runs on")
     opt_level: int | None = Field(None, ge=0, le=5, description="builder optimization level (TensorRT default 3)")
-    device: str = Field("cuda", pattern=r"^cuda(:\d+)?$")
+    device: str = Field("cuda", pattern=r"^cuda(:\d+)?$", description="GPU that builds (and runs) the engine")
 
     @field_validator("workspace")
     @classmethod
@@ -108,7 +112,7 @@ def _parse_override(text: str, signature: Signature) -> tuple[str, ShapeRange]:
     name, sep, ranges = text.rpartition(":")
     parts = ranges.split("/")
     if not sep or len(parts) != 3:
-        raise UsageError(f"--shapes '{text}': write NAME:MIN/OPT/MAX, e.g. input:1x3x224x224/8x3x224x224/32x3x224x224")
+        raise UsageError(f"--shapes '{text}': write NAME:MIN/OPT/MAX, e.g. input:1,3,224,224/8,3,224,224/32,3,224,224")
     spec = next((s for s in signature.inputs if s.name == name), None)
     if spec is None:
         raise UsageError(f"--shapes '{text}': the model has no input '{name}' (inputs: {', '.join(signature.names)})")

@@ -38,14 +38,22 @@ class Int8Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mode: Literal["auto", "static", "dynamic"] = "auto"
-    format: Literal["auto", "qdq", "qoperator"] = "auto"
-    method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    per_channel: bool = True
+    mode: Literal["auto", "static", "dynamic"] = Field(
+        "auto", description="auto: static for convolutional graphs, dynamic for transformer-style ones"
+    )
+    format: Literal["auto", "qdq", "qoperator"] = Field(
+        "auto",
+        description="auto tries both and keeps QDQ unless QOperator is clearly faster here; fix it for identical "
+        "artifacts across machines",
+    )
+    method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="calibration method")
+    per_channel: bool = Field(True, description="per-channel weight scales (per-tensor when off)")
     samples: int = Field(128, ge=1, description="calibration samples")
-    calibration_batch: int = Field(16, ge=1)
-    exclude: tuple[str, ...] = Field((), description="node names or op types kept in float")
-    target: Literal["cpu", "tensorrt"] = "cpu"
+    calibration_batch: int = Field(16, ge=1, description="batch size calibration runs at")
+    exclude: tuple[str, ...] = Field((), description="node names or op types kept in float (repeatable)")
+    target: Literal["cpu", "tensorrt"] = Field(
+        "cpu", description="tensorrt: symmetric S8S8 Q/DQ with float biases, TensorRT's explicit quantization"
+    )
     max_rounds: int = Field(3, ge=0, description="sensitivity-guided exclusion rounds when the budget is missed")
     weight_bits: Literal["auto", "7", "8"] = Field(
         "auto", description="U8S8 weight range; auto: 7 on x86 without VNNI (int16 saturation), else 8"
@@ -111,7 +119,7 @@ def resolve_excludes(model: Any, requested: tuple[str, ...], path: Path) -> list
         else:
             examples = ", ".join(sorted(names)[:5])
             raise UsageError(
-                f"--exclude {item}: {path} has no node or op type named '{item}' "
+                f"--int8-exclude {item}: {path} has no node or op type named '{item}' "
                 f"(op types: {', '.join(sorted(by_type))}; nodes e.g. {examples})"
             )
     return sorted(set(excluded))
@@ -123,12 +131,12 @@ def candidates_for(model: Any, config: Int8Config, mode: str) -> list[Candidate]
     if mode == "dynamic":
         if config.target == "tensorrt":
             raise UsageError(
-                "--target tensorrt needs static Q/DQ quantization; use --mode static with calibration data"
+                "--target tensorrt needs static Q/DQ quantization; use --int8-mode static with calibration data"
             )
         return [Candidate("dynamic", "qoperator", "uint8", reduce_range=reduce)]
     if config.target == "tensorrt":
         if config.format == "qoperator":
-            raise UsageError("--target tensorrt takes Q/DQ graphs only; drop --format qoperator")
+            raise UsageError("--target tensorrt takes Q/DQ graphs only; drop --int8-format qoperator")
         return [Candidate("static", "qdq", "int8", symmetric_activations=True)]
     formats = ["qdq", "qoperator"] if config.format == "auto" else [config.format]
     return [Candidate("static", fmt, "uint8", reduce_range=reduce) for fmt in formats]
@@ -205,7 +213,7 @@ def quantize_candidate(
             elif calibration is None:
                 raise UsageError(
                     "static int8 needs calibration data: pass --calibration FILE.npz or an image "
-                    "folder, or use --mode dynamic"
+                    "folder, or use --int8-mode dynamic"
                 )
             else:
                 quantize_static(

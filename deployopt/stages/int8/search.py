@@ -97,7 +97,7 @@ def quantize_int8(
     if mode == "static" and calibration is None:
         raise UsageError(
             f"{fp32_path}: static int8 needs calibration data: pass --calibration FILE.npz or an "
-            "image folder (or register a dataset for the model), or use --mode dynamic"
+            "image folder (or register a dataset for the model), or use --int8-mode dynamic"
         )
     candidates = candidates_for(model, config, mode)
     attempts: list[Attempt] = []
@@ -119,7 +119,7 @@ def quantize_int8(
                 if sum(c["int8"] for c in counts.values()) == 0:
                     raise StageError(
                         f"{fp32_path}: int8 quantization ({candidate.label}) produced no integer "
-                        f"operators (counts {counts}); check --exclude and the model's op types"
+                        f"operators (counts {counts}); check --int8-exclude and the model's op types"
                     )
                 result = verify(
                     reference,

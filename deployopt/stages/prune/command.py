@@ -63,7 +63,7 @@ def _labelled(source: ModelSource, signature: Signature, config: PruneConfig) ->
 
 def _single_input(signature: Signature, data: EvalData) -> tuple[Any, Any]:
     if len(signature.inputs) != 1:
-        raise UsageError("fine-tuning supports single-input models; prune without --finetune-epochs")
+        raise UsageError("fine-tuning supports single-input models; prune without --prune-finetune-epochs")
     return data.inputs[signature.names[0]], data.labels
 
 
@@ -105,10 +105,10 @@ def prune(
     example = tuple(torch.from_numpy(a) for a in generate_data(signature, 2, seed=config.seed).inputs.values())
     splits = _labelled(source, signature, config)
     if config.finetune_epochs and not splits:
-        raise UsageError("fine-tuning needs labelled data: the model has no registered dataset; pass --train-data")
+        raise UsageError("fine-tuning needs labelled data: the model has no registered dataset; pass --prune-train-data")
     teacher = copy.deepcopy(model).eval() if config.distill else None
     if config.distill and not config.finetune_epochs:
-        raise UsageError("--distill trains the pruned model against the original: add --finetune-epochs N")
+        raise UsageError("--prune-distill trains the pruned model against the original: add --prune-finetune-epochs N")
     accuracy_before = evaluate(model, *_single_input(signature, splits["test"])) if splits else None
 
     def loss_batch(module):

@@ -32,11 +32,11 @@ class PruneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Method = "channels"
+    method: Method = Field("channels", description="channels (structured), 2:4 (semi-structured) or magnitude")
     amount: float | None = Field(
         None, gt=0, lt=1, description="channels: fraction removed per layer (0.3); magnitude: of weights (0.5)"
     )
-    importance: Literal["l1", "l2", "bn", "taylor"] = "l2"
+    importance: Literal["l1", "l2", "bn", "taylor"] = Field("l2", description="channels: importance criterion")
     exclude: tuple[str, ...] = Field((), description="module names to leave unpruned")
     round_to: int = Field(
         8,
@@ -45,7 +45,7 @@ class PruneConfig(BaseModel):
         "channels, and pruning 96 → 67 can be slower than not pruning at all (1 = exact amount)",
     )
     finetune_epochs: int = Field(0, ge=0, description="short fine-tune after pruning (needs labelled data)")
-    finetune_lr: float = Field(1e-3, gt=0)
+    finetune_lr: float = Field(1e-3, gt=0, description="fine-tune learning rate")
     distill: bool = Field(False, description="fine-tune against the unpruned model's logits as well as labels")
     train_data: Path | None = Field(None, description=".npz with inputs and 'labels'; default: registered dataset")
     max_accuracy_drop: float = Field(1.0, ge=0, description="budget against the unpruned model, in points")
@@ -54,7 +54,7 @@ class PruneConfig(BaseModel):
     @model_validator(mode="after")
     def _amount_fits_method(self) -> PruneConfig:
         if self.method == "2:4" and self.amount not in (None, 0.5):
-            raise ValueError("2:4 sparsity always removes half the weights; drop --amount")
+            raise ValueError("2:4 sparsity always removes half the weights; drop --prune-amount")
         return self
 
     @property
@@ -135,7 +135,7 @@ def _check_exclusions(model: Any, exclude: tuple[str, ...]) -> None:
     unknown = [n for n in exclude if n not in names]
     if unknown:
         known = ", ".join(list(_prunable(model))[:8])
-        raise UsageError(f"--exclude: no layer named {unknown} in the model; prunable layers include: {known}")
+        raise UsageError(f"--prune-exclude: no layer named {unknown} in the model; prunable layers include: {known}")
 
 
 def _prune_channels(model: Any, example: tuple, config: PruneConfig, keep: set[str], loss_batch) -> None:
@@ -158,7 +158,7 @@ def _prune_channels(model: Any, example: tuple, config: PruneConfig, keep: set[s
     )
     if config.importance == "taylor":
         if loss_batch is None:
-            raise UsageError("--importance taylor needs labelled data (a registered dataset or --train-data)")
+            raise UsageError("--prune-importance taylor needs labelled data (a registered dataset or --prune-train-data)")
         loss_batch(model).backward()
     pruner.step()
     model.zero_grad(set_to_none=True)
@@ -204,11 +204,11 @@ def prune_module(
         keep |= set(output_layers(model, example))
     candidates = [n for n in _prunable(model) if n not in keep]
     if not candidates:
-        raise UsageError("nothing to prune: the model has no Conv/Linear layer outside the output layer and --exclude")
+        raise UsageError("nothing to prune: the model has no Conv/Linear layer outside the output layer and --prune-exclude")
     if config.importance == "bn" and not any(
         isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()
     ):
-        raise UsageError("--importance bn needs BatchNorm layers, and this model has none; use l1 or l2")
+        raise UsageError("--prune-importance bn needs BatchNorm layers, and this model has none; use l1 or l2")
     macs_before, params_before = count_macs_and_params(model, example)
     before = {n: _width_and_nonzero(m) for n, m in _prunable(model).items()}
     skipped: list[str] = []

@@ -1,0 +1,112 @@
+"""The verbs that run whole builds: ``build``, ``run`` (a pipeline file) and ``demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from deployopt.cli import console
+from deployopt.cli import groups as g
+
+
+def _variants_made(kw: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(v for v, wanted in (("fp16", kw.pop("make_fp16")), ("int8", kw.pop("make_int8"))) if wanted)
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@g.SOURCE
+@g.OUT
+@g.EXPORT
+@g.GRAPH
+@g.DATA
+@click.option("--fp16/--no-fp16", "make_fp16", default=True, show_default=True, help="Make the fp16 variant.")
+@click.option("--int8/--no-int8", "make_int8", default=True, show_default=True, help="Make the int8 variant.")
+@g.CALIBRATION
+@g.INT8
+@g.FP16
+@g.PRUNE
+@g.BUDGET
+@g.BENCH
+@g.NO_BENCH
+@g.BUILD
+@g.ENGINE
+@g.json_option("report.json")
+@click.option("--save-pipeline", type=click.Path(path_type=Path), help="Also write this run as a pipeline YAML file.")
+@g.gate_files
+def build(model: Path, as_json: bool, save_pipeline: Path | None, **kw: Any) -> int:
+    """Export MODEL to ONNX, optimise the graph, verify and benchmark every artifact, write a report.
+
+    Exits 1 when an artifact misses its accuracy budget.
+    """
+    from deployopt.api import BuildConfig
+    from deployopt.flow.build import QuantizedVariants
+    from deployopt.api import build as run_build
+
+    gate = (kw.pop("baseline"), g.GATE.build(kw), kw.pop("junit"), kw.pop("summary"))
+    quantize = QuantizedVariants(
+        make=_variants_made(kw), int8=g.INT8.build(kw), fp16=g.FP16.build(kw), **g.CALIBRATION.values(kw)
+    )
+    config = BuildConfig(
+        **g.SOURCE.values(kw),
+        **g.OUT.values(kw),
+        **g.BUILD.values(kw),
+        **g.NO_BENCH.values(kw),
+        export=g.EXPORT.build(kw, verbose=console.verbose()),
+        graph=g.GRAPH.build(kw),
+        verify=g.DATA.build(kw, budget=g.BUDGET.build(kw)),
+        prune=g.prune_config(kw),
+        quantize=quantize,
+        engine=g.ENGINE.build(kw),
+        bench=g.BENCH.build(kw),
+    )
+    if save_pipeline:
+        from deployopt.flow.pipeline import to_yaml
+        from deployopt.fsutil import write_text_atomic
+
+        write_text_atomic(save_pipeline, to_yaml(model, config))
+    report = run_build(model, config, progress=console.progress)
+    return console.finish_build(report, as_json, *gate)
+
+
+@click.command()
+@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a pipeline setting, e.g. --set build.bench.repeats=3 (repeatable).",
+)
+@g.json_option("report.json")
+@g.gate_files
+def run(pipeline: Path, overrides: tuple[str, ...], as_json: bool, **kw: Any) -> int:
+    """Run a YAML PIPELINE (see pipelines/ and `deployopt schema`); it is validated before any work starts.
+
+    With --baseline it is a CI gate: exit 1 on a budget miss or a regression against the earlier report.
+    """
+    from deployopt.flow.pipeline import run_pipeline
+
+    report = run_pipeline(pipeline, list(overrides), progress=console.progress)
+    return console.finish_build(report, as_json, kw.pop("baseline"), g.GATE.build(kw), kw["junit"], kw["summary"])
+
+
+@click.command()
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("deployopt-out"),
+    show_default=True,
+    help="Where the checkpoint and run directory go.",
+)
+@g.NO_BENCH
+@g.json_option("report.json")
+def demo(out: Path, as_json: bool, **kw: Any) -> int:
+    """Train the digits CNN (once, ~15 s) and run `build` on it."""
+    from deployopt.api import BuildConfig, run_demo
+
+    report = run_demo(out, BuildConfig(skip_bench=kw.pop("skip_bench")), progress=console.progress)
+    return console.show_build(report, as_json)

@@ -1,0 +1,99 @@
+"""The verbs that turn one model file into another: ``export``, ``optimize`` and ``quantize``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from deployopt.cli import console
+from deployopt.cli import groups as g
+from deployopt.errors import EXIT_BUDGET, EXIT_OK
+
+_OUT = click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="ONNX file to write.")
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@_OUT
+@g.SOURCE
+@g.EXPORT
+@g.json_option("the result")
+def export(model: Path, out: Path, as_json: bool, **kw: Any) -> int:
+    """Export a PyTorch MODEL to ONNX (dynamic batch, checked with onnx.checker)."""
+    from deployopt.api import export as run_export
+
+    result = run_export(model, out, g.source_options(kw), g.EXPORT.build(kw, verbose=console.verbose()))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return EXIT_OK
+    click.echo(
+        f"{out}: exported with the {result.exporter} exporter, opset {result.opset}, "
+        f"outputs {result.output_names} in {result.seconds:.1f} s"
+    )
+    if result.fallback_reason:
+        click.echo(f"note: fell back because the {result.fallback_reason}", err=True)
+    return EXIT_OK
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@_OUT
+@g.GRAPH
+@g.json_option("the result")
+def optimize(model: Path, out: Path, as_json: bool, **kw: Any) -> int:
+    """Graph-optimise an ONNX MODEL: folding, dead code, Identity/Dropout removal, Conv+BN fusion."""
+    from deployopt.api import optimize as run_optimize
+
+    result = run_optimize(model, out, g.GRAPH.build(kw))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return EXIT_OK
+    click.echo(
+        f"{out}: {result.nodes_before} → {result.nodes_after} nodes, "
+        f"{result.size_before:,} → {result.size_after:,} bytes (passes: {', '.join(result.passes) or 'none'})"
+    )
+    return EXIT_OK
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@_OUT
+@click.option("--int8", "precision", flag_value="int8", help="Quantize to int8 (accuracy-aware).")
+@click.option("--fp16", "precision", flag_value="fp16", help="Convert to float16.")
+@g.QUANTIZE_DATA
+@g.DATA
+@g.INT8_VERB
+@g.FP16
+@g.THREADS
+@g.BUDGET
+@g.json_option("the result")
+def quantize(model: Path, out: Path, precision: str | None, as_json: bool, **kw: Any) -> int:
+    """Quantize an ONNX MODEL to int8 or fp16, verify it against MODEL, exit 1 when outside the budget.
+
+    Calibration: --calibration, else --dataset's 'val' split. Verification: --data, else --dataset's 'test'
+    split, else the calibration data, else generated inputs.
+    """
+    from deployopt.api import quantize as run_quantize
+    from deployopt.errors import UsageError
+
+    if precision is None:
+        raise UsageError("choose --int8 or --fp16")
+    int8, fp16 = g.INT8_VERB.build(kw), g.FP16.build(kw)
+    outcome = run_quantize(
+        model,
+        out,
+        int8=int8 if precision == "int8" else None,
+        fp16=fp16 if precision == "fp16" else None,
+        data=g.QUANTIZE_DATA.build(kw),
+        verify=g.DATA.build(kw, budget=g.BUDGET.build(kw)),
+        threads=g.THREADS.values(kw).get("threads"),
+        progress=console.progress,
+    )
+    if as_json:
+        click.echo(json.dumps(outcome.to_json(), indent=2))
+    else:
+        console.show_quantize(out, outcome)
+    return EXIT_OK if outcome.passed else EXIT_BUDGET

@@ -1,0 +1,145 @@
+"""Every option group of the command line, each declared once and shared by the verbs that take it.
+
+The rule (see :mod:`deployopt.cli.fields`): an option is ``--<prefix><field>`` of the pipeline key it sets —
+``build.bench.batch_sizes`` is ``--batch-sizes``, ``build.quantize.int8.mode`` is ``--int8-mode``,
+``build.prune.amount`` is ``--prune-amount``. The exceptions are listed here, next to the deprecated
+spellings that still work for one release.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from deployopt.api import QuantizeData, RuntimeOptions, TrainConfig
+from deployopt.cli.fields import OptionGroup
+from deployopt.data.calibration import Preprocess
+from deployopt.errors import UsageError
+from deployopt.flow.build import BuildConfig, QuantizedVariants
+from deployopt.measure.bench import BenchConfig
+from deployopt.measure.budgets import BudgetOverrides
+from deployopt.measure.gate import RegressionBudget
+from deployopt.measure.verify import VerifyConfig
+from deployopt.sources.detect import SourceOptions
+from deployopt.stages.engine.build import EngineConfig
+from deployopt.stages.export import ExportConfig
+from deployopt.stages.fp16 import Fp16Config
+from deployopt.stages.graph import GraphConfig
+from deployopt.stages.int8.quantize import Int8Config
+from deployopt.stages.prune.methods import PruneConfig
+
+SOURCE = OptionGroup(
+    BuildConfig,
+    only=("arch", "inputs", "trust_pickle"),
+    names={"inputs": "--input", "trust_pickle": "--trust-pickle"},
+    metavars={"inputs": "NAME:SHAPE[:DTYPE]", "arch": "NAME"},
+)
+OUT = OptionGroup(BuildConfig, only=("out",), names={"out": "-o --out"})
+BUILD = OptionGroup(BuildConfig, only=("target", "force"), names={"force": "--force"})
+NO_BENCH = OptionGroup(BuildConfig, only=("skip_bench",), names={"skip_bench": "--no-bench"})
+EXPORT = OptionGroup(ExportConfig, exclude=("verbose",))  # verbose is the global -v
+GRAPH = OptionGroup(GraphConfig)
+DATA = OptionGroup(
+    VerifyConfig,
+    exclude=("budget", "seed"),
+    names={"batch_size": "--verify-batch-size"},
+    helps={"samples": "generated verification samples when no real data is given"},
+)
+BUDGET = OptionGroup(BudgetOverrides)
+CALIBRATION = OptionGroup(
+    QuantizedVariants,
+    only=("calibration", "preprocess"),
+    parsers={"preprocess": Preprocess.parse},
+    metavars={"preprocess": "KEY=VALUE,..."},
+)
+QUANTIZE_DATA = OptionGroup(
+    QuantizeData, parsers={"preprocess": Preprocess.parse}, metavars={"preprocess": "KEY=VALUE,..."}
+)
+_INT8_RENAMES = {
+    "samples": "--calibration-samples",
+    "method": "--calibration-method",
+    "calibration_batch": "--calibration-batch",
+}
+INT8 = OptionGroup(Int8Config, prefix="int8-", exclude=("target",), names=_INT8_RENAMES)
+INT8_VERB = OptionGroup(  # quantize: the same options, plus the int8 target; the old spellings as aliases
+    Int8Config,
+    prefix="int8-",
+    names=_INT8_RENAMES | {"target": "--target"},
+    aliases={
+        "mode": "--mode",
+        "format": "--format",
+        "method": "--method",
+        "exclude": "--exclude",
+        "max_rounds": "--max-rounds",
+        "weight_bits": "--weight-bits",
+    },
+)
+FP16 = OptionGroup(Fp16Config, prefix="fp16-", aliases={"block": "--block"})
+PRUNE = OptionGroup(  # build: pruning happens when --prune-method is given
+    PruneConfig,
+    prefix="prune-",
+    exclude=("seed",),
+    metavars={"exclude": "LAYER"},
+    aliases={"method": "--prune"},
+    defaults={"method": None},
+    helps={"method": "prune the PyTorch model before export (artifacts are verified against the unpruned one)"},
+)
+PRUNE_VERB = OptionGroup(
+    PruneConfig,
+    prefix="prune-",
+    exclude=("seed",),
+    metavars={"exclude": "LAYER"},
+    aliases={
+        "method": "--method",
+        "amount": "--amount",
+        "importance": "--importance",
+        "exclude": "--exclude",
+        "round_to": "--round-to",
+        "finetune_epochs": "--finetune-epochs",
+        "finetune_lr": "--finetune-lr",
+        "distill": "--distill",
+        "train_data": "--train-data",
+        "max_accuracy_drop": "--max-accuracy-drop",
+    },
+)
+ENGINE = OptionGroup(EngineConfig, metavars={"shapes": "NAME:MIN/OPT/MAX", "device": "cuda[:N]"})
+BENCH = OptionGroup(BenchConfig, exclude=("seed",), aliases={"batch_sizes": "--batch"})
+THREADS = OptionGroup(BenchConfig, only=("threads",))
+RUNTIME = OptionGroup(RuntimeOptions, metavars={"device": "cpu|cuda[:N]"})
+GATE = OptionGroup(RegressionBudget)
+TRAIN = OptionGroup(TrainConfig, exclude=("arch_kwargs",))
+
+
+def gate_files(func):
+    """The CI gate's inputs and outputs (files, not settings): --baseline, --junit, --summary, and its budget."""
+    func = GATE(func)
+    func = click.option("--summary", type=click.Path(path_type=Path), help="Write a Markdown summary (PR comment).")(
+        func
+    )
+    func = click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML for CI test reports.")(func)
+    return click.option(
+        "--baseline",
+        type=click.Path(path_type=Path),
+        help="report.json of an earlier build: fail (exit 1) on accuracy, size or latency regressions against it.",
+    )(func)
+
+
+def json_option(what: str):
+    """``--json``: the verb's result as JSON on stdout (progress and verdicts stay on stderr)."""
+    return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON instead of text.")
+
+
+def source_options(kw: dict[str, Any]) -> SourceOptions:
+    return SourceOptions(**SOURCE.values(kw))
+
+
+def prune_config(kw: dict[str, Any], group: OptionGroup = PRUNE) -> PruneConfig | None:
+    """build: a prune section only when --prune-method is given (other --prune-* options need it)."""
+    given = group.values(kw, given_only=True)
+    if not given:
+        return None
+    if "method" not in given:
+        raise UsageError(f"{', '.join(group.flag(k) for k in given)} need --prune-method METHOD")
+    return PruneConfig(**given)
