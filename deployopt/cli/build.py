@@ -42,8 +42,8 @@ def build(model: Path, as_json: bool, save_pipeline: Path | None, **kw: Any) -> 
     Exits 1 when an artifact misses its accuracy budget.
     """
     from deployopt.api import BuildConfig
-    from deployopt.flow.build import QuantizedVariants
     from deployopt.api import build as run_build
+    from deployopt.flow.build import QuantizedVariants
 
     gate = (kw.pop("baseline"), g.GATE.build(kw), kw.pop("junit"), kw.pop("summary"))
     quantize = QuantizedVariants(

@@ -61,8 +61,8 @@ def optimize(model: Path, out: Path, as_json: bool, **kw: Any) -> int:
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @_OUT
-@click.option("--int8", "precision", flag_value="int8", help="Quantize to int8 (accuracy-aware).")
-@click.option("--fp16", "precision", flag_value="fp16", help="Convert to float16.")
+@click.option("--int8", "make_int8", is_flag=True, help="Quantize to int8 (accuracy-aware).")
+@click.option("--fp16", "make_fp16", is_flag=True, help="Convert to float16.")
 @g.QUANTIZE_DATA
 @g.DATA
 @g.INT8_VERB
@@ -70,7 +70,7 @@ def optimize(model: Path, out: Path, as_json: bool, **kw: Any) -> int:
 @g.THREADS
 @g.BUDGET
 @g.json_option("the result")
-def quantize(model: Path, out: Path, precision: str | None, as_json: bool, **kw: Any) -> int:
+def quantize(model: Path, out: Path, make_int8: bool, make_fp16: bool, as_json: bool, **kw: Any) -> int:
     """Quantize an ONNX MODEL to int8 or fp16, verify it against MODEL, exit 1 when outside the budget.
 
     Calibration: --calibration, else --dataset's 'val' split. Verification: --data, else --dataset's 'test'
@@ -79,14 +79,14 @@ def quantize(model: Path, out: Path, precision: str | None, as_json: bool, **kw:
     from deployopt.api import quantize as run_quantize
     from deployopt.errors import UsageError
 
-    if precision is None:
-        raise UsageError("choose --int8 or --fp16")
+    if make_int8 == make_fp16:
+        raise UsageError("choose one of --int8 or --fp16")
     int8, fp16 = g.INT8_VERB.build(kw), g.FP16.build(kw)
     outcome = run_quantize(
         model,
         out,
-        int8=int8 if precision == "int8" else None,
-        fp16=fp16 if precision == "fp16" else None,
+        int8=int8 if make_int8 else None,
+        fp16=fp16 if make_fp16 else None,
         data=g.QUANTIZE_DATA.build(kw),
         verify=g.DATA.build(kw, budget=g.BUDGET.build(kw)),
         threads=g.THREADS.values(kw).get("threads"),

@@ -29,7 +29,7 @@ _ALIAS = "alias__"
 _DEFAULT = click.core.ParameterSource.DEFAULT
 
 
-def _unwrap_optional(annotation: Any) -> Any:
+def unwrap_optional(annotation: Any) -> Any:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(args) == 1:
@@ -66,7 +66,7 @@ def comma_ints(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 def _click_type(annotation: Any, info: FieldInfo) -> dict[str, Any]:
     """The click keyword arguments that express ``annotation``."""
-    annotation = _unwrap_optional(annotation)
+    annotation = unwrap_optional(annotation)
     origin = typing.get_origin(annotation)
     if origin is Literal:
         return {"type": click.Choice([str(v) for v in typing.get_args(annotation)])}
@@ -116,6 +116,14 @@ class OptionGroup:
         """The option's spelling: ``--on/--off`` for bools, space-separated names (``-o --out``) otherwise."""
         return self.names.get(name, f"--{self.prefix}{name.replace('_', '-')}")
 
+    def display_flag(self, name: str) -> str:
+        """The flag as ``--help`` shows it (both sides of an on/off flag)."""
+        flag = self.flag(name)
+        is_bool = unwrap_optional(self.model.model_fields[name].annotation) is bool
+        if is_bool and "/" not in flag and name not in self.names:
+            return f"{flag}/--no-{flag.removeprefix('--')}"
+        return flag.replace(" ", ", ")
+
     def dest(self, name: str) -> str:
         return f"{self.prefix.replace('-', '_')}{name}"
 
@@ -136,7 +144,7 @@ class OptionGroup:
         dest = self.dest(name) if alias is None else f"{_ALIAS}{self.dest(name)}"
         if alias is not None:
             default = None  # an alias only counts when it is given
-        if _unwrap_optional(info.annotation) is bool:
+        if unwrap_optional(info.annotation) is bool:
             flag = alias or self.flag(name)
             if "/" in flag:
                 return click.option(flag, dest, default=default, show_default=alias is None, **common)

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import BaseModel
 
 from deployopt.api import QuantizeData, RuntimeOptions, TrainConfig
-from deployopt.cli.fields import OptionGroup
+from deployopt.cli.fields import OptionGroup, unwrap_optional
 from deployopt.data.calibration import Preprocess
 from deployopt.errors import UsageError
 from deployopt.flow.build import BuildConfig, QuantizedVariants
@@ -143,3 +144,54 @@ def prune_config(kw: dict[str, Any], group: OptionGroup = PRUNE) -> PruneConfig 
     if "method" not in given:
         raise UsageError(f"{', '.join(group.flag(k) for k in given)} need --prune-method METHOD")
     return PruneConfig(**given)
+
+
+# Where each group's fields live in a pipeline file, for the reference README prints (``deployopt schema --markdown``).
+PIPELINE_SECTIONS: dict[str, tuple[OptionGroup, ...]] = {
+    "build": (SOURCE, OUT, BUILD, NO_BENCH),
+    "build.export": (EXPORT,),
+    "build.graph": (GRAPH,),
+    "build.verify": (DATA,),
+    "build.verify.budget": (BUDGET,),
+    "build.quantize": (CALIBRATION,),
+    "build.quantize.int8": (INT8,),
+    "build.quantize.fp16": (FP16,),
+    "build.prune": (PRUNE,),
+    "build.bench": (BENCH,),
+    "build.engine": (ENGINE,),
+    "train": (TRAIN,),
+}
+_HAND_WRITTEN = {"build.quantize.make": "--fp16/--no-fp16, --int8/--no-int8", "train.arch_kwargs": "--arch-arg"}
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("NoneType", "None")
+    return text.removeprefix("<class '").removesuffix("'>")
+
+
+def _leaves(model: type[BaseModel], path: str):
+    for name, info in model.model_fields.items():
+        inner = unwrap_optional(info.annotation)
+        key = f"{path}.{name}" if path else name
+        covered = any(name in dict(grp.fields()) for grp in PIPELINE_SECTIONS.get(path, ()))
+        if isinstance(inner, type) and issubclass(inner, BaseModel) and not covered:
+            yield from _leaves(inner, key)
+        else:
+            yield key, name, info
+
+
+def pipeline_reference() -> str:
+    """Every pipeline key as a Markdown table: type, default, the command-line option that sets it, meaning."""
+    from deployopt.flow.pipeline import Pipeline
+
+    rows = ["| key | type | default | option | meaning |", "|---|---|---|---|---|"]
+    for key, name, info in _leaves(Pipeline, ""):
+        section = key.rpartition(".")[0]
+        groups = [grp for grp in PIPELINE_SECTIONS.get(section, ()) if name in dict(grp.fields())]
+        option = _HAND_WRITTEN.get(key) or (groups[0].display_flag(name) if groups else "–")
+        default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
+        meaning = (info.description or "").replace("|", "\\|")
+        rows.append(
+            f"| `{key}` | {_type_name(unwrap_optional(info.annotation))} | {default} | `{option}` | {meaning} |"
+        )
+    return "\n".join(rows) + "\n"

@@ -34,9 +34,9 @@ class Pipeline(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: Path | None = None
-    train: TrainStep | None = None
-    build: BuildConfig = BuildConfig()
+    model: Path | None = Field(None, description="the model file, relative to the pipeline file")
+    train: TrainStep | None = Field(None, description="train a registered model into the run directory first")
+    build: BuildConfig = Field(BuildConfig(), description="what deployopt build does")
 
     @model_validator(mode="after")
     def _one_source(self) -> Pipeline:

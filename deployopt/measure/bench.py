@@ -43,7 +43,7 @@ class BenchConfig(BaseModel):
     min_seconds: float = Field(1.0, ge=0, description="time each batch size for at least this long")
     max_seconds: float = Field(30.0, gt=0, description="stop measuring one batch size after this long")
     repeats: int = Field(1, ge=1, description="separate worker processes per variant; medians are reported")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the generated benchmark inputs")
 
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.errors import InputFileError
 from deployopt.fsutil import read_json
+from deployopt.reports.model import REPORT_FORMAT
 
 
 class RegressionBudget(BaseModel):
@@ -70,6 +71,12 @@ def load_baseline(path) -> dict:
     data = read_json(path)
     if not isinstance(data, dict) or "variants" not in data:
         raise InputFileError(f"{path}: not a deployopt report.json; pass the report.json of an earlier build")
+    # reports written before the format field existed have none: they are read as the first format
+    if data.get("format", REPORT_FORMAT) != REPORT_FORMAT:
+        raise InputFileError(
+            f"{path}: report format {data['format']} is not the one this deployopt reads ({REPORT_FORMAT}); "
+            "upgrade deployopt or rebuild the baseline"
+        )
     return data
 
 

@@ -196,5 +196,5 @@ class VerifyConfig(BaseModel):
     dataset_split: str = Field("test", description="split of the model's registered dataset, when it has one")
     samples: int = Field(64, ge=1, description="number of generated samples when no real data is given")
     batch_size: int = Field(32, ge=1, description="batch size the verification runs at")
-    seed: int = 0
+    seed: int = Field(0, description="seed of generated inputs and dataset splits")
     budget: BudgetOverrides = BudgetOverrides()

@@ -15,6 +15,7 @@ from typing import Any
 from deployopt.types import ONNX_FP32, StepRecord
 
 REFERENCE = "pytorch"
+REPORT_FORMAT = "deployopt.report/1"  # bumped when a field of report.json changes meaning or disappears
 
 
 @dataclass
@@ -92,6 +93,7 @@ class BuildReport:
 
     def to_json(self) -> dict:
         return {
+            "format": REPORT_FORMAT,
             "model": self.model,
             "run_dir": self.run_dir,
             "passed": self.passed,

@@ -28,25 +28,29 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dataset: str | None = Field(None, description="registered dataset, .npz file or image folder; default: model's")
-    optimizer: Optimizer = "adamw"
-    schedule: Schedule = "onecycle"
+    optimizer: Optimizer = Field("adamw", description="optimizer")
+    schedule: Schedule = Field(
+        "onecycle", description="learning-rate schedule; plateau: lr ÷ 10 after --plateau-patience epochs w/o gain"
+    )
     epochs: int | None = Field(None, ge=1, description="default: the model's registered recipe")
     batch_size: int = Field(64, ge=1, description="global batch (split across torchrun processes)")
     lr: float = Field(3e-3, gt=0, description="peak learning rate")
-    weight_decay: float = Field(5e-4, ge=0)
+    weight_decay: float = Field(5e-4, ge=0, description="decoupled weight decay (adamw) or L2 penalty")
     warmup_steps: int | None = Field(None, ge=0, description="linear warm-up; default 20 % of optimizer steps")
-    label_smoothing: float = Field(0.05, ge=0, lt=1)
+    label_smoothing: float = Field(0.05, ge=0, lt=1, description="cross-entropy label smoothing")
     augment: str | None = Field(None, description="spec like 'crop:1,rotate:10'; 'none'; default: the model's")
-    amp: Amp = "off"
+    amp: Amp = Field(
+        "off", description="mixed precision: bf16 autocast (CPU or CUDA), fp16 with gradient scaling (CUDA)"
+    )
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     early_stop: int | None = Field(None, ge=1, description="stop after N epochs without a better val accuracy")
     plateau_patience: int = Field(2, ge=1, description="schedule plateau: epochs without gain before lr ÷ 10")
-    device: Literal["cpu", "cuda"] = "cpu"
-    seed: int = 0
+    device: Literal["cpu", "cuda"] = Field("cpu", description="device to train on")
+    seed: int = Field(0, description="seed for weights, data order and augmentation")
     arch_kwargs: dict[str, Any] = Field(default_factory=dict, description="arguments for the model factory")
     teacher: Path | None = Field(None, description="distil from this model (soft targets + hard labels)")
-    distill_temperature: float = Field(4.0, gt=0)
-    distill_alpha: float = Field(0.5, ge=0, le=1)
+    distill_temperature: float = Field(4.0, gt=0, description="softmax temperature of the distillation loss")
+    distill_alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation loss")
     tensorboard: bool = Field(False, description="also write TensorBoard logs (needs the tensorboard package)")
 
 

@@ -1,8 +1,10 @@
 """The command line as a user meets it: help without torch, documented exit codes, one-line errors."""
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,6 +51,15 @@ def test_exit_codes_are_listed(run_cli):
     assert code == 0
     for number in EXIT_CODES:
         assert f"{number:>4}  " in out
+    code, out, _ = run_cli("exit-codes", "--json")
+    assert code == 0 and set(json.loads(out)) == {str(n) for n in EXIT_CODES}
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/ci.md"])
+def test_every_exit_code_is_documented(doc):
+    text = (Path(__file__).resolve().parents[2] / doc).read_text(encoding="utf-8")
+    for number in EXIT_CODES:
+        assert f"\n| {number} | " in text, f"{doc} does not document exit code {number}"
 
 
 @pytest.mark.parametrize(
@@ -199,3 +210,15 @@ def test_demo_command_trains_builds_and_reports(tmp_path):
 def _write(path, data: bytes):
     path.write_bytes(data)
     return path
+
+
+def test_inspect_describes_onnx_and_checkpoints(digits_onnx, digits_checkpoint, run_cli):
+    code, out, _ = run_cli("inspect", digits_onnx, "--json")
+    info = json.loads(out)
+    assert code == 0 and info["kind"] == "onnx" and info["precision"] == "fp32"
+    assert info["opset"] == 18 and info["ir_version"] >= 7 and info["external_data"] == [] and info["op_counts"]["Conv"]
+    assert info["signature"][0]["name"] == "input"
+    code, out, _ = run_cli("inspect", digits_checkpoint)
+    assert code == 0 and "checkpoint" in out and "input      input:batch,1,8,8:float32" in out
+    code, _, err = run_cli("inspect", "/nonexistent/model.onnx")
+    assert code == 3 and err.count("\n") == 1

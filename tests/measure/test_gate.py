@@ -133,3 +133,15 @@ def test_verify_gates_a_finished_report_against_a_baseline(run_cli, baseline_bui
     assert code == 0 and "no regression" in err
     code, _, err = run_cli("verify", new, new, "--junit", junit)
     assert code == 2 and "--junit / --summary describe builds" in err
+
+
+def test_a_report_from_a_newer_format_is_refused_with_the_fix(tmp_path):
+    from deployopt.errors import InputFileError
+    from deployopt.measure.gate import load_baseline
+
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({"format": "deployopt.report/9", "variants": []}))
+    with pytest.raises(InputFileError, match="upgrade deployopt or rebuild the baseline"):
+        load_baseline(path)
+    path.write_text(json.dumps({"variants": []}))  # before the format field: still read
+    assert load_baseline(path) == {"variants": []}

@@ -63,3 +63,9 @@ def test_accepts_checks_rank_and_fixed_dims():
     assert spec.accepts((5, 1, 8, 8))
     assert not spec.accepts((5, 8, 8))
     assert not spec.accepts((5, 3, 8, 8))
+
+
+def test_a_dimension_name_containing_x_is_not_split():
+    spec = parse_tensor_spec("ids:batch,max_len=128:int64")
+    assert spec.shape == ("batch", "max_len") and spec.dim_values == {"max_len": 128}
+    assert parse_tensor_spec("image:1x3x32x32").shape == (1, 3, 32, 32)  # the all-numeric spelling still works

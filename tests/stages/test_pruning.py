@@ -7,7 +7,8 @@ import json
 
 def test_build_prunes_then_quantizes_and_verifies_against_the_original(run_cli, digits_checkpoint, tmp_path):
     out = tmp_path / "run"
-    args = ("build", digits_checkpoint, "--prune-method", "channels", "--prune-amount", "0.5", "--prune-finetune-epochs", "10")
+    args = ("build", digits_checkpoint, "--prune-method", "channels", "--prune-amount", "0.5")
+    args += ("--prune-finetune-epochs", "10")
     code, _, err = run_cli(*args, "-o", out, "--no-bench")
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())

@@ -215,7 +215,7 @@ def test_quantize_cli_exit_codes(digits_fp32, digits_checkpoint, tmp_path, run_c
     code, _, err = run_cli("quantize", digits_checkpoint, "--fp16", "-o", tmp_path / "h.onnx")
     assert code == 3 and "quantize takes ONNX" in err
     code, _, err = run_cli("quantize", digits_fp32, "-o", tmp_path / "h.onnx")
-    assert code == 2 and "choose --int8 or --fp16" in err
+    assert code == 2 and "choose one of --int8 or --fp16" in err
 
 
 def test_weight_bits_can_be_forced(digits_fp32):

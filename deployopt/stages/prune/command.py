@@ -105,7 +105,9 @@ def prune(
     example = tuple(torch.from_numpy(a) for a in generate_data(signature, 2, seed=config.seed).inputs.values())
     splits = _labelled(source, signature, config)
     if config.finetune_epochs and not splits:
-        raise UsageError("fine-tuning needs labelled data: the model has no registered dataset; pass --prune-train-data")
+        raise UsageError(
+            "fine-tuning needs labelled data: the model has no registered dataset; pass --prune-train-data"
+        )
     teacher = copy.deepcopy(model).eval() if config.distill else None
     if config.distill and not config.finetune_epochs:
         raise UsageError("--prune-distill trains the pruned model against the original: add --prune-finetune-epochs N")

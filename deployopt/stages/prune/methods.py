@@ -49,7 +49,7 @@ class PruneConfig(BaseModel):
     distill: bool = Field(False, description="fine-tune against the unpruned model's logits as well as labels")
     train_data: Path | None = Field(None, description=".npz with inputs and 'labels'; default: registered dataset")
     max_accuracy_drop: float = Field(1.0, ge=0, description="budget against the unpruned model, in points")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the fine-tune")
 
     @model_validator(mode="after")
     def _amount_fits_method(self) -> PruneConfig:
@@ -158,7 +158,9 @@ def _prune_channels(model: Any, example: tuple, config: PruneConfig, keep: set[s
     )
     if config.importance == "taylor":
         if loss_batch is None:
-            raise UsageError("--prune-importance taylor needs labelled data (a registered dataset or --prune-train-data)")
+            raise UsageError(
+                "--prune-importance taylor needs labelled data (a registered dataset or --prune-train-data)"
+            )
         loss_batch(model).backward()
     pruner.step()
     model.zero_grad(set_to_none=True)
@@ -204,7 +206,9 @@ def prune_module(
         keep |= set(output_layers(model, example))
     candidates = [n for n in _prunable(model) if n not in keep]
     if not candidates:
-        raise UsageError("nothing to prune: the model has no Conv/Linear layer outside the output layer and --prune-exclude")
+        raise UsageError(
+            "nothing to prune: the model has no Conv/Linear layer outside the output layer and --prune-exclude"
+        )
     if config.importance == "bn" and not any(
         isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()
     ):
