@@ -11,7 +11,8 @@ import base64
 import html
 import io
 
-from deployopt.reports.model import BuildReport, VariantReport
+from deployopt.reports.model import REFERENCE, BuildReport, VariantReport
+from deployopt.types import ONNX_FP32
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#1b1b1b;max-width:1200px}
@@ -68,17 +69,7 @@ def _plots(report: BuildReport) -> list[tuple[str, str]]:
             if quality is not None and batch in v.latency:
                 points.append((v.name, v.latency[batch]["p50_ms"], quality))
         if points:
-            front = set(pareto_front(points))
-            fig, ax = plt.subplots(figsize=(5, 3.6))
-            for name, latency, quality in points:
-                on_front = name in front
-                ax.scatter(latency, quality, s=60 if on_front else 30, color="#d95f02" if on_front else "#7570b3")
-                ax.annotate(name, (latency, quality), fontsize=8, xytext=(4, 4), textcoords="offset points")
-            ordered = sorted((p for p in points if p[0] in front), key=lambda p: p[1])
-            ax.plot([p[1] for p in ordered], [p[2] for p in ordered], "--", color="#d95f02", label="Pareto front")
-            ax.set(xscale="log", xlabel=f"p50 latency at batch {batch} (ms)", ylabel=label, title="latency vs accuracy")
-            ax.legend(fontsize=8)
-            plots.append(("latency vs accuracy", _png(fig)))
+            plots.append(("latency vs accuracy", _png(_tradeoff_figure(points, batch, label))))
     fig, ax = plt.subplots(figsize=(5, 3.6))
     ax.barh([v.name for v in report.variants], [v.size_bytes / 1e6 for v in report.variants], color="#1b9e77")
     ax.set(xlabel="size (MB)", title="size per variant")
@@ -89,14 +80,68 @@ def _plots(report: BuildReport) -> list[tuple[str, str]]:
             batches = sorted(v.latency)
             ax.plot(batches, [v.latency[b]["p50_ms"] for b in batches], marker="o", label=v.name)
         ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="p50 latency (ms)", title="latency by batch")
+        _plain_log_ticks(ax.xaxis)
+        _plain_log_ticks(ax.yaxis)
         ax.legend(fontsize=8)
         plots.append(("latency by batch size", _png(fig)))
     return plots
 
 
+_PALETTE = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
+
+
+def _tradeoff_figure(points: list[tuple[str, float, float]], batch: int, label: str):
+    """Latency vs quality: one colour per variant named in the legend (labels on the points overlap when
+    variants sit close), the Pareto front as a bold step line over a shaded dominated region, and the
+    quality axis never past its maximum (100 % or cosine 1)."""
+    import matplotlib.pyplot as plt
+
+    front = set(pareto_front(points))
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ordered = sorted((p for p in points if p[0] in front), key=lambda p: p[1])
+    xs = [p[1] for p in ordered]
+    ys = [p[2] for p in ordered]
+    lowest = min(q for _, _, q in points)
+    top = 100.0 if label.startswith("accuracy") else 1.0
+    span = max(top - lowest, 1e-6)
+    floor = lowest - 0.15 * span
+    edge = max(lat for _, lat, _ in points) * 1.5
+    line_x, line_y = [*xs, edge], [*ys, ys[-1]]  # the front continues right: slower and no better is dominated
+    ax.step(line_x, line_y, where="post", color="#d95f02", linewidth=2.2, zorder=2, label="Pareto front")
+    ax.fill_between(line_x, line_y, floor, step="post", color="#d95f02", alpha=0.08, zorder=1)
+    for index, (name, latency, quality) in enumerate(points):
+        on_front = name in front
+        ax.scatter(
+            latency,
+            quality,
+            s=70 if on_front else 40,
+            color=_PALETTE[index % len(_PALETTE)],
+            edgecolors="black" if on_front else "none",
+            linewidths=1.2,
+            zorder=3,
+            label=f"{name}{' (front)' if on_front else ''}",
+        )
+    ax.set(xscale="log", xlabel=f"p50 latency at batch {batch} (ms)", ylabel=label, title="latency vs accuracy")
+    ax.set_ylim(floor, top + 0.02 * span)
+    ax.set_xlim(min(lat for _, lat, _ in points) / 1.5, edge)
+    ax.legend(fontsize=7, loc="lower right")
+    _plain_log_ticks(ax.xaxis)
+    return fig
+
+
+def _plain_log_ticks(axis) -> None:
+    """Log axes label only their major ticks, as plain numbers (matplotlib's minor labels overlap)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _table(report: BuildReport) -> str:
     batches = sorted({b for v in report.variants for b in v.latency})
-    head = ["variant", "precision", "size (MB)"] + [f"p50 b{b} (ms)" for b in batches] + ["accuracy", "verdict"]
+    head = ["variant", "precision", "size (MB)"] + [f"p50 b{b} (ms)" for b in batches]
+    head += [f"vs PyTorch b{b}" for b in batches] + [f"vs ONNX fp32 b{b}" for b in batches] + ["accuracy", "verdict"]
     rows = []
     for v in report.variants:
         quality, _ = _quality(v)
@@ -106,6 +151,9 @@ def _table(report: BuildReport) -> str:
         )
         cells = [v.name, v.precision, f"{v.size_bytes / 1e6:.3f}"]
         cells += [f"{v.latency[b]['p50_ms']:.3f}" if b in v.latency else "–" for b in batches]
+        for baseline in (REFERENCE, ONNX_FP32):
+            ratios = [report.speedup(v.name, baseline, b) for b in batches]
+            cells += [f"{r:.2f}×" if r is not None else "–" for r in ratios]
         cells += [accuracy, verdict]
         css = "" if v.verify is None else (' class="pass"' if v.passed else ' class="fail"')
         rows.append(

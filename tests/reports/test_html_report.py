@@ -19,6 +19,20 @@ def test_pareto_front_keeps_only_undominated_points():
     assert pareto_front(points) == ["slow-exact", "fast-good", "fastest"]
 
 
+def test_tradeoff_plot_keeps_the_axis_in_range_and_the_front_visible():
+    from deployopt.reports.html import _tradeoff_figure
+
+    points = [("pytorch", 0.5, 99.72), ("onnx-fp32", 0.05, 99.72), ("onnx-int8", 0.049, 99.72)]
+    figure = _tradeoff_figure(points, 1, "accuracy (%)")
+    ax = figure.axes[0]
+    assert ax.get_ylim()[1] <= 100.5 and ax.get_ylim()[0] < 99.72  # never far past 100 %, the points inside
+    front_line = next(line for line in ax.get_lines() if line.get_label() == "Pareto front")
+    assert len(front_line.get_xdata()) >= 2 and front_line.get_linewidth() >= 2  # a line even for one front point
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "onnx-int8 (front)" in names and "pytorch" in names  # named in the legend, not on top of each other
+    assert not ax.texts
+
+
 @pytest.fixture(scope="module")
 def built_report(digits_checkpoint, tmp_path_factory):
     from deployopt.api import BenchConfig, BuildConfig, build
@@ -36,6 +50,7 @@ def test_report_html_is_self_contained_with_table_and_three_plots(built_report):
     assert '<table id="variants">' in text
     for variant in report.variants:
         assert f"<td>{variant.name}</td>" in text
+    assert "<th>vs ONNX fp32 b32</th>" in text and "<th>vs PyTorch b1</th>" in text
     images = re.findall(r'<img alt="([^"]+)"[^>]*src="data:image/png;base64,', text)
     assert images == ["latency vs accuracy", "size per variant", "latency by batch size"]
     assert "http://" not in text and "https://" not in text  # nothing fetched from elsewhere
