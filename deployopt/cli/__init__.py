@@ -22,7 +22,7 @@ from deployopt.cli import convert as cli_convert
 from deployopt.cli import engine as cli_engine
 from deployopt.cli import measure as cli_measure
 from deployopt.cli import model as cli_model
-from deployopt.cli.console import configure_logging
+from deployopt.cli.console import configure_logging, end_progress
 from deployopt.errors import EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DeployoptError
 
 _NOISY_MODULES = r"(torch|onnx|onnxscript|onnxslim|onnxruntime|onnx_ir|torchvision)(\.|$)"
@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     args = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     _State.debug = "--debug" in args
     try:
-        code = cli.main(args=args, prog_name="deployopt", standalone_mode=False)
+        try:
+            code = cli.main(args=args, prog_name="deployopt", standalone_mode=False)
+        finally:
+            end_progress()  # the live progress line closes before any result or error line
     except click.exceptions.Exit as exc:  # --help / --version
         code = exc.exit_code
     except click.ClickException as exc:

@@ -1,13 +1,17 @@
 """What the CLI prints: tables and verdicts for build, verify, bench and quantize results.
 
-Results go to stdout, verdicts and failures to stderr, so ``--json`` output and pipes stay clean.
+Results go to stdout, verdicts and failures to stderr, so ``--json`` output and pipes stay clean. On a
+terminal, tables are drawn by rich to fit its width and each progress step is a live line with its elapsed
+time; in pipes and CI logs the same content is plain text (Markdown tables, one ``»`` line per step).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -17,14 +21,109 @@ from deployopt.errors import EXIT_BUDGET, EXIT_OK
 _log = logging.getLogger("deployopt")
 
 
+def _is_terminal(stream) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
+class _LiveProgress(logging.Handler):
+    """On a terminal: the running step as a spinner with its elapsed time; a finished step stays as one line
+    with the time it took."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=True)
+        self.live = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=self.console, transient=True
+        )
+        self.task: int | None = None
+        self.started = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.finish()
+        self.live.start()
+        self.task = self.live.add_task(record.getMessage())
+        self.started = time.perf_counter()
+
+    def finish(self) -> None:
+        if self.task is None:
+            return
+        description = self.live.tasks[0].description
+        self.live.remove_task(self.task)
+        self.live.stop()
+        self.task = None
+        elapsed = time.perf_counter() - self.started
+        self.console.print(f"[green]»[/green] {description} [dim]({elapsed:.1f} s)[/dim]", highlight=False)
+
+
 def configure_logging(level: int) -> None:
     """Progress and library messages go through stdlib logging to stderr: INFO shows progress, -q (WARNING)
     hides it, -v (DEBUG) adds the exporters' and libraries' messages."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("» %(message)s"))
+    if _is_terminal(sys.stderr):
+        handler: logging.Handler = _LiveProgress()
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("» %(message)s"))
     _log.handlers[:] = [handler]
     _log.setLevel(level)
     _log.propagate = False
+
+
+def end_progress() -> None:
+    """Close the live progress line before results are printed."""
+    for handler in _log.handlers:
+        if isinstance(handler, _LiveProgress):
+            handler.finish()
+
+
+# Columns a narrow terminal drops first (by header prefix); report.md always has them all.
+_DROP_FIRST = ("vs PyTorch", "Δ acc", "p90", "p99", "vs ONNX fp32", "precision")
+
+
+def _fit(header: list[str], rows: list[list[str]], width: int) -> tuple[list[str], list[list[str]], list[str]]:
+    """Drop the least important columns until the table fits ``width``; return what was dropped."""
+    keep = list(range(len(header)))
+
+    def needed() -> int:
+        return sum(max(len(r[i]) for r in [header, *rows]) + 3 for i in keep) + 1
+
+    dropped: list[str] = []
+    for prefix in _DROP_FIRST:
+        for index in [i for i in keep if header[i].startswith(prefix)]:
+            if needed() <= width:
+                break
+            keep.remove(index)
+            dropped.append(header[index])
+    return [header[i] for i in keep], [[r[i] for i in keep] for r in rows], dropped
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """A results table on stdout: drawn by rich to fit a terminal (least important columns dropped first, and
+    named), Markdown in pipes (easy to paste or parse)."""
+    from deployopt.reports.model import markdown_table
+
+    end_progress()
+    if not _is_terminal(sys.stdout):
+        click.echo(markdown_table(header, rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()
+    header, rows, dropped = _fit(header, rows, out.width)
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for index, name in enumerate(header):
+        table.add_column(name, justify="left" if index < 2 else "right", no_wrap=index == 0)
+    for row in rows:
+        table.add_row(*row, style="red" if row[-1] == "FAIL" else None)
+    out.print(table)
+    if dropped:
+        out.print(
+            f"[dim]{len(dropped)} column(s) left out to fit the terminal ({', '.join(dropped)}); "
+            "report.md has them all[/dim]"
+        )
 
 
 def verbose() -> bool:
@@ -37,12 +136,13 @@ def progress(message: str) -> None:
 
 
 def show_build(report, as_json: bool) -> int:
-    from deployopt.reports.model import variant_table
+    from deployopt.reports.model import variant_rows
 
+    end_progress()
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
-        click.echo(variant_table(report))
+        print_table(*variant_rows(report))
         click.echo(f"\nrun directory: {report.run_dir} (report.html, report.md, report.json, manifest.json)")
         for note in report.notes:
             click.echo(f"note: {note}", err=True)
@@ -69,6 +169,7 @@ def finish_build(report, as_json: bool, baseline, budget, junit, summary) -> int
 
 
 def show_verify(result) -> None:
+    end_progress()
     click.echo(
         f"{result.samples} samples from {result.data_origin}; budget {result.budget.model_dump(exclude_none=True)}"
     )
@@ -89,24 +190,23 @@ def show_verify(result) -> None:
 def show_bench(measurements, models: list[Path]) -> None:
     sizes = {m: Path(m).stat().st_size for m in map(str, models)}
     gpu = any(m.gpu_p50_ms is not None for m in measurements)
-    header = f"{'model':<28} {'batch':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'samples/s':>10} {'peak RSS':>9}"
-    click.echo(header + (f" {'GPU p50 ms':>11} {'GPU p99 ms':>11}" if gpu else ""))
+    header = ["model", "batch", "p50 ms", "p90 ms", "p99 ms", "samples/s", "peak RSS"]
+    header += ["GPU p50 ms", "GPU p99 ms"] if gpu else []
+    rows = []
     for m in measurements:
-        line = (
-            f"{m.variant:<28} {m.batch:>5} {m.p50_ms:>9.3f} {m.p90_ms:>9.3f} {m.p99_ms:>9.3f} "
-            f"{m.throughput:>10.1f} {m.peak_rss_mb:>7.0f}MB"
-        )
+        row = [m.variant, str(m.batch), f"{m.p50_ms:.3f}", f"{m.p90_ms:.3f}", f"{m.p99_ms:.3f}"]
+        row += [f"{m.throughput:.1f}", f"{m.peak_rss_mb:.0f} MB"]
         if gpu:
-            line += (
-                f" {m.gpu_p50_ms:>11.3f} {m.gpu_p99_ms:>11.3f}" if m.gpu_p50_ms is not None else f" {'–':>11} {'–':>11}"
-            )
-        click.echo(line)
+            row += [f"{m.gpu_p50_ms:.3f}", f"{m.gpu_p99_ms:.3f}"] if m.gpu_p50_ms is not None else ["–", "–"]
+        rows.append(row)
+    print_table(header, rows)
     if gpu:
         click.echo("p50/p90/p99: end to end (copies in and out, synchronised); GPU: device compute time (CUDA events)")
     click.echo("sizes: " + ", ".join(f"{Path(p).name} {s / 1e6:.2f} MB" for p, s in sizes.items()))
 
 
 def show_quantize(out: Path, outcome) -> None:
+    end_progress()
     details, result = outcome.details, outcome.verify
     if outcome.precision == "int8":
         click.echo(f"{out}: int8 {details['mode']}, kept {details['chosen']}")
@@ -141,6 +241,7 @@ def show_quantize(out: Path, outcome) -> None:
 
 
 def show_prune(out: Path, outcome) -> None:
+    end_progress()
     r = outcome.result
     structured = r.method == "channels"
     click.echo(f"{out}: {r.method} pruning, amount {r.amount:g}")

@@ -219,7 +219,7 @@ def _verify_artifacts(ctx: BuildContext, report: BuildReport) -> None:
         report.stages.append(
             StepRecord(f"verify {name}", result.get("cached", False), result.get("seconds", 0.0), summary)
         )
-        ctx.progress(f"verify {name}: {verdict}")
+        ctx.progress(f"verify {name}: {verdict}" + (" (reused)" if result.get("cached") else ""))
 
 
 def _verify_variant(ctx: BuildContext, name: str, ref_spec: RunnerSpec, path: Path, precision: str, reference) -> dict:

@@ -137,15 +137,15 @@ def _x(value: float | None) -> str:
     return f"{value:.2f}×" if value is not None else "–"
 
 
-def variant_table(report: BuildReport) -> str:
-    """The Markdown table of variants (also what the terminal shows)."""
+def variant_rows(report: BuildReport) -> tuple[list[str], list[list[str]]]:
+    """The variant table as header and rows of text (the terminal and report.md render the same cells)."""
     measured = any(v.latency for v in report.variants)
     batches = report.batch_sizes if measured else []  # no latency columns when benchmarking was skipped
     header = ["variant", "precision", "size"]
     header += [f"p50 b{b}" for b in batches]
     header += [f"vs PyTorch b{b}" for b in batches] + [f"vs ONNX fp32 b{b}" for b in batches]
     header += ["accuracy", "Δ acc", "verify"]
-    rows = [header]
+    rows = []
     reference = report.variant(REFERENCE)
     for v in report.variants:
         row = [v.name, v.precision, _mb(v.size_bytes)]
@@ -159,10 +159,21 @@ def variant_table(report: BuildReport) -> str:
             row.append("–")
         row.append("reference" if v.verify is None else ("pass" if v.passed else "FAIL"))
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "| " + " | ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) + " |" for r in [header, *rows]
+    ]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+def variant_table(report: BuildReport) -> str:
+    """The Markdown table of variants (report.md, the CI summary, and the terminal when it is not a TTY)."""
+    return markdown_table(*variant_rows(report))
 
 
 def render_markdown(report: BuildReport) -> str:

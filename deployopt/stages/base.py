@@ -63,6 +63,8 @@ class BuildContext:
 
     def record(self, stage: str, outcome: StageOutcome, summary: str) -> None:
         self.steps.append(StepRecord(stage, outcome.cached, outcome.record["seconds"], summary))
+        if outcome.cached:
+            self.progress(f"{stage}: reused from the run directory (same inputs, config and tool versions)")
 
     def skip(self, stage: str, reason: str) -> None:
         """A step that cannot run here: the report's step list and notes say why, and so does the terminal."""

@@ -69,9 +69,11 @@ def test_rerun_reuses_stages_and_force_redoes_them(digits_checkpoint, run_cli, t
     run = tmp_path / "run"
     assert run_cli("build", digits_checkpoint, "-o", run, *NO_BENCH)[0] == 0
     first = json.loads((run / "manifest.json").read_text())
-    assert run_cli("build", digits_checkpoint, "-o", run, *NO_BENCH)[0] == 0
+    code, _, err = run_cli("build", digits_checkpoint, "-o", run, *NO_BENCH)
+    assert code == 0
     stages = {s["stage"]: s for s in _report(run)["stages"]}
     assert stages["export"]["cached"] and stages["graph"]["cached"] and stages["verify onnx-fp32"]["cached"]
+    assert "» graph: reused from the run directory" in err and "verify onnx-fp32: pass (reused)" in err
     second = json.loads((run / "manifest.json").read_text())
     assert second["stages"]["export"]["started"] == first["stages"]["export"]["started"]
     assert run_cli("build", digits_checkpoint, "-o", run, "--force", *NO_BENCH)[0] == 0
