@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deployopt.data.arrays import load_arrays
+from deployopt.data.user_data import is_dataset_path, load_user_split
 from deployopt.errors import InputFileError, UsageError, file_error
 from deployopt.sources.signature import Signature, TensorSpec
 
@@ -70,24 +72,6 @@ def generate_data(signature: Signature, samples: int, seed: int = 0) -> EvalData
         f"generated (seed {seed})",
         signature,
     )
-
-
-def load_arrays(path: str | Path, what: str) -> dict[str, np.ndarray]:
-    """Read an .npz (arrays by name) or .npy (a single array, named '') file."""
-    path = Path(path)
-    if not path.exists():
-        raise file_error(path, f"{what} file not found", "check the path")
-    if path.is_dir():
-        raise file_error(path, f"is a directory, not a {what} file", "pass an .npz or .npy file")
-    try:
-        if path.suffix == ".npy":
-            return {"": np.load(path, allow_pickle=False)}
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                return {"": np.asarray(archive)}
-            return {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise file_error(path, f"is not a readable .npz/.npy {what} file ({exc})", "save it with numpy.savez") from exc
 
 
 def load_data(signature: Signature, data_path: str | Path, labels_path: str | Path | None = None) -> EvalData:
@@ -150,7 +134,6 @@ def _check_arrays(signature: Signature, inputs: dict[str, np.ndarray], origin: s
 def dataset_data(signature: Signature, dataset: str, split: str = "test", seed: int = 0) -> EvalData:
     """Real data and labels from a registered dataset (see ``models/``) or a user's .npz / image folder."""
     from deployopt import models
-    from deployopt.data.user_data import is_dataset_path, load_user_split
 
     if is_dataset_path(dataset):
         inputs, labels = load_user_split(dataset, signature, split, seed)

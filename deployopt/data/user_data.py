@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deployopt.data.arrays import load_arrays
+from deployopt.data.split import stratified_split
 from deployopt.errors import UsageError, file_error
 from deployopt.sources.signature import Signature
 
@@ -71,8 +73,6 @@ def load_user_dataset(path: str, signature: Signature, seed: int = 0) -> UserDat
 
 
 def _npz(path: Path, input_name: str, seed: int) -> UserDataset:
-    from deployopt.data.eval_data import load_arrays
-
     arrays = load_arrays(path, "dataset")
     inputs = arrays.get(input_name, arrays.get("inputs"))
     labels = arrays.get("labels")
@@ -144,15 +144,6 @@ def _read_image(file: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
 
 def _split(inputs: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """60/20/20, stratified when every class has at least five samples (as the built-in datasets)."""
-    from sklearn.model_selection import train_test_split
-
     counts = np.bincount(labels)
-    stratify = labels if counts[counts > 0].min() >= 5 else None
-    rest_x, test_x, rest_y, test_y = train_test_split(
-        inputs, labels, test_size=0.2, stratify=stratify, random_state=seed
-    )
-    stratify = rest_y if stratify is not None else None
-    train_x, val_x, train_y, val_y = train_test_split(
-        rest_x, rest_y, test_size=0.25, stratify=stratify, random_state=seed
-    )
-    return {"train": (train_x, train_y), "val": (val_x, val_y), "test": (test_x, test_y)}
+    parts = stratified_split(labels, seed, stratify=counts[counts > 0].min() >= 5)
+    return {name: (inputs[indices], labels[indices]) for name, indices in parts.items()}

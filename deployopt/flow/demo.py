@@ -21,7 +21,7 @@ def run_demo(
     if checkpoint.exists():
         progress(f"demo: using the trained checkpoint {checkpoint}")
     else:
-        progress(f"demo: training the digits CNN on scikit-learn's digits → {checkpoint}")
+        progress(f"demo: training the digits CNN on the UCI 8×8 digits → {checkpoint}")
         metrics = train_digits(checkpoint, log=progress)
         progress(f"demo: test accuracy {metrics['test_accuracy']:.2f}% after {metrics['train_seconds']:.1f} s")
     config = (config or BuildConfig()).model_copy(update={"out": out_root / checkpoint.stem})

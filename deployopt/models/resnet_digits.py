@@ -1,4 +1,4 @@
-"""A small ResNet for 32×32 inputs, trained on scikit-learn's digits upsampled 4× (real data, no download).
+"""A small ResNet for 32×32 inputs, trained on the UCI 8×8 digits upsampled 4× (real data, no download).
 
 Three stages of one residual block each (widths 24/48/96, strides 1/2/2), the shape of CIFAR ResNets at
 a size that trains in about a minute on 2 CPU cores. It exists to show pruning on a residual network:
