@@ -87,8 +87,15 @@ def compare(before: dict, after: dict) -> list[str]:
     for build in sorted(set(before) | set(after)):
         old, new = before.get(build, {}), after.get(build, {})
         for field in sorted(set(old) | set(new)):
-            if old.get(field) != new.get(field):
-                problems.append(f"{build}.{field}: {json.dumps(old.get(field))} != {json.dumps(new.get(field))}")
+            before_value, after_value = old.get(field), new.get(field)
+            if before_value == after_value:
+                continue
+            if field == "report_keys":  # say which keys came or went, not two long lists
+                added = sorted(set(after_value or ()) - set(before_value or ()))
+                removed = sorted(set(before_value or ()) - set(after_value or ()))
+                problems.append(f"{build}.report_keys: added {added}, removed {removed}")
+            else:
+                problems.append(f"{build}.{field}: {json.dumps(before_value)} != {json.dumps(after_value)}")
     return problems
 
 
