@@ -9,10 +9,21 @@ import click
 
 from deployopt.cli import console
 from deployopt.cli import groups as g
+from deployopt.flow.build import VARIANT_STEPS
+
+
+def _variant_flags(func):
+    """``--fp16/--no-fp16``, ``--int8/--no-int8``, …: one on/off flag per variant ``build`` can make."""
+    for variant in reversed(VARIANT_STEPS):
+        flag = f"--{variant}/--no-{variant}"
+        func = click.option(
+            flag, f"make_{variant}", default=True, show_default=True, help=f"Make the {variant} variant."
+        )(func)
+    return func
 
 
 def _variants_made(kw: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(v for v, wanted in (("fp16", kw.pop("make_fp16")), ("int8", kw.pop("make_int8"))) if wanted)
+    return tuple(variant for variant in VARIANT_STEPS if kw.pop(f"make_{variant}"))
 
 
 @click.command()
@@ -22,8 +33,7 @@ def _variants_made(kw: dict[str, Any]) -> tuple[str, ...]:
 @g.EXPORT
 @g.GRAPH
 @g.DATA
-@click.option("--fp16/--no-fp16", "make_fp16", default=True, show_default=True, help="Make the fp16 variant.")
-@click.option("--int8/--no-int8", "make_int8", default=True, show_default=True, help="Make the int8 variant.")
+@_variant_flags
 @g.CALIBRATION
 @g.INT8
 @g.FP16

@@ -18,7 +18,7 @@ from deployopt.api import QuantizeData, RuntimeOptions, TrainConfig
 from deployopt.cli.fields import OptionGroup, unwrap_optional
 from deployopt.data.calibration import Preprocess
 from deployopt.errors import UsageError
-from deployopt.flow.build import BuildConfig, QuantizedVariants
+from deployopt.flow.build import VARIANT_STEPS, BuildConfig, QuantizedVariants
 from deployopt.measure.bench import BenchConfig
 from deployopt.measure.budgets import BudgetOverrides
 from deployopt.measure.gate import RegressionBudget
@@ -161,7 +161,10 @@ PIPELINE_SECTIONS: dict[str, tuple[OptionGroup, ...]] = {
     "build.engine": (ENGINE,),
     "train": (TRAIN,),
 }
-_HAND_WRITTEN = {"build.quantize.make": "--fp16/--no-fp16, --int8/--no-int8", "train.arch_kwargs": "--arch-arg"}
+_HAND_WRITTEN = {
+    "build.quantize.make": ", ".join(f"--{v}/--no-{v}" for v in VARIANT_STEPS),
+    "train.arch_kwargs": "--arch-arg",
+}
 
 
 def _type_name(annotation: Any) -> str:

@@ -46,7 +46,9 @@ from deployopt.stages.prune.methods import PruneConfig
 from deployopt.types import StepRecord
 
 DEFAULT_OUT_ROOT = Path("deployopt-out")
-Variant = Literal["fp16", "int8"]
+# The low-precision variants a build can make beside fp32, each one step; a new variant is one entry here.
+VARIANT_STEPS: dict[str, type] = {"fp16": Fp16Step, "int8": Int8Step}
+Variant = Literal[tuple(VARIANT_STEPS)]  # type: ignore[valid-type]
 
 
 def _silent(message: str) -> None:
@@ -58,7 +60,7 @@ class QuantizedVariants(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    make: tuple[Variant, ...] = Field(("fp16", "int8"), description="variants beside fp32")
+    make: tuple[Variant, ...] = Field(tuple(VARIANT_STEPS), description="variants beside fp32")
     fp16: Fp16Config = Fp16Config()
     int8: Int8Config = Int8Config()
     calibration: Path | None = Field(
@@ -133,10 +135,7 @@ def plan(config: BuildConfig) -> list[Step]:
     steps += [ExportStep(), GraphStep()]
     if config.prune is not None and config.prune.method == "2:4":
         steps.append(SparsityCheckStep())
-    if "fp16" in config.quantize.make:
-        steps.append(Fp16Step())
-    if "int8" in config.quantize.make:
-        steps.append(Int8Step())
+    steps += [step() for variant, step in VARIANT_STEPS.items() if variant in config.quantize.make]
     if config.target == "tensorrt":
         from deployopt.stages.engine import tensorrt_steps
 
