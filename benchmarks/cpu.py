@@ -39,10 +39,10 @@ def _prepare(name: str, workdir: Path) -> tuple[Path, list[str]]:
     import torch
 
     if name == "digits":
-        from deployopt.models.digits import train_digits
+        from deployopt.flow.demo import train_demo_model
 
         path = workdir / "digits-cnn.pt"
-        train_digits(path, log=lambda message: None)
+        train_demo_model(path, log=lambda message: None)
         return path, []
     import torchvision
 

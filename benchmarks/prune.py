@@ -49,16 +49,15 @@ def run(repeats: int) -> list[str]:
     import torch
     import torchvision
 
-    from deployopt.api import PruneConfig, SourceOptions, prune
-    from deployopt.models.digits import train_digits
-    from deployopt.models.resnet_digits import train_resnet_digits
+    from deployopt.api import PruneConfig, SourceOptions, TrainConfig, prune, train
+    from deployopt.flow.demo import train_demo_model
 
     lines = []
     with tempfile.TemporaryDirectory(prefix="deployopt-prune-bench-") as tmp:
         work = Path(tmp)
         rows = []
-        train_digits(work / "digits.pt", log=lambda m: None)
-        train_resnet_digits(work / "resnet-digits.pt", log=lambda m: None)
+        train_demo_model(work / "digits.pt", log=lambda m: None)
+        train("resnet-digits", work / "resnet-digits.pt", TrainConfig(epochs=20), log=lambda m: None)
         cases = [
             ("digits CNN", work / "digits.pt", SourceOptions(), 0.5, 10, "input:batch,1,8,8"),
             ("ResNet-digits 32×32", work / "resnet-digits.pt", SourceOptions(), 0.3, 10, "input:batch,1,32,32"),

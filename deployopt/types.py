@@ -10,6 +10,7 @@ import enum
 from dataclasses import asdict, dataclass
 
 ONNX_FP32 = "onnx-fp32"  # the optimised fp32 graph: every low-precision variant starts from it
+REPORT_FORMAT = "deployopt.report/1"  # report.json's format: bumped when a field changes meaning or disappears
 
 
 class Precision(str, enum.Enum):

@@ -31,10 +31,10 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def digits_trained(model_dir):
     """(checkpoint path, training metrics) from the demo's own recipe."""
-    from deployopt.models.digits import train_digits
+    from deployopt.flow.demo import train_demo_model
 
     path = model_dir / "digits-cnn.pt"
-    metrics = train_digits(path, log=lambda message: None)
+    metrics = train_demo_model(path, log=lambda message: None)
     return path, metrics
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.errors import InputFileError
 from deployopt.fsutil import read_json
-from deployopt.reports.model import REPORT_FORMAT
+from deployopt.types import REPORT_FORMAT
 
 
 class RegressionBudget(BaseModel):

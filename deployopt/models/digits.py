@@ -1,11 +1,10 @@
 """The demo: a small CNN for the 8×8 handwritten digits (real data, shipped in ``data/digits.npz``).
 
 The 1,797 images are UCI's optdigits as scikit-learn bundles them (see ``data/README.md``), shipped here so
-the core install needs no scikit-learn. The split is fixed (60 % train, 20 % val, 20 % test, stratified):
-seed 0 is the split scikit-learn's ``train_test_split`` made, stored with the data so results stay
-comparable across versions; other seeds use :func:`deployopt.data.split.stratified_split`. Every run and
-every test sees the same 360 test images. ``train_digits`` reaches ≥ 98 % test accuracy in well under a
-minute on 2 CPU cores.
+the core install needs no scikit-learn. The split is fixed whatever the seed (60 % train, 20 % val, 20 %
+test, stratified; the one scikit-learn's ``train_test_split`` made with seed 0, stored with the data), so
+every run and every test sees the same 360 test images. The registered recipe reaches ≥ 98 % test accuracy
+in well under a minute on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -23,14 +22,13 @@ DATA_FILE = Path(__file__).parent / "data" / "digits.npz"
 
 
 def load_digits_split(split: str = "test", seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Return ``({"input": float32 [N,1,8,8] scaled to [0,1]}, int64 labels [N])`` for one split."""
-    from deployopt.data.split import stratified_split
-
+    """Return ``({"input": float32 [N,1,8,8] scaled to [0,1]}, int64 labels [N])`` for one split (``seed`` is
+    accepted for the dataset interface; the split is fixed)."""
     if split not in SPLIT_FRACTIONS:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_FRACTIONS)}")
     with np.load(DATA_FILE) as data:
         images, labels = data["images"], data["labels"].astype(np.int64)
-        indices = data[split].astype(np.int64) if seed == 0 else stratified_split(labels, seed)[split]
+        indices = data[split].astype(np.int64)
     chosen = (images[indices] / 16.0).astype(np.float32)[:, None, :, :]
     return {INPUT_NAME: np.ascontiguousarray(chosen)}, labels[indices]
 
@@ -63,13 +61,6 @@ def shift_augment(batch, rng: np.random.Generator):
     padded = F.pad(batch, (1, 1, 1, 1))
     dx, dy = (int(v) for v in rng.integers(0, 3, size=2))
     return padded[:, :, dy : dy + height, dx : dx + width]
-
-
-def train_digits(out: str | Path, *, epochs: int = 40, seed: int = 0, width: int = 32, log=print) -> dict:
-    """Train the demo CNN (the registered recipe) and save a deployopt checkpoint to ``out``; return its metrics."""
-    from deployopt.training.command import TrainConfig, train_model
-
-    return train_model("digits-cnn", out, TrainConfig(epochs=epochs, seed=seed, arch_kwargs={"width": width}), log)
 
 
 MODELS = [

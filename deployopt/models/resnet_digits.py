@@ -7,8 +7,6 @@ the skip connections tie channels together, which a dependency graph has to resp
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from deployopt.models import DatasetEntry, ModelEntry
@@ -61,13 +59,6 @@ def ResNetDigits(widths: tuple[int, ...] = (24, 48, 96), num_classes: int = 10):
             return self.fc(self.pool(self.stages(self.stem(x))).flatten(1))
 
     return ResNet()
-
-
-def train_resnet_digits(out: str | Path, *, epochs: int = 20, seed: int = 0, log=print) -> dict:
-    """Train on digits32 (the registered recipe) and save a deployopt checkpoint to ``out``; return its metrics."""
-    from deployopt.training.command import TrainConfig, train_model
-
-    return train_model("resnet-digits", out, TrainConfig(epochs=epochs, seed=seed), log)
 
 
 MODELS = [

@@ -12,10 +12,9 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
-from deployopt.types import ONNX_FP32, StepRecord
+from deployopt.types import ONNX_FP32, REPORT_FORMAT, StepRecord
 
 REFERENCE = "pytorch"
-REPORT_FORMAT = "deployopt.report/1"  # bumped when a field of report.json changes meaning or disappears
 
 
 @dataclass

@@ -133,9 +133,9 @@ def train_model(
     """
     import torch
 
+    from deployopt.measure.macs import count_macs_and_params
     from deployopt.sources.checkpoint import save_checkpoint
     from deployopt.sources.signature import Signature
-    from deployopt.stages.prune.methods import count_macs_and_params
     from deployopt.training.distributed import join_from_environment, leave
     from deployopt.training.log import TrainLog, quiet_log
     from deployopt.training.loop import TrainRecipe, evaluate, train_classifier

@@ -80,7 +80,12 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
 def test_ctrl_c_says_how_to_resume(tmp_path):
     out = tmp_path / "cnn.pt"
     process = subprocess.Popen(
-        _train_command("-o", str(out), "--epochs", "40"), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        _train_command("-o", str(out), "--epochs", "40"),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        # a suite started in the background inherits SIGINT ignored, and Python then never raises Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     state = tmp_path / "cnn.train" / "state.pt"
     deadline = time.monotonic() + 120

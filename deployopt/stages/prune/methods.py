@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deployopt.errors import UsageError
+from deployopt.measure.macs import count_macs_and_params
 
 Method = Literal["channels", "2:4", "magnitude"]
 
@@ -85,14 +86,6 @@ class PruneResult:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def count_macs_and_params(model: Any, example: tuple) -> tuple[int, int]:
-    """MACs and parameters of one forward pass, from Torch-Pruning's counter."""
-    import torch_pruning as tp
-
-    macs, params = tp.utils.count_ops_and_params(model, example)
-    return int(macs), int(params)
 
 
 def _prunable(model: Any) -> dict[str, Any]:
