@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data.calibration import Preprocess
-from deployopt.data.plan import DataPlan, DataSources
+from deployopt.data.plan import DataPlan
 from deployopt.errors import InputFileError, UsageError
 from deployopt.flow.build import BuildConfig, build, reference_spec, require_signature
 from deployopt.flow.demo import run_demo
@@ -187,15 +187,7 @@ def verify_models(
         )
     precision = Precision.FP16 if runtime.torch_precision == "fp16" and cand.source is not None else cand.precision
     budget = resolve_budget(precision, config.budget)
-    sources = DataSources(
-        data=config.data,
-        labels=config.labels,
-        dataset=ref.dataset,
-        samples=config.samples,
-        split=config.dataset_split,
-        seed=config.seed,
-    )
-    data = DataPlan(signature, sources).verification
+    data = DataPlan(signature, config.data_sources(ref.dataset)).verification
     return run_verify(reference_spec(ref.source), runtime.spec(cand.path, options), data, budget, config.batch_size)
 
 
@@ -290,19 +282,6 @@ class QuantizeData(BaseModel):
         None, description="Registered dataset or a user dataset: calibrate on its 'val' split, verify on 'test'."
     )
 
-    def sources(self, verify: VerifyConfig, calibration_samples: int) -> DataSources:
-        return DataSources(
-            data=verify.data,
-            labels=verify.labels,
-            calibration=self.calibration,
-            preprocess=self.preprocess,
-            dataset=self.dataset,
-            samples=verify.samples,
-            calibration_samples=calibration_samples,
-            split=verify.dataset_split,
-            seed=verify.seed,
-        )
-
 
 @dataclass
 class QuantizeOutcome:
@@ -353,7 +332,11 @@ def quantize(
         )
     _refuse_overwrite_of_input(source.path, Path(out))
     signature = require_signature(source)
-    plan = DataPlan(signature, data.sources(verify, int8.samples if int8 else verify.samples))
+    calibration_samples = int8.samples if int8 else verify.samples
+    sources = verify.data_sources(
+        data.dataset, calibration=data.calibration, preprocess=data.preprocess, calibration_samples=calibration_samples
+    )
+    plan = DataPlan(signature, sources)
     calibration, verify_data = (plan.calibration if int8 else None), plan.verification
     precision = Precision.INT8 if int8 else Precision.FP16
     full_budget = resolve_budget(precision, verify.budget)

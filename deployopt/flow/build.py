@@ -101,16 +101,9 @@ class BuildConfig(BaseModel):
 
     def data_sources(self, dataset: str | None) -> DataSources:
         """Where this build's data comes from (see :mod:`deployopt.data.plan` for the precedence)."""
-        return DataSources(
-            data=self.verify.data,
-            labels=self.verify.labels,
-            calibration=self.quantize.calibration,
-            preprocess=self.quantize.preprocess,
-            dataset=dataset,
-            samples=self.verify.samples,
-            calibration_samples=self.quantize.int8.samples,
-            split=self.verify.dataset_split,
-            seed=self.verify.seed,
+        q = self.quantize
+        return self.verify.data_sources(
+            dataset, calibration=q.calibration, preprocess=q.preprocess, calibration_samples=q.int8.samples
         )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data.eval_data import EvalData
+from deployopt.data.plan import DataSources
 from deployopt.measure.budgets import Budget, BudgetOverrides
 from deployopt.runners import Runner, RunnerSpec, create_runner
 
@@ -198,3 +199,16 @@ class VerifyConfig(BaseModel):
     batch_size: int = Field(32, ge=1, description="batch size the verification runs at")
     seed: int = Field(0, description="seed of generated inputs and dataset splits")
     budget: BudgetOverrides = BudgetOverrides()
+
+    def data_sources(self, dataset: str | None = None, **calibration) -> DataSources:
+        """This config's verification data, with the model's dataset and any calibration settings
+        (``calibration``, ``preprocess``, ``calibration_samples``), for :class:`~deployopt.data.plan.DataPlan`."""
+        return DataSources(
+            data=self.data,
+            labels=self.labels,
+            dataset=dataset,
+            samples=self.samples,
+            split=self.dataset_split,
+            seed=self.seed,
+            **calibration,
+        )
