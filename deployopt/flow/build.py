@@ -7,6 +7,7 @@ report says which metric) when any artifact misses its accuracy budget.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Literal
@@ -28,7 +29,6 @@ from deployopt.reports.model import (
     VariantReport,
     fp16_speed_note,
     render_markdown,
-    verify_summary,
 )
 from deployopt.rundir import RunDirectory
 from deployopt.runners import RunnerSpec, create_runner, spec_for_model
@@ -46,6 +46,8 @@ from deployopt.stages.prune.methods import PruneConfig
 from deployopt.types import StepRecord
 
 DEFAULT_OUT_ROOT = Path("deployopt-out")
+# The human-readable reports every build writes beside report.json; a new format is one entry here.
+REPORT_FILES = {"report.md": render_markdown, "report.html": render_html}
 # The low-precision variants a build can make beside fp32, each one step; a new variant is one entry here.
 VARIANT_STEPS: dict[str, type] = {"fp16": Fp16Step, "int8": Int8Step}
 Variant = Literal[tuple(VARIANT_STEPS)]  # type: ignore[valid-type]
@@ -178,8 +180,8 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
             _bench_variants(run, report, reference_spec(source), ctx.artifacts, signature, config.bench, progress)
             report.notes += fp16_speed_note(report)
         write_json_atomic(run.path("report.json"), report.to_json())
-        write_text_atomic(run.path("report.md"), render_markdown(report))
-        write_text_atomic(run.path("report.html"), render_html(report))
+        for filename, render in REPORT_FILES.items():
+            write_text_atomic(run.path(filename), render(report))
         run.manifest["result"] = {"passed": report.passed, "failures": report.failures}
         run.save()
     return report
@@ -202,19 +204,16 @@ def _verify_artifacts(ctx: BuildContext, report: BuildReport) -> None:
         ctx.run.record_artifact(name, artifact.path, precision=facts["precision"])
         variant = VariantReport(name, str(artifact.path), facts["precision"], facts["size_bytes"])
         result = _verify_variant(ctx, name, ref_spec, artifact.path, facts["precision"], reference)
-        variant.verify = result
-        variant.accuracy = result["candidate_accuracy"]
-        report.variants[0].accuracy = result["reference_accuracy"]
+        variant.verify, variant.accuracy = result, result.candidate_accuracy
+        report.variants[0].accuracy = result.reference_accuracy
         report.variants.append(variant)
-        verdict = "pass" if result["passed"] else "FAIL: " + "; ".join(result["failures"])
-        summary = verify_summary(result, verdict)
-        report.stages.append(
-            StepRecord(f"verify {name}", result.get("cached", False), result.get("seconds", 0.0), summary)
-        )
-        ctx.progress(f"verify {name}: {verdict}" + (" (reused)" if result.get("cached") else ""))
+        report.stages.append(StepRecord(f"verify {name}", result.cached, result.seconds or 0.0, result.summary()))
+        ctx.progress(f"verify {name}: {result.verdict}" + (" (reused)" if result.cached else ""))
 
 
-def _verify_variant(ctx: BuildContext, name: str, ref_spec: RunnerSpec, path: Path, precision: str, reference) -> dict:
+def _verify_variant(
+    ctx: BuildContext, name: str, ref_spec: RunnerSpec, path: Path, precision: str, reference
+) -> VerifyResult:
     config = ctx.config
     budget = resolve_budget(precision, config.verify.budget, pruned=config.prune)
     data = ctx.data.verification
@@ -227,14 +226,12 @@ def _verify_variant(ctx: BuildContext, name: str, ref_spec: RunnerSpec, path: Pa
     }
     cached = ctx.run.cached_result(f"verify:{name}", key)
     if cached is not None:
-        return cached | {"cached": True}
+        return dataclasses.replace(VerifyResult.from_json(cached), cached=True)
     started = time.perf_counter()
-    result: VerifyResult = verify(
-        ref_spec, spec_for_model(str(path)), data, budget, config.verify.batch_size, reference()
-    )
-    payload = result.to_json() | {"seconds": round(time.perf_counter() - started, 3)}
-    ctx.run.record_result(f"verify:{name}", key, payload)
-    return payload
+    result = verify(ref_spec, spec_for_model(str(path)), data, budget, config.verify.batch_size, reference())
+    result.seconds = round(time.perf_counter() - started, 3)
+    ctx.run.record_result(f"verify:{name}", key, result.to_json())
+    return result
 
 
 def _bench_variants(

@@ -41,6 +41,8 @@ class VerifyResult:
     reference_accuracy: float | None = None
     candidate_accuracy: float | None = None
     failures: list[str] = field(default_factory=list)
+    seconds: float | None = None  # how long verification took (build records it)
+    cached: bool = False  # reused from the run directory instead of run again
 
     @property
     def passed(self) -> bool:
@@ -53,19 +55,55 @@ class VerifyResult:
         return self.reference_accuracy - self.candidate_accuracy
 
     def to_json(self) -> dict:
-        return {
-            "reference": self.reference,
-            "candidate": self.candidate,
-            "passed": self.passed,
-            "failures": self.failures,
-            "samples": self.samples,
-            "data": self.data_origin,
-            "budget": self.budget.model_dump(),
-            "reference_accuracy": self.reference_accuracy,
-            "candidate_accuracy": self.candidate_accuracy,
-            "accuracy_drop": self.accuracy_drop,
-            "outputs": [vars(o) for o in self.outputs],
-        }
+        return (
+            {
+                "reference": self.reference,
+                "candidate": self.candidate,
+                "passed": self.passed,
+                "failures": self.failures,
+                "samples": self.samples,
+                "data": self.data_origin,
+                "budget": self.budget.model_dump(),
+                "reference_accuracy": self.reference_accuracy,
+                "candidate_accuracy": self.candidate_accuracy,
+                "accuracy_drop": self.accuracy_drop,
+                "outputs": [vars(o) for o in self.outputs],
+            }
+            | ({"seconds": self.seconds} if self.seconds is not None else {})
+            | ({"cached": True} if self.cached else {})
+        )
+
+    @classmethod
+    def from_json(cls, data: dict) -> VerifyResult:
+        return cls(
+            reference=data["reference"],
+            candidate=data["candidate"],
+            budget=Budget(**data["budget"]),
+            samples=data["samples"],
+            data_origin=data["data"],
+            outputs=[OutputMetrics(**o) for o in data["outputs"]],
+            reference_accuracy=data["reference_accuracy"],
+            candidate_accuracy=data["candidate_accuracy"],
+            failures=list(data["failures"]),
+            seconds=data.get("seconds"),
+            cached=bool(data.get("cached", False)),
+        )
+
+    def summary(self) -> str:
+        """One line per build step: each output's errors, the accuracies, the data, the verdict."""
+        parts = []
+        for o in self.outputs:
+            text = f"{o.name}: max abs {o.max_abs_error:.3g}, max rel {o.max_rel_error:.3g}, cosine {o.cosine:.6f}"
+            if o.top1_agreement is not None:
+                text += f", top-1 agreement {o.top1_agreement * 100:.2f}%"
+            parts.append(text)
+        if self.candidate_accuracy is not None:
+            parts.append(f"accuracy {self.candidate_accuracy:.2f}% vs reference {self.reference_accuracy:.2f}%")
+        return f"{'; '.join(parts)} on {self.samples} samples of {self.data_origin} → {self.verdict}"
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.passed else "FAIL: " + "; ".join(self.failures)
 
 
 @dataclass

@@ -18,8 +18,8 @@ def junit_xml(report: BuildReport, gate: GateResult | None) -> str:
             continue
         case = ET.Element("testcase", classname=f"deployopt.{report.model}.verify", name=variant.name)
         if not variant.passed:
-            failure = ET.SubElement(case, "failure", message="; ".join(variant.verify["failures"]), type="budget")
-            failure.text = "\n".join(variant.verify["failures"])
+            failure = ET.SubElement(case, "failure", message="; ".join(variant.verify.failures), type="budget")
+            failure.text = "\n".join(variant.verify.failures)
         cases.append(case)
     for check in gate.checks if gate else []:
         case = ET.Element(

@@ -28,7 +28,7 @@ def _quality(variant: VariantReport) -> tuple[float | None, str]:
     if variant.accuracy is not None:
         return variant.accuracy, "accuracy (%)"
     if variant.verify:
-        return min(o["cosine"] for o in variant.verify["outputs"]), "cosine to reference"
+        return min(o.cosine for o in variant.verify.outputs), "cosine to reference"
     return (1.0, "cosine to reference") if variant.role == "reference" else (None, "")
 
 
@@ -146,9 +146,7 @@ def _table(report: BuildReport) -> str:
     for v in report.variants:
         quality, _ = _quality(v)
         accuracy = f"{v.accuracy:.2f} %" if v.accuracy is not None else (f"cos {quality:.5f}" if quality else "–")
-        verdict = (
-            "reference" if v.verify is None else ("pass" if v.passed else "FAIL: " + "; ".join(v.verify["failures"]))
-        )
+        verdict = "reference" if v.verify is None else v.verify.verdict
         cells = [v.name, v.precision, f"{v.size_bytes / 1e6:.3f}"]
         cells += [f"{v.latency[b]['p50_ms']:.3f}" if b in v.latency else "–" for b in batches]
         for baseline in (REFERENCE, ONNX_FP32):

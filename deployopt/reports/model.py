@@ -12,6 +12,7 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
+from deployopt.measure.verify import VerifyResult
 from deployopt.types import ONNX_FP32, REPORT_FORMAT, StepRecord
 
 REFERENCE = "pytorch"
@@ -25,12 +26,12 @@ class VariantReport:
     size_bytes: int
     role: str = "artifact"  # "reference" for the model everything is verified against
     latency: dict[int, dict] = field(default_factory=dict)  # batch → Measurement.to_json()
-    verify: dict | None = None  # VerifyResult.to_json(), None for the reference
+    verify: VerifyResult | None = None  # None for the reference
     accuracy: float | None = None
 
     @property
     def passed(self) -> bool:
-        return self.verify is None or bool(self.verify["passed"])
+        return self.verify is None or self.verify.passed
 
     def to_json(self) -> dict:
         return {
@@ -42,7 +43,7 @@ class VariantReport:
             "accuracy": self.accuracy,
             "passed": self.passed,
             "latency": {str(b): m for b, m in self.latency.items()},
-            "verify": self.verify,
+            "verify": self.verify.to_json() if self.verify is not None else None,
         }
 
     @classmethod
@@ -54,7 +55,7 @@ class VariantReport:
             size_bytes=data["size_bytes"],
             role=data.get("role", "artifact"),
             latency={int(b): m for b, m in data.get("latency", {}).items()},
-            verify=data.get("verify"),
+            verify=VerifyResult.from_json(data["verify"]) if data.get("verify") else None,
             accuracy=data.get("accuracy"),
         )
 
@@ -78,7 +79,7 @@ class BuildReport:
 
     @property
     def failures(self) -> list[str]:
-        return [f"{v.name}: {f}" for v in self.variants if v.verify for f in v.verify["failures"]]
+        return [f"{v.name}: {f}" for v in self.variants if v.verify for f in v.verify.failures]
 
     def variant(self, name: str) -> VariantReport | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -201,21 +202,6 @@ def render_markdown(report: BuildReport) -> str:
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     return "\n".join(lines) + "\n"
-
-
-def verify_summary(result: dict, verdict: str) -> str:
-    parts = []
-    for output in result["outputs"]:
-        text = (
-            f"{output['name']}: max abs {output['max_abs_error']:.3g}, max rel {output['max_rel_error']:.3g}, "
-            f"cosine {output['cosine']:.6f}"
-        )
-        if output.get("top1_agreement") is not None:
-            text += f", top-1 agreement {output['top1_agreement'] * 100:.2f}%"
-        parts.append(text)
-    if result.get("candidate_accuracy") is not None:
-        parts.append(f"accuracy {result['candidate_accuracy']:.2f}% vs reference {result['reference_accuracy']:.2f}%")
-    return f"{'; '.join(parts)} on {result['samples']} samples of {result['data']} → {verdict}"
 
 
 def fp16_speed_note(report: BuildReport) -> list[str]:
