@@ -74,9 +74,11 @@ def test_cli_gate_passes_against_its_own_baseline_and_writes_junit_and_summary(
     run_cli, digits_checkpoint, baseline_build, tmp_path
 ):
     junit, summary = tmp_path / "junit.xml", tmp_path / "summary.md"
+    # The latency margin is wide because a shared machine's load can slow one run 100×: this test is about the
+    # gate's plumbing; the regression kinds, latency included, are the next test's, on a doctored baseline.
     code, _, err = run_cli(
         "build", digits_checkpoint, "--no-fp16", "--no-int8", "--batch-sizes", "32", "--repeats", "2",
-        "-o", tmp_path / "run", "--baseline", baseline_build, "--max-latency-regression", "2.0",
+        "-o", tmp_path / "run", "--baseline", baseline_build, "--max-latency-regression", "1000",
         "--junit", junit, "--summary", summary,
     )  # fmt: skip
     assert code == 0, err
