@@ -16,14 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from deployopt.data.calibration import Preprocess
 from deployopt.data.plan import DataPlan
 from deployopt.errors import InputFileError, UsageError
-from deployopt.flow.build import BuildConfig, build, reference_spec, require_signature
+from deployopt.flow.build import VARIANT_STEPS, BuildConfig, QuantizedVariants, build, reference_spec, require_signature
 from deployopt.flow.demo import run_demo
-from deployopt.fsutil import atomic_path, write_json_atomic
+from deployopt.flow.pipeline import pipeline_schema, run_pipeline, to_yaml
+from deployopt.fsutil import atomic_path, write_json_atomic, write_text_atomic
 from deployopt.measure.bench import BenchConfig, BenchVariant, Measurement, bench
-from deployopt.measure.budgets import resolve_budget
+from deployopt.measure.budgets import BudgetOverrides, resolve_budget
 from deployopt.measure.gate import GateResult, RegressionBudget, compare_reports, load_baseline
 from deployopt.measure.verify import VerifyConfig, VerifyResult
 from deployopt.measure.verify import verify as run_verify
+from deployopt.platform.doctor import diagnose
 from deployopt.platform.tensorrt import EngineSidecar, is_engine_file, read_sidecar, sidecar_path
 from deployopt.reports.model import BuildReport
 from deployopt.runners import RunnerSpec, spec_for_model
@@ -42,12 +44,19 @@ from deployopt.training.command import TrainConfig, train_model
 from deployopt.types import Precision
 
 __all__ = [
+    "VARIANT_STEPS",
     "BenchConfig",
+    "BudgetOverrides",
     "BuildConfig",
     "EngineConfig",
     "ExportConfig",
+    "Fp16Config",
     "GraphConfig",
+    "Int8Config",
+    "Preprocess",
     "PruneConfig",
+    "QuantizeData",
+    "QuantizedVariants",
     "RegressionBudget",
     "RuntimeOptions",
     "SourceOptions",
@@ -56,16 +65,26 @@ __all__ = [
     "bench_models",
     "build",
     "check_baseline",
+    "diagnose",
     "engine",
     "export",
     "inspect_model",
+    "load_report",
     "optimize",
+    "pipeline_schema",
     "prune",
     "quantize",
     "run_demo",
+    "run_pipeline",
+    "save_pipeline",
     "train",
     "verify_models",
 ]
+
+
+def save_pipeline(model: str | Path, config: BuildConfig, path: str | Path) -> None:
+    """Write ``build model config`` as a pipeline file (only the non-default settings), atomically."""
+    write_text_atomic(path, to_yaml(model, config))
 
 
 def _refuse_overwrite_of_input(source: Path, out: Path) -> None:

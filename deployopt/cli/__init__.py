@@ -68,8 +68,8 @@ def exit_codes(as_json: bool) -> int:
 @click.option("--markdown", is_flag=True, help="Print the reference table (key, type, default, option) instead.")
 def schema(markdown: bool) -> int:
     """Print the JSON Schema of pipeline files (the same fields as the command-line options)."""
+    from deployopt.api import pipeline_schema
     from deployopt.cli.groups import pipeline_reference
-    from deployopt.flow.pipeline import pipeline_schema
 
     click.echo(pipeline_reference() if markdown else json.dumps(pipeline_schema(), indent=2), nl=not markdown)
     return EXIT_OK

@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
+from deployopt.api import VARIANT_STEPS
 from deployopt.cli import console
 from deployopt.cli import groups as g
-from deployopt.flow.build import VARIANT_STEPS
 
 
 def _variant_flags(func):
@@ -44,16 +44,20 @@ def _variants_made(kw: dict[str, Any]) -> tuple[str, ...]:
 @g.BUILD
 @g.ENGINE
 @g.json_option("report.json")
-@click.option("--save-pipeline", type=click.Path(path_type=Path), help="Also write this run as a pipeline YAML file.")
+@click.option(
+    "--save-pipeline",
+    "pipeline_file",
+    type=click.Path(path_type=Path),
+    help="Also write this run as a pipeline YAML file.",
+)
 @g.gate_files
-def build(model: Path, as_json: bool, save_pipeline: Path | None, **kw: Any) -> int:
+def build(model: Path, as_json: bool, pipeline_file: Path | None, **kw: Any) -> int:
     """Export MODEL to ONNX, optimise the graph, verify and benchmark every artifact, write a report.
 
     Exits 1 when an artifact misses its accuracy budget.
     """
-    from deployopt.api import BuildConfig
+    from deployopt.api import BuildConfig, QuantizedVariants, save_pipeline
     from deployopt.api import build as run_build
-    from deployopt.flow.build import QuantizedVariants
 
     gate = (kw.pop("baseline"), g.GATE.build(kw), kw.pop("junit"), kw.pop("summary"))
     quantize = QuantizedVariants(
@@ -72,11 +76,8 @@ def build(model: Path, as_json: bool, save_pipeline: Path | None, **kw: Any) -> 
         engine=g.ENGINE.build(kw),
         bench=g.BENCH.build(kw),
     )
-    if save_pipeline:
-        from deployopt.flow.pipeline import to_yaml
-        from deployopt.fsutil import write_text_atomic
-
-        write_text_atomic(save_pipeline, to_yaml(model, config))
+    if pipeline_file:
+        save_pipeline(model, config, pipeline_file)
     report = run_build(model, config, progress=console.progress)
     return console.finish_build(report, as_json, *gate)
 
@@ -97,7 +98,7 @@ def run(pipeline: Path, overrides: tuple[str, ...], as_json: bool, **kw: Any) ->
 
     With --baseline it is a CI gate: exit 1 on a budget miss or a regression against the earlier report.
     """
-    from deployopt.flow.pipeline import run_pipeline
+    from deployopt.api import run_pipeline
 
     report = run_pipeline(pipeline, list(overrides), progress=console.progress)
     return console.finish_build(report, as_json, kw.pop("baseline"), g.GATE.build(kw), kw["junit"], kw["summary"])

@@ -45,7 +45,7 @@ def engine(model: Path, out: Path | None, as_json: bool, **kw: Any) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def doctor(as_json: bool) -> int:
     """List which backends, providers and GPU paths work on this machine, and why the others do not."""
-    from deployopt.platform.doctor import diagnose
+    from deployopt.api import diagnose
 
     checks = diagnose()
     if as_json:

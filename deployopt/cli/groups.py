@@ -14,22 +14,28 @@ from typing import Any
 import click
 from pydantic import BaseModel
 
-from deployopt.api import QuantizeData, RuntimeOptions, TrainConfig
+from deployopt.api import (
+    VARIANT_STEPS,
+    BenchConfig,
+    BudgetOverrides,
+    BuildConfig,
+    EngineConfig,
+    ExportConfig,
+    Fp16Config,
+    GraphConfig,
+    Int8Config,
+    Preprocess,
+    PruneConfig,
+    QuantizeData,
+    QuantizedVariants,
+    RegressionBudget,
+    RuntimeOptions,
+    SourceOptions,
+    TrainConfig,
+    VerifyConfig,
+)
 from deployopt.cli.fields import OptionGroup, unwrap_optional
-from deployopt.data.calibration import Preprocess
 from deployopt.errors import UsageError
-from deployopt.flow.build import VARIANT_STEPS, BuildConfig, QuantizedVariants
-from deployopt.measure.bench import BenchConfig
-from deployopt.measure.budgets import BudgetOverrides
-from deployopt.measure.gate import RegressionBudget
-from deployopt.measure.verify import VerifyConfig
-from deployopt.sources.detect import SourceOptions
-from deployopt.stages.engine.build import EngineConfig
-from deployopt.stages.export import ExportConfig
-from deployopt.stages.fp16 import Fp16Config
-from deployopt.stages.graph import GraphConfig
-from deployopt.stages.int8.quantize import Int8Config
-from deployopt.stages.prune.methods import PruneConfig
 
 SOURCE = OptionGroup(
     BuildConfig,
@@ -185,7 +191,7 @@ def _leaves(model: type[BaseModel], path: str):
 
 def pipeline_reference() -> str:
     """Every pipeline key as a Markdown table: type, default, the command-line option that sets it, meaning."""
-    from deployopt.flow.pipeline import Pipeline
+    from deployopt.flow.pipeline import Pipeline  # the schema's root model, read only to list its keys
 
     rows = ["| key | type | default | option | meaning |", "|---|---|---|---|---|"]
     for key, name, info in _leaves(Pipeline, ""):

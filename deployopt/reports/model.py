@@ -214,7 +214,7 @@ def fp16_speed_note(report: BuildReport) -> list[str]:
         return []
     ratio = max(fp16.latency[b]["p50_ms"] / fp32.latency[b]["p50_ms"] for b in slower)
     return [
-        f"fp16 is up to {ratio:.1f}× slower than fp32 here (this CPU has no fp16 arithmetic, so ONNX Runtime "
-        f"converts back and forth); it is a size win ({fp16.size_bytes / 1e6:.2f} MB vs "
+        f"fp16 is up to {ratio:.1f}× slower than fp32 here (ONNX Runtime's CPU provider has few fp16 kernels, so "
+        f"it converts back and forth); it is a size win ({fp16.size_bytes / 1e6:.2f} MB vs "
         f"{fp32.size_bytes / 1e6:.2f} MB) and a speed win on GPUs"
     ]
