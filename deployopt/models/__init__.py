@@ -1,4 +1,4 @@
-"""Registry of built-in models and datasets (the top-level ``models/`` folder, imported as ``deployopt.models``).
+"""Registry of built-in models and datasets (``deployopt/models/``; the digits data ships in ``data/``).
 
 Adding a model or dataset is one file in this folder that defines module-level ``MODELS`` and/or
 ``DATASETS`` lists; they are discovered on first use. Importing this package is cheap: model files

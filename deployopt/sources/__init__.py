@@ -1,1 +1,1 @@
-"""sources."""
+"""Model files: what kind a file is, its input signature, and loading it as a PyTorch module or ONNX graph."""

@@ -1,1 +1,1 @@
-"""training."""
+"""``deployopt train``: the one training loop, optimizers and schedules, augmentation, logs and DDP."""
