@@ -40,7 +40,7 @@ def prune(model: Path, out: Path, as_json: bool, **kw: Any) -> int:
     """Prune a PyTorch MODEL (structured channels, 2:4 or magnitude) and save it as TorchScript.
 
     The result is a normal model source for build / export / quantize. Exits 1 when the test accuracy
-    drops more than --max-accuracy-drop.
+    drops more than --prune-max-accuracy-drop.
     """
     from deployopt.api import BenchConfig
     from deployopt.api import prune as run_prune
