@@ -79,7 +79,9 @@ class BuildConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     arch: str | None = Field(
-        None, description="architecture for a state_dict: registered name, torchvision:NAME or pkg.module:factory"
+        None,
+        description="architecture for a state_dict: registered name, torchvision model name (resnet18 or "
+        "torchvision:resnet18) or pkg.module:factory",
     )
     inputs: tuple[str, ...] = Field(
         (), description="input signature, repeatable; symbolic dims (batch, seq=128) are dynamic"

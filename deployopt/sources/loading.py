@@ -1,8 +1,8 @@
 """Load a PyTorch module from a detected model source (see :mod:`deployopt.sources.detect`).
 
-``--arch`` resolves a registered name, ``torchvision:NAME`` or ``package.module:factory``; whole pickled
-modules load only with ``trust_pickle``; weights that do not fit the architecture are refused with the
-mismatching keys named.
+``--arch`` resolves a registered name, a torchvision model name (bare or ``torchvision:NAME``) or
+``package.module:factory``; whole pickled modules load only with ``trust_pickle``; weights that do not fit
+the architecture are refused with the mismatching keys named.
 """
 
 from __future__ import annotations
@@ -17,38 +17,56 @@ from deployopt.sources.detect import ModelSource, SourceKind, require_trust, tor
 
 
 def resolve_arch(arch: str, kwargs: dict[str, Any] | None = None) -> Any:
-    """Build an (untrained) module from ``--arch``: a registered name, ``torchvision:NAME``, or ``pkg.mod:factory``."""
+    """Build an (untrained) module from ``--arch``: a registered name, a torchvision model name (bare, as users
+    type it, or ``torchvision:NAME``), or ``pkg.mod:factory``. Registered names win over torchvision's."""
     from deployopt import models
 
     kwargs = dict(kwargs or {})
     entry = models.get_model(arch)
     if entry is not None:
         return entry.factory(**{**entry.default_kwargs, **kwargs})
-    if arch.startswith("torchvision:"):
-        try:
-            import torchvision
-        except ImportError as exc:
+    if arch.startswith("torchvision:") or ":" not in arch:
+        return _torchvision_model(arch, kwargs)
+    module_name, _, attr = arch.partition(":")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # let users point at their own project's modules
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"--arch {arch}: cannot import '{attr}' from '{module_name}' ({exc})") from exc
+    return factory(**kwargs)
+
+
+def _torchvision_model(arch: str, kwargs: dict[str, Any]) -> Any:
+    """torchvision's model ``arch`` (``torchvision:`` optional); an unknown name lists the nearest ones."""
+    import difflib
+
+    from deployopt import models
+
+    name = arch.removeprefix("torchvision:")
+    prefixed = arch.startswith("torchvision:")
+    try:
+        import torchvision
+    except ImportError as exc:
+        if prefixed:
             raise UsageError(
                 f"--arch {arch} needs torchvision; install it with: pip install 'deployopt[vision]'"
             ) from exc
-        name = arch.split(":", 1)[1]
-        try:
-            return torchvision.models.get_model(name, weights=None, **kwargs)
-        except ValueError as exc:
-            raise UsageError(f"--arch {arch}: torchvision has no model '{name}'") from exc
-    if ":" in arch:
-        module_name, _, attr = arch.partition(":")
-        if "" not in sys.path and str(Path.cwd()) not in sys.path:
-            sys.path.insert(0, str(Path.cwd()))  # let users point at their own project's modules
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise UsageError(f"--arch {arch}: cannot import '{attr}' from '{module_name}' ({exc})") from exc
-        return factory(**kwargs)
-    known = ", ".join(models.model_names())
+        torchvision = None
+    choices = torchvision.models.list_models() if torchvision is not None else []
+    if name in choices:
+        return torchvision.models.get_model(name, weights=None, **kwargs)
+    known = models.model_names() + choices
+    near = [n for n in known if n.lower() == name.lower()] or difflib.get_close_matches(name, known, n=4, cutoff=0.6)
+    hint = f"did you mean {', '.join(near)}? " if near else ""
+    searched = (
+        "registered models and torchvision's"
+        if torchvision is not None
+        else ("registered models (torchvision is not installed: pip install 'deployopt[vision]' to search its models)")
+    )
     raise UsageError(
-        f"--arch {arch}: unknown architecture; use a registered name ({known}), "
-        "torchvision:NAME or package.module:factory"
+        f"--arch {arch}: unknown architecture among {searched}; {hint}"
+        f"use a registered name ({', '.join(models.model_names())}), a torchvision model name or package.module:factory"
     )
 
 
@@ -99,7 +117,7 @@ def _module_from_checkpoint(source: ModelSource) -> Any:
         raise file_error(
             source.path,
             "holds only weights (a state_dict) and no architecture",
-            "pass --arch NAME, --arch torchvision:NAME or --arch package.module:factory",
+            "pass --arch NAME (registered or torchvision, e.g. --arch resnet18) or --arch package.module:factory",
         )
     obj = torch_load(source.path, weights_only=True)
     state = obj["state_dict"] if is_deployopt_checkpoint(obj) else _unwrap_state_dict(obj)

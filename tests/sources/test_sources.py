@@ -8,6 +8,7 @@ import pytest
 from deployopt.errors import InputFileError, UsageError
 from deployopt.sources.detect import SourceKind, SourceOptions, detect_kind, inspect_source
 from deployopt.sources.loading import load_torch_model, resolve_arch
+from tests.conftest import needs_torchvision
 
 
 def test_each_format_is_detected_from_content(
@@ -75,6 +76,19 @@ def test_unknown_arch_lists_registered_names():
         resolve_arch("no-such-model")
     with pytest.raises(UsageError, match="cannot import"):
         resolve_arch("no_such_package.mod:build")
+
+
+@needs_torchvision
+def test_a_bare_torchvision_name_resolves_as_users_type_it():
+    import torch
+
+    model = resolve_arch("efficientnet_b0")
+    assert type(model).__name__ == "EfficientNet"
+    assert isinstance(resolve_arch("torchvision:resnet18"), torch.nn.Module)
+    with pytest.raises(UsageError, match="did you mean resnet18"):
+        resolve_arch("ResNet18")  # names are case-sensitive: the error offers the right spelling
+    with pytest.raises(UsageError, match=r"did you mean .*efficientnet_b0"):
+        resolve_arch("efficientnet_b00")
 
 
 @pytest.mark.parametrize(
