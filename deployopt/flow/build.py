@@ -19,7 +19,7 @@ from deployopt.data.eval_data import data_fingerprint
 from deployopt.data.plan import DataPlan, DataSources
 from deployopt.errors import InputFileError
 from deployopt.fsutil import write_json_atomic, write_text_atomic
-from deployopt.measure.bench import BenchConfig, BenchVariant, bench
+from deployopt.measure.bench import BenchConfig, BenchVariant, bench, measurable_batches
 from deployopt.measure.budgets import resolve_budget
 from deployopt.measure.verify import CollectedOutputs, VerifyConfig, VerifyResult, collect_outputs, verify
 from deployopt.reports.html import render_html
@@ -245,6 +245,7 @@ def _bench_variants(
     config: BenchConfig,
     progress: Progress,
 ) -> None:
+    report.notes += measurable_batches(signature, config.batch_sizes)[1]
     variants = [BenchVariant(report.variants[0].name, ref_spec)]
     variants += [BenchVariant(name, spec_for_model(str(a.path))) for name, a in artifacts.items()]
     started = time.perf_counter()

@@ -109,10 +109,29 @@ def _run_worker(variant: BenchVariant, signature: Signature, config: BenchConfig
     return result["measurements"]
 
 
+def measurable_batches(signature: Signature, requested: tuple[int, ...]) -> tuple[tuple[int, ...], list[str]]:
+    """The batch sizes a model can really run among ``requested``, and a note for each one it cannot."""
+    fixed = signature.fixed_batch
+    if fixed is None:
+        return requested, []
+    notes = [
+        f"batch {b} not measured: the model's inputs have a fixed batch of {fixed}" for b in requested if b != fixed
+    ]
+    return (fixed,), notes
+
+
 def bench(
     variants: list[BenchVariant], signature: Signature, config: BenchConfig, progress=lambda message: None
 ) -> list[Measurement]:
-    """Measure every variant at every batch size; medians over ``config.repeats`` worker processes."""
+    """Measure every variant at every batch size it can run; medians over ``config.repeats`` worker processes.
+
+    A model with a fixed batch is measured at that batch only (and labelled with it): the progress line says
+    which requested batch sizes were not measured, so no table ever shows a batch that did not run.
+    """
+    batches, notes = measurable_batches(signature, config.batch_sizes)
+    for note in notes:
+        progress(note)
+    config = config.model_copy(update={"batch_sizes": batches})
     runs: dict[tuple[str, int], list[dict]] = {}
     for repeat in range(config.repeats):
         for variant in variants:

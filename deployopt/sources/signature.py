@@ -116,6 +116,14 @@ class Signature:
     def has_dynamic_batch(self) -> bool:
         return all(spec.batch_axis is not None for spec in self.inputs)
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch a model without a dynamic batch axis always runs at (its first input's leading dim)."""
+        if self.has_dynamic_batch:
+            return None
+        first = self.inputs[0].shape
+        return first[0] if first and isinstance(first[0], int) else 1
+
     def to_text(self) -> list[str]:
         return [spec.to_text() for spec in self.inputs]
 

@@ -65,3 +65,33 @@ def test_workers_import_the_installed_package_not_the_working_directory(
         FAST.model_copy(update={"batch_sizes": (1,)}),
     )
     assert rows[0].p50_ms > 0
+
+
+def test_a_fixed_batch_model_is_measured_only_at_its_batch(tmp_path, run_cli):
+    """A graph whose input is [1, 8] runs one sample per call: no row may claim batch 32."""
+    import json
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((8, 4), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "fixed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [weight],
+    )
+    model = tmp_path / "fixed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), model)
+    code, out, err = run_cli("bench", model, "--batch-sizes", "1,32", "--min-seconds", "0.05", "--json")
+    assert code == 0, err
+    assert [row["batch"] for row in json.loads(out)] == [1]
+    assert "batch 32 not measured: the model's inputs have a fixed batch of 1" in err
+    code, _, err = run_cli("build", model, "-o", tmp_path / "run", "--batch-sizes", "1,32", "--min-seconds", "0.05")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert all(set(v["latency"]) <= {"1"} for v in report["variants"]), [
+        v["latency"].keys() for v in report["variants"]
+    ]
+    assert any("batch 32 not measured" in note for note in report["notes"])
