@@ -237,13 +237,18 @@ def _unique_labels(paths: list[Path]) -> list[str]:
     return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
 
 
-def engine(model: str | Path, out: str | Path | None = None, config: EngineConfig = EngineConfig()) -> EngineSidecar:
+def engine(
+    model: str | Path,
+    out: str | Path | None = None,
+    config: EngineConfig = EngineConfig(),
+    options: SourceOptions = SourceOptions(),
+) -> EngineSidecar:
     """Build a TensorRT engine from an ONNX model; writes ``out`` (default: MODEL with .plan) and its sidecar.
 
     Precision follows the ONNX graph (fp32, fp16-converted, or Q/DQ int8 from ``quantize --target
     tensorrt``). Without TensorRT or a GPU this raises :class:`BackendUnavailableError` (exit 5).
     """
-    source = inspect_source(Path(model))
+    source = inspect_source(Path(model), options)
     if source.kind is not SourceKind.ONNX:
         raise InputFileError(
             f"{model}: is a {source.kind.value} file; engine takes ONNX — run `deployopt export` first"
@@ -336,6 +341,7 @@ def quantize(
     verify: VerifyConfig = VerifyConfig(),
     threads: int | None = None,
     progress=lambda message: None,
+    options: SourceOptions = SourceOptions(),
 ) -> QuantizeOutcome:
     """Quantize an fp32 ONNX model to int8 (accuracy-aware) or fp16 and verify it against the input.
 
@@ -343,7 +349,7 @@ def quantize(
     """
     if (int8 is None) == (fp16 is None):
         raise UsageError("choose exactly one of --int8 or --fp16")
-    source = inspect_source(Path(model))
+    source = inspect_source(Path(model), options)
     if source.kind is not SourceKind.ONNX:
         raise InputFileError(
             f"{model}: is a {source.kind.value} file; quantize takes ONNX — run `deployopt export` "

@@ -61,6 +61,7 @@ def optimize(model: Path, out: Path, as_json: bool, **kw: Any) -> int:
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @_OUT
+@g.INPUT
 @click.option("--int8", "make_int8", is_flag=True, help="Quantize to int8 (accuracy-aware).")
 @click.option("--fp16", "make_fp16", is_flag=True, help="Convert to float16.")
 @g.QUANTIZE_DATA
@@ -91,6 +92,7 @@ def quantize(model: Path, out: Path, make_int8: bool, make_fp16: bool, as_json: 
         verify=g.DATA.build(kw, budget=g.BUDGET.build(kw)),
         threads=g.THREADS.values(kw).get("threads"),
         progress=console.progress,
+        options=g.source_options(kw, g.INPUT),
     )
     if as_json:
         click.echo(json.dumps(outcome.to_json(), indent=2))

@@ -15,6 +15,7 @@ from deployopt.errors import EXIT_OK
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), help="Engine file [default: MODEL with .plan].")
+@g.INPUT
 @g.ENGINE
 @g.json_option("the sidecar")
 def engine(model: Path, out: Path | None, as_json: bool, **kw: Any) -> int:
@@ -26,7 +27,7 @@ def engine(model: Path, out: Path | None, as_json: bool, **kw: Any) -> int:
     from deployopt.api import engine as build_engine
 
     config = g.ENGINE.build(kw)
-    sidecar = build_engine(model, out, config)
+    sidecar = build_engine(model, out, config, g.source_options(kw, g.INPUT))
     if as_json:
         click.echo(json.dumps(sidecar.model_dump(mode="json"), indent=2))
         return EXIT_OK

@@ -43,6 +43,9 @@ SOURCE = OptionGroup(
     names={"inputs": "--input", "trust_pickle": "--trust-pickle"},
     metavars={"inputs": "NAME:SHAPE[:DTYPE]", "arch": "NAME"},
 )
+INPUT = OptionGroup(  # verbs that take ONNX only: the signature, refined within the graph's own inputs
+    BuildConfig, only=("inputs",), names={"inputs": "--input"}, metavars={"inputs": "NAME:SHAPE[:DTYPE]"}
+)
 OUT = OptionGroup(BuildConfig, only=("out",), names={"out": "-o --out"})
 BUILD = OptionGroup(BuildConfig, only=("target", "force"), names={"force": "--force"})
 NO_BENCH = OptionGroup(BuildConfig, only=("skip_bench",), names={"skip_bench": "--no-bench"})
@@ -138,8 +141,8 @@ def json_option(what: str):
     return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON instead of text.")
 
 
-def source_options(kw: dict[str, Any]) -> SourceOptions:
-    return SourceOptions(**SOURCE.values(kw))
+def source_options(kw: dict[str, Any], group: OptionGroup = SOURCE) -> SourceOptions:
+    return SourceOptions(**group.values(kw))
 
 
 def prune_config(kw: dict[str, Any], group: OptionGroup = PRUNE) -> PruneConfig | None:

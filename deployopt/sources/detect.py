@@ -17,7 +17,7 @@ from typing import Any
 
 from deployopt.errors import file_error
 from deployopt.fsutil import sha256_file
-from deployopt.sources.signature import Signature
+from deployopt.sources.signature import Signature, refine
 
 KNOWN_EXTENSIONS = (".pt", ".pth", ".pt2", ".ckpt", ".bin", ".onnx", ".jit", ".torchscript")
 METADATA_FILE = "deployopt.json"  # extra file inside TorchScript archives written by deployopt
@@ -185,7 +185,10 @@ def inspect_source(path: str | Path, options: SourceOptions = SourceOptions()) -
         if source.dataset is None:
             source = replace(source, dataset=entry.dataset)
     if options.inputs:
-        source = replace(source, signature=Signature.parse(options.inputs))
+        given = Signature.parse(options.inputs)
+        if kind is SourceKind.ONNX:  # the graph declares its inputs: --input may only refine them
+            given = refine(source.signature, given, path)
+        source = replace(source, signature=given)
     return source
 
 

@@ -174,3 +174,34 @@ def parse_tensor_spec(text: str) -> TensorSpec:
             dim_values[symbol] = int(typical)
         shape.append(symbol)
     return TensorSpec(name=name, shape=tuple(shape), dtype=dtype, dim_values=dim_values)
+
+
+def refine(graph: Signature, given: Signature, where: object) -> Signature:
+    """``--input`` on a model that declares its own inputs (ONNX): it may name sizes for the graph's dynamic
+    dims (``seq=128``, or a number), never contradict it. A different name set, rank, dtype or fixed size is a
+    :class:`UsageError` naming both signatures."""
+    if sorted(graph.names) != sorted(given.names):
+        raise UsageError(
+            f"{where}: --input names {', '.join(given.names)} but the model's inputs are "
+            f"{' '.join(graph.to_text())}; use the model's input names or drop --input"
+        )
+    refined = []
+    for spec in graph.inputs:
+        wanted = given[spec.name]
+        problem = None
+        if len(wanted.shape) != len(spec.shape):
+            problem = f"rank {len(wanted.shape)} vs the model's {len(spec.shape)}"
+        elif wanted.dtype != spec.dtype:
+            problem = f"dtype {wanted.dtype} vs the model's {spec.dtype}"
+        else:
+            for axis, (theirs, ours) in enumerate(zip(spec.shape, wanted.shape, strict=True)):
+                if isinstance(theirs, int) and theirs != ours:
+                    problem = f"dimension {axis} is fixed at {theirs} in the model, --input says {ours}"
+                    break
+        if problem:
+            raise UsageError(
+                f"{where}: --input {wanted.to_text()} contradicts the model's input {spec.to_text()} ({problem}); "
+                "match the model or drop --input"
+            )
+        refined.append(wanted)
+    return Signature(tuple(refined))

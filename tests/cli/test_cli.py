@@ -222,3 +222,11 @@ def test_inspect_describes_onnx_and_checkpoints(digits_onnx, digits_checkpoint, 
     assert code == 0 and "checkpoint" in out and "input      input:batch,1,8,8:float32" in out
     code, _, err = run_cli("inspect", "/nonexistent/model.onnx")
     assert code == 3 and err.count("\n") == 1
+
+
+def test_input_contradicting_an_onnx_graph_is_a_usage_error(digits_onnx, run_cli, tmp_path):
+    for verb in (["build", "-o", str(tmp_path / "run")], ["quantize", "--int8", "-o", str(tmp_path / "q.onnx")]):
+        code, _, err = run_cli(verb[0], digits_onnx, *verb[1:], "--input", "input:batch,1,16,16")
+        line = _one_error_line(err)
+        assert code == 2 and "contradicts the model's input input:batch,1,8,8:float32" in line
+    assert not (tmp_path / "run").exists() and not (tmp_path / "q.onnx").exists()

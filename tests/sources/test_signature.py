@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from deployopt.errors import UsageError
@@ -69,3 +71,29 @@ def test_a_dimension_name_containing_x_is_not_split():
     spec = parse_tensor_spec("ids:batch,max_len=128:int64")
     assert spec.shape == ("batch", "max_len") and spec.dim_values == {"max_len": 128}
     assert parse_tensor_spec("image:1x3x32x32").shape == (1, 3, 32, 32)  # the all-numeric spelling still works
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("x:1,3,64,64", "dimension 2 is fixed at 32 in the model, --input says 64"),
+        ("x:1,3,32", "rank 3 vs the model's 4"),
+        ("x:1,3,32,32:int64", "dtype int64 vs the model's float32"),
+        ("nosuchinput:1,3,32,32", "--input names nosuchinput but the model's inputs are x:1,3,32,32:float32"),
+        ("x:batch,3,32,32", "dimension 0 is fixed at 1 in the model, --input says batch"),
+    ],
+)
+def test_input_cannot_contradict_a_graphs_own_inputs(given, message):
+    from deployopt.sources.signature import refine
+
+    graph = Signature.parse(["x:1,3,32,32"])
+    with pytest.raises(UsageError, match=re.escape(message)):
+        refine(graph, Signature.parse([given]), "m.onnx")
+
+
+def test_input_may_size_a_graphs_dynamic_dims():
+    from deployopt.sources.signature import refine
+
+    graph = Signature.parse(["ids:batch,seq:int64", "mask:batch,seq:int64"])
+    refined = refine(graph, Signature.parse(["mask:batch,seq=16:int64", "ids:batch,seq=16:int64"]), "m.onnx")
+    assert refined.names == ["ids", "mask"] and refined["ids"].dim_values == {"seq": 16}
