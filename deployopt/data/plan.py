@@ -14,7 +14,7 @@ Each source is opened once per plan, however many stages ask for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -68,7 +68,7 @@ class DataPlan:
             return None
         if self._verifies_on_calibration:  # already decoded once for verification: take its first samples
             source = self.verification
-        return as_eval_data(source, self.signature, self.sources.calibration_samples)
+        return _sized(as_eval_data(source, self.signature, self.sources.calibration_samples))
 
     @property
     def _verifies_on_calibration(self) -> bool:
@@ -79,10 +79,21 @@ class DataPlan:
     def verification(self) -> EvalData:
         s = self.sources
         if s.data is not None:
-            return load_data(self.signature, s.data, s.labels)
+            return _sized(load_data(self.signature, s.data, s.labels))
         if s.dataset is not None:
-            return dataset_data(self.signature, s.dataset, s.split, s.seed)
+            return _sized(dataset_data(self.signature, s.dataset, s.split, s.seed))
         if self._verifies_on_calibration:
             limit = max(s.samples, s.calibration_samples)
-            return as_eval_data(self._calibration_source, self.signature, limit)
+            return _sized(as_eval_data(self._calibration_source, self.signature, limit))
         return generate_data(self.signature, s.samples, s.seed)
+
+    @property
+    def signature_for_generated_inputs(self) -> Signature:
+        """The signature benchmarks generate inputs from: dynamic dims sized like the real data when there is
+        some (a model with a dynamic ``seq`` needs no ``seq=N`` in ``--input`` when ``--data`` fixes it)."""
+        s = self.sources
+        return self.verification.signature if (s.data or s.dataset or s.calibration) else self.signature
+
+
+def _sized(data: EvalData) -> EvalData:
+    return replace(data, signature=data.signature.sized_from(data.inputs))

@@ -179,7 +179,8 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
         report.variants.append(reference)
         _verify_artifacts(ctx, report)
         if not config.skip_bench:
-            _bench_variants(run, report, reference_spec(source), ctx.artifacts, signature, config.bench, progress)
+            sized = data.signature_for_generated_inputs
+            _bench_variants(run, report, reference_spec(source), ctx.artifacts, sized, config.bench, progress)
             report.notes += fp16_speed_note(report)
         write_json_atomic(run.path("report.json"), report.to_json())
         for filename, render in REPORT_FILES.items():

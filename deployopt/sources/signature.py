@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from deployopt.errors import UsageError
 
@@ -115,6 +116,19 @@ class Signature:
     @property
     def has_dynamic_batch(self) -> bool:
         return all(spec.batch_axis is not None for spec in self.inputs)
+
+    def sized_from(self, arrays: dict[str, Any]) -> Signature:
+        """This signature with each unsized dynamic non-batch dim (``seq``) set to its size in ``arrays`` (real
+        data the user gave), so generated inputs for benchmarks and export match the data's shapes."""
+        specs = []
+        for spec in self.inputs:
+            array, values = arrays.get(spec.name), dict(spec.dim_values)
+            if array is not None and len(array.shape) == len(spec.shape):
+                for axis, dim in enumerate(spec.shape):
+                    if isinstance(dim, str) and axis != spec.batch_axis and dim not in values:
+                        values[dim] = int(array.shape[axis])
+            specs.append(replace(spec, dim_values=values))
+        return Signature(tuple(specs))
 
     @property
     def fixed_batch(self) -> int | None:

@@ -231,3 +231,30 @@ def test_same_inputs_give_byte_identical_artifacts_and_manifest_hashes(digits_ch
         n: a["sha256"] for n, a in second["artifacts"].items()
     }
     assert {n: s["key"] for n, s in first["stages"].items()} == {n: s["key"] for n, s in second["stages"].items()}
+
+
+def test_data_files_size_the_dynamic_dims_they_fix(tmp_path, run_cli):
+    """A graph with a dynamic sequence dim needs no seq=N in --input when --data / --calibration fix it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Softmax", ["h"], ["y"], axis=-1)],
+        "seq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 4])],
+        [weight],
+    )
+    model = tmp_path / "seq.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), model)
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.random.default_rng(1).standard_normal((16, 5, 8)).astype(np.float32))
+    code, _, err = run_cli("build", model, "--data", data, "-o", tmp_path / "run", "--batch-sizes", "1,4",
+                           "--min-seconds", "0.05")  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert all(sorted(v["latency"]) == ["1", "4"] for v in report["variants"])
+    code, _, err = run_cli("quantize", model, "--int8", "--calibration", data, "-o", tmp_path / "q.onnx")
+    assert code in (0, 1) and "no typical value" not in err, err
+    assert (tmp_path / "q.onnx").is_file()
