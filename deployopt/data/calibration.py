@@ -120,9 +120,15 @@ def limited_batches(source: BatchSource, batch_size: int, limit: int) -> Iterato
     for feeds in source.batches(batch_size):
         if seen >= limit:
             return
-        take = min(limit - seen, next(iter(feeds.values())).shape[0])
+        if isinstance(source, EvalData):  # knows each input's sample axis
+            batch = EvalData(feeds, None, source.origin, source.signature)
+            take = min(limit - seen, batch.num_samples)
+            feeds = batch.take(range(take))
+        else:  # an image folder: one input, samples along axis 0
+            take = min(limit - seen, next(iter(feeds.values())).shape[0])
+            feeds = {name: array[:take] for name, array in feeds.items()}
         seen += take
-        yield {name: array[:take] for name, array in feeds.items()}
+        yield feeds
 
 
 def ort_reader(source: BatchSource, batch_size: int, limit: int) -> Any:
@@ -153,10 +159,11 @@ def as_eval_data(source: BatchSource, signature: Signature, limit: int, batch_si
     for feeds in limited_batches(source, batch_size, limit):
         for name, array in feeds.items():
             parts.setdefault(name, []).append(array)
-    inputs = {name: np.concatenate(arrays) for name, arrays in parts.items()}
-    labels = (
-        source.labels[: len(next(iter(inputs.values())))]
-        if isinstance(source, EvalData) and source.labels is not None
-        else None
-    )
+    inputs = {}
+    for spec in signature.inputs:
+        axis = signature.sample_axis(spec)
+        arrays = parts[spec.name]
+        inputs[spec.name] = arrays[0] if axis is None else np.concatenate(arrays, axis=axis)
+    data = EvalData(inputs, None, source.origin, signature)
+    labels = source.labels[: data.num_samples] if isinstance(source, EvalData) and source.labels is not None else None
     return EvalData(inputs, labels, source.origin, signature)

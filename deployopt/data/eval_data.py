@@ -32,20 +32,27 @@ class EvalData:
 
     @property
     def num_samples(self) -> int:
-        spec = self.signature.inputs[0]
-        return int(self.inputs[spec.name].shape[spec.batch_axis or 0])
+        """Samples along the sample axis of the first input that has one (1 when no input is batched)."""
+        for spec in self.signature.inputs:
+            axis = self.signature.sample_axis(spec)
+            if axis is not None:
+                return int(self.inputs[spec.name].shape[axis])
+        return 1
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-        """Yield feeds of at most ``batch_size`` samples (the last may be smaller)."""
+        """Yield feeds of at most ``batch_size`` samples (the last may be smaller); unbatched inputs whole."""
         # A fixed-batch model is fed exactly its batch size.
-        step = batch_size if self.signature.has_dynamic_batch else self.signature.inputs[0].shape[0]
+        step = batch_size if self.signature.has_dynamic_batch else self.signature.fixed_batch
         for start in range(0, self.num_samples, step):
-            yield {
-                spec.name: np.take(
-                    self.inputs[spec.name], range(start, min(start + step, self.num_samples)), axis=spec.batch_axis or 0
-                )
-                for spec in self.signature.inputs
-            }
+            yield self.take(range(start, min(start + step, self.num_samples)))
+
+    def take(self, indices) -> dict[str, np.ndarray]:
+        """The feeds of the samples at ``indices`` (inputs without a sample axis are passed whole)."""
+        feeds = {}
+        for spec in self.signature.inputs:
+            axis, array = self.signature.sample_axis(spec), self.inputs[spec.name]
+            feeds[spec.name] = array if axis is None else np.take(array, indices, axis=axis)
+        return feeds
 
 
 def generate_feed(spec: TensorSpec, batch: int, rng: np.random.Generator) -> np.ndarray:
@@ -64,7 +71,7 @@ def generate_data(signature: Signature, samples: int, seed: int = 0) -> EvalData
     """Seeded inputs for every input of ``signature``; used when no real data is given."""
     rng = np.random.default_rng(seed)
     if not signature.has_dynamic_batch:
-        fixed = signature.inputs[0].shape[0]
+        fixed = signature.fixed_batch
         samples = max(fixed, samples - samples % fixed)
     return EvalData(
         {spec.name: generate_feed(spec, samples, rng) for spec in signature.inputs},
@@ -122,7 +129,9 @@ def _check_arrays(signature: Signature, inputs: dict[str, np.ndarray], origin: s
                 f"input '{spec.name}' has shape {list(array.shape)} but the model expects {list(spec.shape)}",
                 "reshape the data to the model's input signature",
             )
-        counts.add(array.shape[spec.batch_axis or 0])
+        axis = signature.sample_axis(spec)
+        if axis is not None:
+            counts.add(array.shape[axis])
     if len(counts) > 1:
         raise file_error(
             origin,

@@ -76,9 +76,9 @@ def run_job(job: dict) -> dict:
     measurements = []
     with create_runner(spec) as runner:
         for batch in config["batch_sizes"]:
-            feeds = generate_data(signature, samples=batch, seed=config["seed"]).inputs
-            timing = _time_batch(runner, feeds, config)
-            actual_batch = next(iter(feeds.values())).shape[signature.inputs[0].batch_axis or 0]
+            data = generate_data(signature, samples=batch, seed=config["seed"])
+            timing = _time_batch(runner, data.inputs, config)
+            actual_batch = data.num_samples
             timing["batch"] = batch
             timing["throughput"] = actual_batch * timing["iterations"] / timing.pop("total_seconds")
             timing["peak_rss_mb"] = peak_rss_mb()

@@ -115,7 +115,19 @@ class Signature:
 
     @property
     def has_dynamic_batch(self) -> bool:
-        return all(spec.batch_axis is not None for spec in self.inputs)
+        """Some input has a batch axis; inputs without one (a BatchNorm ``scale`` of shape [C] beside ``x`` of
+        [N, C, H, W]) are fed whole to every call."""
+        return any(spec.batch_axis is not None for spec in self.inputs)
+
+    def sample_axis(self, spec: TensorSpec) -> int | None:
+        """The axis ``spec``'s samples are stacked along in data files, or None when every call gets it whole.
+
+        With a dynamic batch that is the input's batch axis; in a fully fixed-shape model the inputs whose
+        leading dim equals the first input's are stacked along axis 0 (in multiples of that batch)."""
+        if self.has_dynamic_batch:
+            return spec.batch_axis
+        lead = self.inputs[0].shape[:1]
+        return 0 if lead and spec.shape[:1] == lead else None
 
     def sized_from(self, arrays: dict[str, Any]) -> Signature:
         """This signature with each unsized dynamic non-batch dim (``seq``) set to its size in ``arrays`` (real

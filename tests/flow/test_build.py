@@ -258,3 +258,37 @@ def test_data_files_size_the_dynamic_dims_they_fix(tmp_path, run_cli):
     code, _, err = run_cli("quantize", model, "--int8", "--calibration", data, "-o", tmp_path / "q.onnx")
     assert code in (0, 1) and "no typical value" not in err, err
     assert (tmp_path / "q.onnx").is_file()
+
+
+def _save_graph(path, nodes, inputs, output, initializers=()):
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, path.stem, inputs, [output], list(initializers))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["batchnorm-inputs", "fixed-gemm-with-c"])
+def test_inputs_without_a_shared_batch_axis_build_verify_and_bench(tmp_path, run_cli, case):
+    """A BatchNorm whose scale/mean/var are inputs of shape [C] beside x [N, C, H, W], and a fixed-shape Gemm
+    whose C input is [4] beside A [1, 8]: the unbatched inputs are fed whole to every call (was exit 70)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    value = helper.make_tensor_value_info
+    if case == "batchnorm-inputs":
+        names = ["scale", "bias", "mean", "var"]
+        node = helper.make_node("BatchNormalization", ["x", *names], ["y"])
+        inputs = [value("x", TensorProto.FLOAT, ["N", 3, 4, 4])] + [value(n, TensorProto.FLOAT, [3]) for n in names]
+        model = _save_graph(tmp_path / "bn.onnx", [node], inputs, value("y", TensorProto.FLOAT, ["N", 3, 4, 4]))
+    else:
+        weight = numpy_helper.from_array(np.ones((8, 4), np.float32), "b")
+        node = helper.make_node("Gemm", ["a", "b", "c"], ["y"])
+        inputs = [value("a", TensorProto.FLOAT, [1, 8]), value("c", TensorProto.FLOAT, [4])]
+        model = _save_graph(tmp_path / "gemm.onnx", [node], inputs, value("y", TensorProto.FLOAT, [1, 4]), [weight])
+    code, _, err = run_cli("build", model, "-o", tmp_path / "run", "--batch-sizes", "1,4", "--min-seconds", "0.05",
+                           "--no-int8", "--no-fp16")  # fmt: skip
+    assert code == 0, err
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["samples"] >= 1 and all(v["latency"] for v in report["variants"])
+    assert "internal error" not in err
