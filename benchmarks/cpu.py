@@ -23,15 +23,10 @@ import time
 from datetime import date
 from pathlib import Path
 
+from deployopt.platform.cpu import describe_cpu
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _prepare(name: str, workdir: Path) -> tuple[Path, list[str]]:
@@ -146,7 +141,7 @@ def to_markdown(
     lines = [
         f"## CPU fp32 — {date.today().isoformat()}",
         "",
-        f"- Machine: {_cpu_name()}, {threads} threads; Python {platform.python_version()}, "
+        f"- Machine: {describe_cpu()}, {threads} threads; Python {platform.python_version()}, "
         f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}",
         f"- Command: `{command}`",
         f"- Method: each variant in its own worker process, {repeats} repeats interleaved, medians of p50",

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deployopt.platform.cpu import describe_cpu
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
 SEQ = 128
@@ -190,12 +192,10 @@ def _quality(reference: Path, candidate: Path, calib: Path) -> float:
 def to_markdown(results: list[dict], command: str, repeats: int, threads: int) -> str:
     import onnxruntime
 
-    from deployopt.stages.int8.quantize import x86_without_vnni
-
     lines = [
         f"## Quantization on CPU — {date.today().isoformat()}",
         "",
-        f"- Machine: {_cpu_name()} ({'no VNNI' if x86_without_vnni() else 'VNNI'}), {threads} threads; "
+        f"- Machine: {describe_cpu()}, {threads} threads; "
         f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}",
         f"- Command: `{command}`",
         f"- Method: each variant in its own worker process, {repeats} repeats interleaved, medians of p50; "
@@ -225,13 +225,6 @@ def to_markdown(results: list[dict], command: str, repeats: int, threads: int) -
     lines += ["", "deployopt's int8 decisions:", ""]
     lines += [f"- {r['model']}: {r['int8_step']}" for r in results]
     return "\n".join(lines) + "\n"
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deployopt.measure.verify import VerifyResult
+from deployopt.platform.cpu import cpu_name, isa_flags
 from deployopt.types import ONNX_FP32, REPORT_FORMAT, StepRecord
 
 REFERENCE = "pytorch"
@@ -123,7 +124,8 @@ class BuildReport:
 def machine_description() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_name(),
+        "isa_flags": isa_flags(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
     }

@@ -25,6 +25,7 @@ from deployopt.sources.detect import ModelSource, SourceKind
 from deployopt.sources.loading import load_torch_model
 from deployopt.sources.signature import Signature
 from deployopt.stages.base import Artifact, BuildContext
+from deployopt.stages.fused_symbolics import register_fused_symbolics
 from deployopt.types import StepRecord
 
 DEFAULT_OPSET = 18  # accepted by ONNX Runtime ≥ 1.14 and TensorRT ≥ 10.0
@@ -166,6 +167,7 @@ def _run_exporter(
             dynamic_shapes=None if source.kind is SourceKind.TORCH_EXPORT else dynamic_shapes,
         )
     else:
+        register_fused_symbolics(opset)
         dynamic_axes: dict[str, dict[int, str]] = {
             spec.name: {axis: str(d) for axis, d in enumerate(spec.shape) if isinstance(d, str)}
             for spec in signature.inputs
@@ -237,7 +239,7 @@ def _first_line(exc: BaseException) -> str:
     """The most telling line of an exception: its root cause's first line, without colour codes."""
     while exc.__cause__ is not None:
         exc = exc.__cause__
-    text = _ANSI.sub("", str(exc)).strip()
+    text = _ANSI.sub("", str(exc)).strip().split("  [Caused by", 1)[0]  # SymbolicValueError's graph dump
     return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
 
 

@@ -61,8 +61,12 @@ def optimize_graph(in_path: Path, out_path: Path, config: GraphConfig) -> GraphR
     passes: list[str] = []
     notes: list[str] = []
     if config.onnxslim:
-        model = _onnxslim(model, in_path)
-        passes.append("onnxslim")
+        slimmed, reason = _onnxslim(model)
+        if slimmed is not None:
+            model = slimmed
+            passes.append("onnxslim")
+        else:
+            notes.append(f"onnxslim not kept: {reason}")
     if config.ort_basic:
         candidate, reason = _ort_basic(model, in_path)
         if candidate is not None and len(candidate.graph.node) < len(model.graph.node):
@@ -85,13 +89,15 @@ def optimize_graph(in_path: Path, out_path: Path, config: GraphConfig) -> GraphR
     )
 
 
-def _onnxslim(model: Any, in_path: Path) -> Any:
+def _onnxslim(model: Any) -> tuple[Any | None, str | None]:
+    """onnxslim's rewrites, or (None, why not): a graph it cannot handle is kept as it is, and the
+    report says so (the graph is valid — ONNX Runtime checks it next — only not simplified)."""
     import onnxslim
 
     try:
-        return onnxslim.slim(model)
+        return onnxslim.slim(model), None
     except Exception as exc:  # onnxslim raises assorted types on graphs it cannot handle
-        raise StageError(f"{in_path}: onnxslim failed ({type(exc).__name__}: {exc}); rerun with --no-onnxslim") from exc
+        return None, f"it failed on this graph ({type(exc).__name__}: {exc})"
 
 
 def _ort_basic(model: Any, in_path: Path) -> tuple[Any | None, str | None]:

@@ -102,3 +102,21 @@ def test_unreadable_input_is_an_input_error(tmp_path):
     bad.write_bytes(b"\x00\x01garbage")
     with pytest.raises(InputFileError, match="cannot be loaded as ONNX"):
         optimize_graph(bad, tmp_path / "out.onnx", GraphConfig())
+
+
+def test_graph_onnxslim_cannot_handle_is_kept_as_is_and_said(tmp_path):
+    """onnxslim fails on a graph importing only ai.onnx.ml (ONNX's Binarizer node test); ORT runs it."""
+    node = helper.make_node("Binarizer", ["X"], ["Y"], domain="ai.onnx.ml", threshold=1.0)
+    graph = helper.make_graph(
+        [node],
+        "binarizer",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [3, 4, 5])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [3, 4, 5])],
+    )
+    opsets = [helper.make_opsetid("ai.onnx.ml", 1)]
+    path = tmp_path / "binarizer.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=opsets), path)
+    result = optimize_graph(path, tmp_path / "out.onnx", GraphConfig())
+    assert "onnxslim" not in result.passes
+    assert any(note.startswith("onnxslim not kept: it failed on this graph") for note in result.notes)
+    assert onnx.load(str(tmp_path / "out.onnx")).graph.node[0].op_type == "Binarizer"

@@ -10,7 +10,7 @@ from deployopt.api import Fp16Config, Int8Config, QuantizeData, quantize
 from deployopt.errors import InputFileError, UsageError
 from deployopt.measure.budgets import BudgetOverrides
 from deployopt.measure.verify import VerifyConfig
-from deployopt.stages.int8.quantize import x86_without_vnni
+from deployopt.platform.cpu import x86_without_vnni
 
 DIGITS = QuantizeData(dataset="digits")
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data.calibration import BatchSource, ort_reader
 from deployopt.errors import InputFileError, StageError, UsageError
+from deployopt.platform.cpu import x86_without_vnni
 from deployopt.quiet import capture_output
 
 # Ops worth quantizing; a graph with none of these has nothing int8 can speed up.
@@ -78,19 +79,6 @@ class Candidate:
             return f"dynamic{suffix}"
         sign = {"uint8": "U8", "int8": "S8"}
         return f"static-{self.format}-{sign[self.activation]}{sign[self.weight]}{suffix}"
-
-
-def x86_without_vnni() -> bool:
-    """True on x86 CPUs lacking VNNI, whose U8S8 kernels sum products in int16 and can saturate."""
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False  # unknown: assume a modern CPU; verification still guards accuracy
-    return not any(flag in flags for flag in (" avx512_vnni", " avx_vnni", " amx_int8"))
 
 
 def is_transformer_like(model: Any) -> bool:
