@@ -118,30 +118,42 @@ def run_case(case, workdir: Path, bench: bool = False) -> Outcome:
     """Build one case as ``deployopt build model.onnx`` would and judge the verdict against ONNX's answer."""
     import onnx
 
-    from deployopt import api
-    from deployopt.errors import DeployoptError
-
     op = case.model.graph.node[0].op_type
     model_path = workdir / case.name / "model.onnx"
     model_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(case.model, model_path)
+    start = time.perf_counter()
+    outcome = _build(case, model_path, op, bench, data=None)
+    if outcome.result == "refused" and "--data" in outcome.detail:  # do what the refusal says
+        data = model_path.with_name("inputs.npz")
+        names = [i.name for i in case.model.graph.input]
+        np.savez(data, **dict(zip(names, case.data_sets[0][0], strict=True)))
+        outcome = _build(case, model_path, op, bench, data=data)
+        outcome.detail = "needed --data" + (f": {outcome.detail}" if outcome.detail else "")
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def _build(case, model_path: Path, op: str, bench: bool, data: Path | None) -> Outcome:
+    from deployopt import api
+    from deployopt.errors import DeployoptError
+
     config = api.BuildConfig(
-        out=workdir / case.name / "run",
+        out=model_path.parent / ("run-data" if data else "run"),
         skip_bench=not bench,
+        verify=api.VerifyConfig(data=data),
         bench=api.BenchConfig(batch_sizes=(1,), min_seconds=0.05, warmup_seconds=0.01),
     )
-    start = time.perf_counter()
     try:
         with _deadline(CASE_SECONDS):
             report = api.build(model_path, config)
     except TimeoutError as exc:
-        return Outcome(case.name, op, "hang", str(exc), time.perf_counter() - start)
+        return Outcome(case.name, op, "hang", str(exc))
     except DeployoptError as exc:
         result = "budget" if exc.exit_code == 1 else ("crash" if exc.exit_code == 70 else "refused")
-        return Outcome(case.name, op, result, f"exit {exc.exit_code}: {exc}", time.perf_counter() - start)
+        return Outcome(case.name, op, result, f"exit {exc.exit_code}: {exc}")
     except Exception as exc:  # an unexpected exception is exactly what the sweep looks for
-        return Outcome(case.name, op, "crash", f"exit 70: {type(exc).__name__}: {exc}", time.perf_counter() - start)
-    seconds = time.perf_counter() - start
+        return Outcome(case.name, op, "crash", f"exit 70: {type(exc).__name__}: {exc}")
     fp32_passed = report.variant("onnx-fp32").passed
     artifact = Path(report.run_dir) / "model-fp32.onnx"
     outputs = _ort_outputs(artifact.read_bytes(), case)
@@ -151,10 +163,10 @@ def run_case(case, workdir: Path, bench: bool = False) -> Outcome:
     )
     if agrees != fp32_passed:
         detail = "fp32 artifact " + ("matches ONNX's outputs but failed" if agrees else "differs but passed")
-        return Outcome(case.name, op, "wrong verdict", detail, seconds)
+        return Outcome(case.name, op, "wrong verdict", detail)
     if not report.passed:
-        return Outcome(case.name, op, "budget", "; ".join(report.failures), seconds)
-    return Outcome(case.name, op, "pass", "", seconds)
+        return Outcome(case.name, op, "budget", "; ".join(report.failures))
+    return Outcome(case.name, op, "pass")
 
 
 def sample_per_op(cases: list, per_op: int) -> list:

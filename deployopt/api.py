@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from deployopt.data.calibration import Preprocess
 from deployopt.data.plan import DataPlan
 from deployopt.errors import InputFileError, UsageError
-from deployopt.flow.build import VARIANT_STEPS, BuildConfig, QuantizedVariants, build, reference_spec, require_signature
+from deployopt.flow.build import VARIANT_STEPS, BuildConfig, QuantizedVariants, build, require_signature
 from deployopt.flow.demo import run_demo
 from deployopt.flow.pipeline import pipeline_schema, run_pipeline, to_yaml
 from deployopt.fsutil import atomic_path, write_json_atomic, write_text_atomic
@@ -28,12 +28,12 @@ from deployopt.measure.verify import verify as run_verify
 from deployopt.platform.doctor import diagnose
 from deployopt.platform.tensorrt import EngineSidecar, is_engine_file, read_sidecar, sidecar_path
 from deployopt.reports.model import BuildReport
-from deployopt.runners import RunnerSpec, spec_for_model
+from deployopt.runners import RunnerSpec, reference_spec, spec_for_model
 from deployopt.sources.detect import ModelSource, SourceKind, SourceOptions, artifact_facts, inspect_source
 from deployopt.sources.signature import Signature
 from deployopt.stages.engine.build import EngineConfig, build_engine
 from deployopt.stages.export import ExportConfig, ExportResult, export_onnx
-from deployopt.stages.fp16 import Fp16Config, convert_fp16
+from deployopt.stages.fp16 import Fp16Config, convert_fp16_within_budget
 from deployopt.stages.graph import GraphConfig, GraphResult, optimize_graph
 from deployopt.stages.int8.quantize import Int8Config
 from deployopt.stages.int8.search import quantize_int8
@@ -371,7 +371,10 @@ def quantize(
                 source.path, tmp, int8, calibration, verify_data, full_budget, threads=threads, progress=progress
             ).to_json()
         else:
-            details = convert_fp16(source.path, tmp, fp16).to_json()
+            reference = RunnerSpec("onnxruntime", str(source.path), threads=threads)
+            details = convert_fp16_within_budget(
+                source.path, tmp, fp16, verify_data, full_budget, reference, threads=threads, progress=progress
+            ).to_json()
         result = run_verify(
             RunnerSpec("onnxruntime", str(source.path), threads=threads),
             RunnerSpec("onnxruntime", str(tmp), threads=threads),

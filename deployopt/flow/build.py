@@ -21,7 +21,7 @@ from deployopt.errors import InputFileError
 from deployopt.fsutil import write_json_atomic, write_text_atomic
 from deployopt.measure.bench import BenchConfig, BenchVariant, bench, measurable_batches
 from deployopt.measure.budgets import resolve_budget
-from deployopt.measure.verify import CollectedOutputs, VerifyConfig, VerifyResult, collect_outputs, verify
+from deployopt.measure.verify import VerifyConfig, VerifyResult, verify
 from deployopt.reports.html import render_html
 from deployopt.reports.model import (
     REFERENCE,
@@ -31,8 +31,8 @@ from deployopt.reports.model import (
     render_markdown,
 )
 from deployopt.rundir import RunDirectory
-from deployopt.runners import RunnerSpec, create_runner, spec_for_model
-from deployopt.sources.detect import ModelSource, SourceKind, SourceOptions, artifact_facts, inspect_source, model_name
+from deployopt.runners import RunnerSpec, reference_spec, spec_for_model
+from deployopt.sources.detect import ModelSource, SourceOptions, artifact_facts, inspect_source, model_name
 from deployopt.sources.signature import Signature
 from deployopt.stages.base import BuildContext, Progress, Step
 from deployopt.stages.engine.build import EngineConfig
@@ -120,12 +120,6 @@ def require_signature(source: ModelSource) -> Signature:
     return source.signature
 
 
-def reference_spec(source: ModelSource, threads: int | None = None) -> RunnerSpec:
-    """The runner for the original: PyTorch eager, or ONNX Runtime when the source is already ONNX."""
-    backend = "onnxruntime" if source.kind is SourceKind.ONNX else "torch"
-    return RunnerSpec(backend=backend, path=str(source.path), threads=threads, source_options=source.options.to_json())
-
-
 def plan(config: BuildConfig) -> list[Step]:
     """The steps of a build, in order; verification and benchmarking of every artifact follow them."""
     steps: list[Step] = [PruneStep()] if config.prune is not None else []
@@ -156,6 +150,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
         run.manifest["signature"] = signature.to_json()
         run.save()
         ctx = BuildContext(run, source, signature, config, data, progress, engine=config.engine)
+        ctx.notes += data.signature_for_generated_inputs.default_sized()
         for step in steps:
             step.run(ctx)
         report = BuildReport(
@@ -192,21 +187,13 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
 
 def _verify_artifacts(ctx: BuildContext, report: BuildReport) -> None:
     """Verify every artifact against the original; the reference runs at most once, only if a result is new."""
-    ref_spec = reference_spec(ctx.source)
-    reference_outputs: list[CollectedOutputs] = []
-
-    def reference() -> CollectedOutputs:
-        if not reference_outputs:
-            ctx.progress("verify: running the reference on the verification data")
-            with create_runner(ref_spec) as runner:
-                reference_outputs.append(collect_outputs(runner, ctx.data.verification, ctx.config.verify.batch_size))
-        return reference_outputs[0]
+    ref_spec = ctx.reference
 
     for name, artifact in ctx.artifacts.items():
         facts = artifact_facts(artifact.path)
         ctx.run.record_artifact(name, artifact.path, precision=facts["precision"])
         variant = VariantReport(name, str(artifact.path), facts["precision"], facts["size_bytes"])
-        result = _verify_variant(ctx, name, ref_spec, artifact.path, facts["precision"], reference)
+        result = _verify_variant(ctx, name, ref_spec, artifact.path, facts["precision"])
         variant.verify, variant.accuracy = result, result.candidate_accuracy
         report.variants[0].accuracy = result.reference_accuracy
         report.variants.append(variant)
@@ -214,9 +201,7 @@ def _verify_artifacts(ctx: BuildContext, report: BuildReport) -> None:
         ctx.progress(f"verify {name}: {result.verdict}" + (" (reused)" if result.cached else ""))
 
 
-def _verify_variant(
-    ctx: BuildContext, name: str, ref_spec: RunnerSpec, path: Path, precision: str, reference
-) -> VerifyResult:
+def _verify_variant(ctx: BuildContext, name: str, ref_spec: RunnerSpec, path: Path, precision: str) -> VerifyResult:
     config = ctx.config
     budget = resolve_budget(precision, config.verify.budget, pruned=config.prune)
     data = ctx.data.verification
@@ -231,7 +216,9 @@ def _verify_variant(
     if cached is not None:
         return dataclasses.replace(VerifyResult.from_json(cached), cached=True)
     started = time.perf_counter()
-    result = verify(ref_spec, spec_for_model(str(path)), data, budget, config.verify.batch_size, reference())
+    result = verify(
+        ref_spec, spec_for_model(str(path)), data, budget, config.verify.batch_size, ctx.reference_outputs()
+    )
     result.seconds = round(time.perf_counter() - started, 3)
     ctx.run.record_result(f"verify:{name}", key, result.to_json())
     return result

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data.eval_data import EvalData
 from deployopt.data.plan import DataSources
+from deployopt.errors import DeployoptError, InputFileError, StageError, UsageError
 from deployopt.measure.budgets import Budget, BudgetOverrides
 from deployopt.runners import Runner, RunnerSpec, create_runner
 
@@ -112,18 +113,37 @@ class CollectedOutputs:
     arrays: list[np.ndarray]
 
 
-def collect_outputs(runner: Runner, data: EvalData, batch_size: int) -> CollectedOutputs:
+def collect_outputs(runner: Runner, data: EvalData, batch_size: int, reference: bool = True) -> CollectedOutputs:
     """Run every batch of ``data`` and concatenate each output along the batch axis."""
     names: list[str] = []
     chunks: list[list[np.ndarray]] = []
     for feeds in data.batches(batch_size):
-        outputs = runner.infer(feeds)
+        try:
+            outputs = runner.infer(feeds)
+        except DeployoptError:
+            raise
+        except Exception as exc:  # the runtime's own error types: ORT's Fail/InvalidArgument, torch's RuntimeError
+            raise inference_failure(runner.spec.path, data.origin, exc, reference) from exc
         if not chunks:
             names = list(outputs)
             chunks = [[] for _ in outputs]
         for store, value in zip(chunks, outputs.values(), strict=False):
             store.append(np.asarray(value))
     return CollectedOutputs(names, [np.concatenate(parts) if parts[0].ndim else parts[0] for parts in chunks])
+
+
+def inference_failure(path: str, origin: str, exc: Exception, reference: bool) -> DeployoptError:
+    """The one-line error for a model that raised on the data: whose fault it is decides the exit code."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    reason = text.split("Status Message: ", 1)[-1][:300]  # ORT: the node's own message, without the preamble
+    if not reference:  # the original ran on the same data: the artifact deployopt made is broken
+        return StageError(f"{path}: this artifact fails on {origin} inputs the original runs ({reason})")
+    if origin.startswith("generated"):
+        return UsageError(
+            f"{path}: the model fails on generated inputs ({reason}); its inputs need meaningful values "
+            "(scales, indices, masks): pass real inputs with --data FILE.npz"
+        )
+    return InputFileError(f"{path}: the model fails on the inputs in {origin} ({reason}); check the data")
 
 
 def _per_sample_cosine(ref: np.ndarray, cand: np.ndarray) -> float:
@@ -152,9 +172,13 @@ def compare_outputs(
         if ref.shape != cand.shape:
             failures.append(f"{name}: shape {list(cand.shape)} differs from the reference's {list(ref.shape)}")
             continue
-        if not np.all(np.isfinite(cand)) and np.all(np.isfinite(ref)):
-            failures.append(f"{name}: candidate produced NaN or infinite values")
+        finite = np.isfinite(ref) & np.isfinite(cand)
+        # NaN and inf must sit where the reference has them (an op's own NaN, e.g. log of a negative input)
+        special = ~finite & ~((np.isnan(ref) & np.isnan(cand)) | (np.isinf(ref) & (ref == cand)))
+        if special.any():
+            failures.append(f"{name}: NaN or infinite values differ from the reference's ({int(special.sum())} values)")
             continue
+        ref, cand = np.where(finite, ref, 0), np.where(finite, cand, 0)
         diff = np.abs(cand.astype(np.float64) - ref.astype(np.float64))
         max_abs = float(diff.max()) if diff.size else 0.0
         scale = float(np.abs(ref).max()) if ref.size else 0.0
@@ -214,7 +238,7 @@ def verify(
         with create_runner(reference) as ref_runner:
             reference_outputs = collect_outputs(ref_runner, data, batch_size)
     with create_runner(candidate) as cand_runner:
-        candidate_outputs = collect_outputs(cand_runner, data, batch_size)
+        candidate_outputs = collect_outputs(cand_runner, data, batch_size, reference=False)
     metrics, failures, ref_acc, cand_acc = compare_outputs(
         reference_outputs.arrays, candidate_outputs.arrays, candidate_outputs.names, data.labels, budget
     )

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from deployopt.errors import UsageError
 from deployopt.runners.base import Runner, RunnerSpec
+
+if TYPE_CHECKING:
+    from deployopt.sources.detect import ModelSource
 
 # backend name → "module:class"; modules are imported only when a runner of that backend is made.
 BACKENDS = {
@@ -29,6 +33,14 @@ PROVIDERS = {
     "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
     "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
 }
+
+
+def reference_spec(source: ModelSource, threads: int | None = None) -> RunnerSpec:
+    """The runner for an original model: PyTorch eager, or ONNX Runtime when the source is already ONNX."""
+    from deployopt.sources.detect import SourceKind
+
+    backend = "onnxruntime" if source.kind is SourceKind.ONNX else "torch"
+    return RunnerSpec(backend=backend, path=str(source.path), threads=threads, source_options=source.options.to_json())
 
 
 def spec_for_model(

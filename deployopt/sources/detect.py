@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from deployopt.errors import file_error
+from deployopt.errors import InputFileError, file_error
 from deployopt.fsutil import sha256_file
 from deployopt.sources.signature import Signature, refine
 
@@ -295,7 +295,14 @@ def _onnx_signature(path: Path) -> Signature:
 
     from deployopt.sources.onnxutil import signature_from_onnx
 
-    return signature_from_onnx(onnx.load_model(str(path), load_external_data=False))
+    model = onnx.load_model(str(path), load_external_data=False)
+    weights = {init.name for init in model.graph.initializer}
+    if all(value.name in weights for value in model.graph.input):
+        raise InputFileError(
+            f"{path}: the graph has no inputs (its outputs are constants); there is nothing to run, "
+            "optimise or verify — export the model with its inputs"
+        )
+    return signature_from_onnx(model)
 
 
 def artifact_facts(path: Path) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,12 @@ def numpy_dtype(elem_type: int) -> str:
         raise ValueError(f"unsupported ONNX tensor element type {elem_type}") from None
 
 
+_IDENTIFIER = re.compile(r"\W")
+
+
 def signature_from_onnx(model: Any) -> Signature:
     """Input signature of an ONNX model: deployopt's saved one when present, else read from the graph inputs
-    (unnamed dynamic dims become 'batch' on axis 0, 'dimN' elsewhere)."""
+    (unnamed dynamic dims become 'batch' on axis 0, '<input>_dimN' elsewhere)."""
     saved = next((p.value for p in model.metadata_props if p.key == SIGNATURE_METADATA), None)
     if saved:
         return Signature.from_json(json.loads(saved))
@@ -68,7 +72,8 @@ def signature_from_onnx(model: Any) -> Signature:
             elif dim.dim_param:
                 shape.append(dim.dim_param)
             else:
-                shape.append("batch" if axis == 0 else f"dim{axis}")
+                # unnamed: its own dim (two unnamed dims of different inputs are not known to be one)
+                shape.append("batch" if axis == 0 else f"{_IDENTIFIER.sub('_', value.name)}_dim{axis}")
         specs.append(TensorSpec(value.name, tuple(shape), numpy_dtype(tensor_type.elem_type)))
     return Signature(tuple(specs))
 
@@ -78,12 +83,20 @@ def op_counts(model: Any) -> dict[str, int]:
     return dict(Counter(node.op_type for node in model.graph.node).most_common())
 
 
+FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto element types
+
+
 def graph_precision(model: Any) -> Precision:
-    """'int8' when the graph contains quantization ops, 'fp16' when most weights are float16, else 'fp32'."""
+    """'int8' when the graph contains quantization ops, 'fp16' when most float weights are float16 (or, with
+    none, when it casts to float16), else 'fp32'."""
     if any(node.op_type in INT8_OPS for node in model.graph.node):
         return Precision.INT8
-    weights = Counter(init.data_type for init in model.graph.initializer)
-    if weights and weights.most_common(1)[0][0] == 10:
+    floats = Counter(i.data_type for i in model.graph.initializer if i.data_type in (FLOAT, FLOAT16))
+    if floats:
+        return Precision.FP16 if floats.most_common(1)[0][0] == FLOAT16 else Precision.FP32
+    # No float weights (a graph of activations only): fp16 when it computes in float16
+    casts = (n for n in model.graph.node if n.op_type == "Cast")
+    if any(a.name == "to" and a.i == FLOAT16 for n in casts for a in n.attribute):
         return Precision.FP16
     return Precision.FP32
 

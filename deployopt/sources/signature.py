@@ -19,6 +19,9 @@ from deployopt.errors import UsageError
 
 DTYPES = ("float32", "float16", "float64", "bfloat16", "int64", "int32", "int8", "uint8", "bool")
 BATCH_NAMES = frozenset({"b", "n", "batch", "batch_size", "bs"})
+# Size of a dynamic non-batch dim that neither --input (seq=N) nor a data file fixes, when inputs must be
+# generated: a common sequence length, and a multiple of 32 so strided CNNs with dynamic H and W run too.
+DEFAULT_DIM_SIZE = 128
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]*$")  # no ":" (it separates the fields)
 
 Dim = int | str
@@ -44,21 +47,26 @@ class TensorSpec:
         return symbolic[0] if symbolic else None
 
     def concrete_shape(self, batch: int) -> tuple[int, ...]:
-        """Shape with the batch axis set to ``batch`` and other symbolic dims to their typical value."""
+        """Shape with the batch axis set to ``batch`` and other symbolic dims to their typical value
+        (:data:`DEFAULT_DIM_SIZE` for those without one; :meth:`Signature.default_sized` names them)."""
         out = []
         for axis, dim in enumerate(self.shape):
             if isinstance(dim, int):
                 out.append(dim)
             elif axis == self.batch_axis:
                 out.append(batch)
-            elif dim in self.dim_values:
-                out.append(self.dim_values[dim])
             else:
-                raise UsageError(
-                    f"input '{self.name}': dynamic dimension '{dim}' has no typical value; "
-                    f"give one as {dim}=N in --input (e.g. --input {self.name}:{self._example()})"
-                )
+                out.append(self.dim_values.get(dim, DEFAULT_DIM_SIZE))
         return tuple(out)
+
+    @property
+    def unsized_dims(self) -> list[str]:
+        """Dynamic non-batch dims without a typical value (generated inputs use the default size)."""
+        return [
+            str(d)
+            for i, d in enumerate(self.shape)
+            if isinstance(d, str) and i != self.batch_axis and d not in self.dim_values
+        ]
 
     def accepts(self, shape: Sequence[int]) -> bool:
         """Whether a concrete array shape fits this spec (same rank, fixed dims equal)."""
@@ -82,11 +90,6 @@ class TensorSpec:
             shape=tuple(data["shape"]),
             dtype=data.get("dtype", "float32"),
             dim_values=dict(data.get("dim_values", {})),
-        )
-
-    def _example(self) -> str:
-        return ",".join(
-            f"{d}=128" if isinstance(d, str) and i != self.batch_axis else str(d) for i, d in enumerate(self.shape)
         )
 
 
@@ -141,6 +144,17 @@ class Signature:
                         values[dim] = int(array.shape[axis])
             specs.append(replace(spec, dim_values=values))
         return Signature(tuple(specs))
+
+    def default_sized(self) -> list[str]:
+        """One note per input whose generated values use :data:`DEFAULT_DIM_SIZE`, for reports."""
+        return [
+            f"input '{spec.name}': dynamic {'dims' if len(dims) > 1 else 'dim'} {', '.join(dims)} sized "
+            f"{DEFAULT_DIM_SIZE} (the default) in generated inputs; set "
+            + ", ".join(f"{d}=N" for d in dims)
+            + " in --input, or give --data"
+            for spec in self.inputs
+            if (dims := spec.unsized_dims)
+        ]
 
     @property
     def fixed_batch(self) -> int | None:

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from deployopt.measure.verify import CollectedOutputs, collect_outputs
 from deployopt.rundir import RunDirectory, StageOutcome
+from deployopt.runners import RunnerSpec, create_runner, reference_spec
 from deployopt.types import StepRecord
 
 if TYPE_CHECKING:
@@ -52,9 +54,25 @@ class BuildContext:
     steps: list[StepRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    _reference_outputs: CollectedOutputs | None = field(default=None, repr=False)
+
     def __post_init__(self) -> None:
         if self.export_source is None:
             self.export_source = self.source
+
+    @property
+    def reference(self) -> RunnerSpec:
+        """The original, as every artifact is judged against it."""
+        return reference_spec(self.source)
+
+    def reference_outputs(self) -> CollectedOutputs:
+        """The original's outputs on the verification data, run once per build: the fp16 search and the
+        final verification judge with the very same numbers."""
+        if self._reference_outputs is None:
+            self.progress("verify: running the reference on the verification data")
+            with create_runner(self.reference) as runner:
+                self._reference_outputs = collect_outputs(runner, self.data.verification, self.config.verify.batch_size)
+        return self._reference_outputs
 
     def add_artifact(self, name: str, outcome: StageOutcome, label: str = "model") -> Artifact:
         artifact = Artifact(outcome.output(label), outcome.record["outputs"][label]["sha256"])

@@ -9,23 +9,31 @@ Every node kept in fp32 is reported. On CPUs without fp16 arithmetic this is a s
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+import traceback
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from deployopt.data.eval_data import EvalData, data_fingerprint
 from deployopt.errors import BackendUnavailableError, StageError
+from deployopt.measure.budgets import Budget, resolve_budget
+from deployopt.measure.verify import CollectedOutputs, collect_outputs, verify
+from deployopt.runners import RunnerSpec, create_runner
 from deployopt.sources.onnxutil import load_model, name_nodes
 from deployopt.stages.base import BuildContext
-from deployopt.types import ONNX_FP32
+from deployopt.types import ONNX_FP32, Precision
 
 MAX_FALLBACKS = 50
+DEFAULT_MAX_ROUNDS = 4
 _NODE_IN_ERROR = re.compile(r"node(?: with name)?\s*[:=]?\s*'?\"?([A-Za-z0-9_./:\-]+)")
 
 
@@ -36,6 +44,21 @@ class Fp16Config(BaseModel):
 
     keep_io_types: bool = Field(True, description="keep float32 inputs and outputs")
     block: tuple[str, ...] = Field((), description="op types kept in fp32 besides the converter's list (repeatable)")
+    max_rounds: int = Field(
+        DEFAULT_MAX_ROUNDS,
+        ge=0,
+        description="when fp16 misses its budget: rounds of keeping the most damaging nodes in fp32 and retrying",
+    )
+
+
+@dataclass
+class Fp16Attempt:
+    round: int
+    kept_fp32: list[str]  # nodes kept in fp32 for accuracy so far
+    passed: bool
+    failures: list[str]
+    max_rel_error: float | None
+    cosine: float | None
 
 
 @dataclass
@@ -45,6 +68,10 @@ class Fp16Result:
     fp16_nodes: int
     fp32_nodes: int
     seconds: float
+    accuracy_nodes: list[str] = field(default_factory=list)  # kept in fp32 to meet the accuracy budget
+    attempts: list[Fp16Attempt] = field(default_factory=list)
+    passed: bool | None = None  # None: converted without an accuracy check
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -52,23 +79,100 @@ class Fp16Result:
 
 def convert_fp16(in_path: Path, out_path: Path, config: Fp16Config) -> Fp16Result:
     """Convert and prove that ONNX Runtime loads the result; the input file is only read."""
+    started = time.perf_counter()
+    model, op_block = _prepare(in_path, config)
+    converted, node_block = _loadable(model, config, op_block, [], in_path)
+    return _finish(converted, out_path, config, node_block, started)
+
+
+def convert_fp16_within_budget(
+    in_path: Path,
+    out_path: Path,
+    config: Fp16Config,
+    data: EvalData,
+    budget: Budget,
+    reference: RunnerSpec,
+    reference_outputs: CollectedOutputs | None = None,
+    batch_size: int = 32,
+    threads: int | None = None,
+    progress=lambda message: None,
+) -> Fp16Result:
+    """Convert, verify against ``reference`` exactly as the final verification does (same outputs, data and
+    budget, so an accepted model cannot fail it), and while the budget is missed keep the nodes that lose the
+    most accuracy in fp32 and retry (``config.max_rounds`` times), as Polygraphy's ``debug precision`` and
+    ModelOpt's AutoCast do. Every attempt is recorded; the best one is written even when none passes."""
     import onnx
 
+    started = time.perf_counter()
+    model, op_block = _prepare(in_path, config)
+    attempts: list[Fp16Attempt] = []
+    kept: list[str] = []
+    best: tuple[tuple, Any, list[str]] | None = None
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="deployopt-fp16-") as tmp:
+        named, candidate = Path(tmp) / "fp32.onnx", Path(tmp) / "fp16.onnx"
+        onnx.save_model(model, str(named))
+        if reference_outputs is None:
+            with create_runner(reference) as runner:
+                reference_outputs = collect_outputs(runner, data, batch_size)
+        for round_index in range(config.max_rounds + 1):
+            progress(f"fp16: round {round_index + 1}, {len(kept)} node(s) kept in fp32 for accuracy")
+            converted, node_block = _loadable(model, config, op_block, kept, in_path)
+            onnx.save_model(converted, str(candidate))
+            fp16_spec = RunnerSpec("onnxruntime", str(candidate), threads=threads)
+            result = verify(reference, fp16_spec, data, budget, batch_size, reference_outputs)
+            worst = max(result.outputs, key=lambda o: o.max_rel_error, default=None)
+            attempts.append(
+                Fp16Attempt(
+                    round_index + 1,
+                    list(kept),
+                    result.passed,
+                    result.failures,
+                    worst.max_rel_error if worst else None,
+                    min((o.cosine for o in result.outputs), default=None),
+                )
+            )
+            rank = (len(result.failures), worst.max_rel_error if worst else 0.0)
+            if best is None or rank < best[0]:
+                best = (rank, converted, node_block)
+            if result.passed or round_index == config.max_rounds:
+                break
+            newly, why = _most_sensitive(model, named, candidate, op_block, node_block, data, round_index)
+            if newly:
+                notes.append(f"round {round_index + 2}: kept in fp32 ({why}): {', '.join(newly)}")
+            else:
+                notes.append(
+                    f"stopped after round {round_index + 1}: no fp16 node's output loses more accuracy than its inputs"
+                )
+                break
+            kept = [*kept, *newly]
+    _, converted, node_block = best
+    result = _finish(converted, out_path, config, [n for n in node_block if n not in kept], started)
+    result.accuracy_nodes = [n for n in node_block if n in kept]
+    result.attempts, result.passed, result.notes = attempts, any(a.passed for a in attempts), notes
+    return result
+
+
+def _prepare(in_path: Path, config: Fp16Config) -> tuple[Any, list[str]]:
     try:
         from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
     except ImportError as exc:
         raise BackendUnavailableError("fp16 conversion needs onnxruntime: pip install 'deployopt[cpu]'") from exc
-    started = time.perf_counter()
-    model = name_nodes(load_model(in_path))
-    op_block = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(config.block))
-    node_block: list[str] = []
+    return name_nodes(load_model(in_path)), sorted(set(DEFAULT_OP_BLOCK_LIST) | set(config.block))
+
+
+def _loadable(
+    model: Any, config: Fp16Config, op_block: list[str], keep: list[str], in_path: Path
+) -> tuple[Any, list[str]]:
+    """The fp16 model with ``keep`` in fp32, plus whatever nodes ONNX Runtime refuses in fp16."""
+    node_block = list(keep)
     with tempfile.TemporaryDirectory(prefix="deployopt-fp16-") as tmp:
         probe = Path(tmp) / "probe.onnx"
         for _ in range(MAX_FALLBACKS):
             converted = _convert(model, config, op_block, node_block)
             refused = _load_error(converted, probe)
             if refused is None:
-                break
+                return converted, node_block
             culprits = _node_named_in(refused, converted, node_block) or _search_culprits(
                 model, config, op_block, node_block, probe
             )
@@ -78,23 +182,154 @@ def convert_fp16(in_path: Path, out_path: Path, config: Fp16Config) -> Fp16Resul
                     "type kept in fp32 fixes it; pass --fp16-block OPTYPE"
                 )
             node_block += culprits
-        else:
-            raise StageError(f"{in_path}: fp16 conversion still fails after keeping {len(node_block)} nodes in fp32")
+    raise StageError(f"{in_path}: fp16 conversion still fails after keeping {len(node_block)} nodes in fp32")
+
+
+def _finish(converted: Any, out_path: Path, config: Fp16Config, fallback: list[str], started: float) -> Fp16Result:
+    import onnx
+
     onnx.save_model(converted, str(out_path))
     fp16_nodes, fp32_nodes = _count_precision(converted)
-    return Fp16Result(sorted(config.block), node_block, fp16_nodes, fp32_nodes, time.perf_counter() - started)
+    return Fp16Result(sorted(config.block), fallback, fp16_nodes, fp32_nodes, time.perf_counter() - started)
+
+
+FP16_MAX = 65504.0
+CONVERTER_WEIGHT_RANGE = (1e-7, 1e4)  # onnxruntime's converter clamps weights into this magnitude range
+ERROR_CAP = 1e6  # an overflowed tensor's error: large, finite, so damage stays a difference
+
+
+def _tensor_values(path: Path, tensors: set[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run ``path`` with every tensor in ``tensors`` it produces exposed as an extra output."""
+    import onnx
+    import onnxruntime as ort
+
+    extended = load_model(path)
+    declared = {o.name for o in extended.graph.output}
+    produced = {o for n in extended.graph.node for o in n.output}
+    for name in sorted(tensors & produced - declared):
+        extended.graph.output.append(onnx.ValueInfoProto(name=name))  # typed by ORT: fp16 or fp32
+    session = ort.InferenceSession(extended.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds), strict=True))
+
+
+def _out_of_range(model: Any, nodes: list[Any], fp32_values: dict[str, np.ndarray]) -> list[str]:
+    """Nodes fp16 cannot represent (as ModelOpt's AutoCast checks first): an output beyond fp16's ±65504, or
+    a weight the converter would clamp (any beyond 1e4, or all of it below 1e-7)."""
+    weights = {init.name: init for init in model.graph.initializer}
+    low, high = CONVERTER_WEIGHT_RANGE
+
+    def clamped(name: str) -> bool:
+        if name not in weights:
+            return False
+        from onnx import numpy_helper
+
+        magnitude = np.abs(numpy_helper.to_array(weights[name]).astype(np.float64))
+        if magnitude.size == 0 or not np.issubdtype(magnitude.dtype, np.floating):
+            return False
+        nonzero = magnitude[magnitude > 0]
+        return bool(magnitude.max() > high or (nonzero.size and nonzero.max() < low))
+
+    def overflows(name: str) -> bool:
+        value = fp32_values.get(name)
+        if value is None or not np.issubdtype(value.dtype, np.floating) or not value.size:
+            return False
+        finite = np.abs(value[np.isfinite(value)])
+        return bool(finite.size and finite.max() > FP16_MAX)
+
+    return [n.name for n in nodes if any(clamped(t) for t in n.input) or any(overflows(t) for t in n.output)]
+
+
+def _most_sensitive(
+    model: Any, fp32: Path, fp16: Path, op_block: list[str], kept_nodes: list[str], data: EvalData, round_index: int
+) -> tuple[list[str], str]:
+    """The nodes to keep in fp32 next, and why. First those out of fp16's range; then the fp16 nodes whose
+    output loses the most accuracy beyond what their inputs already lost (the budget's max relative error of
+    each tensor against fp32 on one batch), 10 %, 20 %, 40 % ... of them per round (at least one)."""
+    nodes = [n for n in model.graph.node if n.name not in kept_nodes and n.op_type not in op_block and n.output]
+    tensors = {t for n in nodes for t in (*n.input, *n.output) if t}
+    feeds = next(data.batches(32))
+    reference = _tensor_values(fp32, tensors, feeds)
+    if out_of_range := _out_of_range(model, nodes, reference):
+        return out_of_range, "out of fp16's range"
+    converted = _tensor_values(fp16, tensors, feeds)
+
+    def error(name: str) -> float:
+        a, b = reference.get(name), converted.get(name)
+        if a is None or b is None or a.shape != b.shape or not np.issubdtype(a.dtype, np.floating):
+            return 0.0
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        scale = np.abs(a[np.isfinite(a)]).max(initial=0.0)
+        diff = np.nan_to_num(np.abs(a - b), nan=np.inf, posinf=np.inf).max(initial=0.0)
+        return float(min(diff / scale if scale > 0 else diff, ERROR_CAP))
+
+    damage = {n.name: error(n.output[0]) - max((error(t) for t in n.input if t), default=0.0) for n in nodes}
+    count = max(1, math.ceil(len(nodes) * 0.1 * 2**round_index))
+    ranked = sorted((name for name, d in damage.items() if d > 0), key=damage.get, reverse=True)
+    return ranked[:count], "most accuracy lost"
 
 
 def _convert(model: Any, config: Fp16Config, op_block: list[str], node_block: list[str]) -> Any:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    return convert_float_to_float16(
-        onnx.ModelProto.FromString(model.SerializeToString()),
-        keep_io_types=config.keep_io_types,
-        op_block_list=op_block,
-        node_block_list=list(node_block),
-    )
+    try:
+        converted = convert_float_to_float16(
+            onnx.ModelProto.FromString(model.SerializeToString()),
+            keep_io_types=config.keep_io_types,
+            op_block_list=op_block,
+            node_block_list=list(node_block),
+        )
+    except Exception as exc:  # the converter asserts on graphs it does not handle (e.g. subgraph initializers)
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        where = f"{Path(frame.filename).name}:{frame.lineno}"
+        raise StageError(
+            f"onnxruntime's fp16 converter fails on this graph ({type(exc).__name__} at {where}"
+            + (f": {str(exc).splitlines()[0][:200]}" if str(exc) else "")
+            + ")"
+        ) from exc
+    return _drop_round_trips(converted, set(node_block) | {n.name for n in model.graph.node if n.op_type in op_block})
+
+
+def _drop_round_trips(model: Any, fp32_nodes: set[str]) -> Any:
+    """Remove the converter's fp32 → fp16 → fp32 Cast pairs between two nodes kept in fp32: it casts each
+    kept node on its own, so a value beyond fp16's range between two of them overflows all the same."""
+    from onnx import TensorProto
+
+    def cast_to(node: Any) -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    rename: dict[str, str] = {}
+    dropped: set[int] = set()
+    for down in graph.node:
+        if cast_to(down) != TensorProto.FLOAT16 or down.output[0] in outputs:
+            continue
+        source = producer.get(down.input[0])
+        if source is None or source.name not in fp32_nodes:
+            continue
+        ups = consumers.get(down.output[0], [])
+        if not ups or any(cast_to(up) != TensorProto.FLOAT or up.output[0] in outputs for up in ups):
+            continue
+        for up in ups:
+            rename[up.output[0]] = down.input[0]
+            dropped.add(id(up))
+        dropped.add(id(down))
+    if not rename:
+        return model
+    kept = [node for node in graph.node if id(node) not in dropped]
+    for node in kept:
+        for i, name in enumerate(node.input):
+            node.input[i] = rename.get(name, name)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return model
 
 
 _LOAD_PROBE = (
@@ -166,23 +401,47 @@ class Fp16Step:
     variant = "onnx-fp16"
 
     def run(self, ctx: BuildContext) -> None:
-        ctx.progress("fp16: converting")
         config, fp32 = ctx.config.quantize.fp16, ctx.artifacts[ONNX_FP32]
-        outcome = ctx.run.run_stage(
-            self.name,
-            config,
-            {"model": fp32.sha256},
-            {"model": "model-fp16.onnx"},
-            lambda out: convert_fp16(fp32.path, out["model"], config).to_json(),
-        )
+        budget = resolve_budget(Precision.FP16, ctx.config.verify.budget)
+        data = ctx.data.verification
+        inputs = {"model": fp32.sha256, "data": data_fingerprint(data), "budget": budget.model_dump()}
+
+        def work(out: dict[str, Path]) -> dict:
+            result = convert_fp16_within_budget(
+                fp32.path,
+                out["model"],
+                config,
+                data,
+                budget,
+                ctx.reference,
+                ctx.reference_outputs(),
+                ctx.config.verify.batch_size,
+                ctx.config.bench.threads,
+                ctx.progress,
+            )
+            return result.to_json()
+
+        try:
+            outcome = ctx.run.run_stage(self.name, config, inputs, {"model": "model-fp16.onnx"}, work)
+        except StageError as exc:  # no fp16 model can be made here: the other variants still build
+            return ctx.skip(self.name, str(exc))
         ctx.add_artifact(self.variant, outcome)
         ctx.record(self.name, outcome, fp16_summary(outcome.record["details"]))
 
 
 def fp16_summary(d: dict) -> str:
-    kept = d["fallback_nodes"]
-    return (
+    kept, accuracy = d["fallback_nodes"], d.get("accuracy_nodes", [])
+    text = (
         f"float16 weights and activations with float32 inputs/outputs; {d['fp16_nodes']} fp16 nodes, "
         f"{d['fp32_nodes']} fp32 nodes (converter block list)"
         + (f"; kept in fp32 because ONNX Runtime refused them: {', '.join(kept)}" if kept else "")
+        + (f"; kept in fp32 for accuracy: {', '.join(accuracy)}" if accuracy else "")
     )
+    attempts = d.get("attempts", [])
+    if len(attempts) > 1:
+        text += ". Attempts: " + "; ".join(
+            f"round {a['round']} ({len(a['kept_fp32'])} in fp32): max rel {a['max_rel_error']:.3g}"
+            + (" pass" if a["passed"] else " miss")
+            for a in attempts
+        )
+    return text + "".join(f"; {note}" for note in d.get("notes", []))

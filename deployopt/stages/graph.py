@@ -60,21 +60,30 @@ def optimize_graph(in_path: Path, out_path: Path, config: GraphConfig) -> GraphR
     before = op_counts(model)
     passes: list[str] = []
     notes: list[str] = []
+    # Every kept pass must pass ONNX's checker as strictly as the source does: its full check rejects
+    # some valid graphs that ORT runs (function bodies), and some optimiser results (onnxslim's shapes).
+    source_failure = _check_failure(model, full=True)
+    full = source_failure is None
+    if not full:
+        if (basic := _check_failure(model, full=False)) is not None:
+            raise InputFileError(f"{in_path}: not a valid ONNX model ({basic}); re-export it")
+        notes.append(f"the model as given fails ONNX's full shape check ({source_failure}); passes checked without it")
+    candidates = []
     if config.onnxslim:
-        slimmed, reason = _onnxslim(model)
-        if slimmed is not None:
-            model = slimmed
-            passes.append("onnxslim")
-        else:
-            notes.append(f"onnxslim not kept: {reason}")
+        candidates.append(("onnxslim", _onnxslim))
     if config.ort_basic:
-        candidate, reason = _ort_basic(model, in_path)
-        if candidate is not None and len(candidate.graph.node) < len(model.graph.node):
-            model = candidate
-            passes.append("onnxruntime-basic")
+        candidates.append(("onnxruntime-basic", lambda m: _ort_basic(m, in_path)))
+    for name, optimise in candidates:
+        candidate, reason = optimise(model)
+        if candidate is not None and (failure := _check_failure(candidate, full)) is not None:
+            candidate, reason = None, f"its result fails ONNX's checker ({failure})"
+        if name == "onnxruntime-basic" and candidate is not None and not _fewer_nodes(candidate, model):
+            candidate, reason = None, "it removed no nodes"
+        if candidate is None:
+            notes.append(f"{name} not kept: {reason}")
         else:
-            notes.append(f"onnxruntime-basic not kept: {reason or 'it removed no nodes'}")
-    onnx.checker.check_model(model, full_check=True)
+            model = candidate
+            passes.append(name)
     onnx.save_model(model, str(out_path))
     return GraphResult(
         nodes_before=sum(before.values()),
@@ -87,6 +96,21 @@ def optimize_graph(in_path: Path, out_path: Path, config: GraphConfig) -> GraphR
         seconds=time.perf_counter() - started,
         notes=notes,
     )
+
+
+def _fewer_nodes(candidate: Any, model: Any) -> bool:
+    return len(candidate.graph.node) < len(model.graph.node)
+
+
+def _check_failure(model: Any, full: bool) -> str | None:
+    """Why ONNX's checker rejects ``model`` (first line), or None when it passes."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=full)
+    except Exception as exc:  # ValidationError, InferenceError
+        return str(exc).strip().splitlines()[0][:200]
+    return None
 
 
 def _onnxslim(model: Any) -> tuple[Any | None, str | None]:

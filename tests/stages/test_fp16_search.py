@@ -1,0 +1,66 @@
+"""fp16 that keeps accuracy: nodes whose fp16 results miss the budget are found and kept in fp32."""
+
+import json
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from deployopt.api import BuildConfig, Fp16Config, QuantizedVariants, build, quantize
+from deployopt.errors import EXIT_BUDGET
+
+
+def _overflowing_graph(path):
+    """A constant beyond fp16's range (the converter clamps weights to ±1e4), multiplied and divided back:
+    in fp32 it is a plain relu(x·w)²; in fp16 the scaled branch is 10× off. The MatMul is fine in fp16."""
+    scale = numpy_helper.from_array(np.array(1e5, np.float32), "scale")
+    inverse = numpy_helper.from_array(np.array(1e-10, np.float32), "inverse")
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 8)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"], name="matmul"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("Mul", ["r", "scale"], ["big"], name="scale_up"),
+        helper.make_node("Mul", ["big", "big"], ["square"], name="square"),
+        helper.make_node("Mul", ["square", "inverse"], ["y"], name="scale_down"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "overflow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
+        [scale, inverse, weight],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_fp16_keeps_the_overflowing_nodes_in_fp32_and_passes(tmp_path):
+    model = _overflowing_graph(tmp_path / "overflow.onnx")
+    outcome = quantize(model, tmp_path / "h.onnx", fp16=Fp16Config())
+    assert outcome.passed, outcome.verify.failures
+    details = outcome.details
+    first, last = details["attempts"][0], details["attempts"][-1]
+    assert not first["passed"] and any("max_rel_error" in f for f in first["failures"])
+    assert last["passed"] and len(details["attempts"]) >= 2
+    kept = set(details["accuracy_nodes"])
+    assert kept and kept <= {"scale_up", "square", "scale_down"}, kept  # the culprits, never the matmul
+    graph = onnx.load(str(tmp_path / "h.onnx")).graph
+    assert any(i.data_type == TensorProto.FLOAT16 for i in graph.initializer)  # still an fp16 model
+
+
+def test_fp16_that_cannot_meet_its_budget_is_written_marked_failing_and_exits_1(tmp_path, run_cli):
+    model = _overflowing_graph(tmp_path / "overflow.onnx")
+    code, out, err = run_cli("quantize", model, "--fp16", "--fp16-max-rounds", "0", "-o", tmp_path / "h.onnx")
+    assert code == EXIT_BUDGET
+    assert "max_rel_error" in err and (tmp_path / "h.onnx").exists()
+
+
+def test_build_reports_the_fp16_rounds_and_the_nodes_kept(tmp_path):
+    model = _overflowing_graph(tmp_path / "overflow.onnx")
+    config = BuildConfig(out=tmp_path / "run", skip_bench=True, quantize=QuantizedVariants(make=("fp16",)))
+    report = build(model, config)
+    assert report.passed, report.failures
+    step = next(s for s in report.stages if s.stage == "fp16")
+    assert "kept in fp32 for accuracy" in step.summary and "round 2" in step.summary
+    details = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["fp16"]["details"]
+    assert details["passed"] and details["accuracy_nodes"]
