@@ -50,7 +50,7 @@ def test_fp16_keeps_the_overflowing_nodes_in_fp32_and_passes(tmp_path):
 
 def test_fp16_that_cannot_meet_its_budget_is_written_marked_failing_and_exits_1(tmp_path, run_cli):
     model = _overflowing_graph(tmp_path / "overflow.onnx")
-    code, out, err = run_cli("quantize", model, "--fp16", "--fp16-max-rounds", "0", "-o", tmp_path / "h.onnx")
+    code, _, err = run_cli("quantize", model, "--fp16", "--fp16-max-rounds", "0", "-o", tmp_path / "h.onnx")
     assert code == EXIT_BUDGET
     assert "max_rel_error" in err and (tmp_path / "h.onnx").exists()
 
