@@ -150,9 +150,9 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
         run.manifest["signature"] = signature.to_json()
         run.save()
         ctx = BuildContext(run, source, signature, config, data, progress, engine=config.engine)
-        ctx.notes += data.signature_for_generated_inputs.default_sized()
         for step in steps:
             step.run(ctx)
+        ctx.notes += data.signature_for_generated_inputs.default_sized()
         report = BuildReport(
             model=model_name(source),
             run_dir=str(run.root),

@@ -3,7 +3,7 @@ import re
 import pytest
 
 from deployopt.errors import UsageError
-from deployopt.sources.signature import Signature, TensorSpec, parse_tensor_spec
+from deployopt.sources.signature import DEFAULT_DIM_SIZE, Signature, TensorSpec, parse_tensor_spec
 
 
 def test_parse_full_spec_with_dynamic_batch():
@@ -18,12 +18,14 @@ def test_x_separator_default_dtype_and_fixed_shape():
     assert spec.shape == (1, 3, 32, 32) and spec.dtype == "float32" and spec.batch_axis is None
 
 
-def test_symbolic_non_batch_dim_needs_typical_value():
-    spec = parse_tensor_spec("input_ids:B,seq=128:int64")
+def test_symbolic_non_batch_dim_takes_its_typical_value_else_the_documented_default():
+    spec = parse_tensor_spec("input_ids:B,seq=64:int64")
     assert spec.batch_axis == 0
-    assert spec.concrete_shape(4) == (4, 128)
-    with pytest.raises(UsageError, match="seq=N"):
-        parse_tensor_spec("input_ids:B,seq:int64").concrete_shape(4)
+    assert spec.concrete_shape(4) == (4, 64) and not spec.unsized_dims
+    unsized = Signature.parse(["input_ids:B,seq:int64", "mask:B,seq=64:int64"])
+    assert unsized["input_ids"].concrete_shape(4) == (4, DEFAULT_DIM_SIZE)
+    (note,) = unsized.default_sized()  # one note, for the one input that used the default
+    assert note.startswith("input 'input_ids': dynamic dim seq sized 128 (the default)") and "seq=N" in note
 
 
 def test_batch_axis_found_by_name_not_position():

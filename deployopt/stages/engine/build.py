@@ -92,15 +92,12 @@ class EngineConfig(BaseModel):
 
 def _default_range(spec: TensorSpec, config: EngineConfig) -> ShapeRange:
     """Batch min / opt / max; other dynamic dims from 1 (min) to their typical value (opt and max)."""
-    try:
-        low, opt, high = (
-            spec.concrete_shape(b) for b in (config.min_batch, config.resolved_opt_batch, config.max_batch)
-        )
-    except UsageError:
+    if spec.unsized_dims:  # an engine's profile is a lasting choice: no default size for it
         raise UsageError(
             f"input '{spec.name}' has a dynamic dimension without a typical value; "
             f"give the profile with --shapes {spec.name}:MIN/OPT/MAX"
-        ) from None
+        )
+    low, opt, high = (spec.concrete_shape(b) for b in (config.min_batch, config.resolved_opt_batch, config.max_batch))
     low = tuple(
         1 if isinstance(d, str) and axis != spec.batch_axis else v
         for axis, (d, v) in enumerate(zip(spec.shape, low, strict=True))
