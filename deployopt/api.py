@@ -107,13 +107,17 @@ def export(
 
 
 def optimize(model: str | Path, out: str | Path, config: GraphConfig = GraphConfig()) -> GraphResult:
-    """Graph-optimise an ONNX model into ``out`` (constant folding, dead code, Conv+BN fusion, ...)."""
+    """Graph-optimise an ONNX model into ``out`` (constant folding, dead code, Conv+BN fusion, ...); a pass whose
+    result computes other outputs on generated inputs is not kept."""
+    from deployopt.data.eval_data import generate_batch
+
     source = inspect_source(Path(model))
     if source.kind is not SourceKind.ONNX:
         raise InputFileError(f"{model}: is a {source.kind.value} file, not ONNX; run `deployopt export` first")
     _refuse_overwrite_of_input(source.path, Path(out))
+    probe = generate_batch(require_signature(source), 2).inputs
     with atomic_path(out) as tmp:
-        return optimize_graph(source.path, tmp, config)
+        return optimize_graph(source.path, tmp, config, probe)
 
 
 class RuntimeOptions(BaseModel):

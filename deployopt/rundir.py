@@ -77,8 +77,13 @@ class RunDirectory:
     def __enter__(self) -> RunDirectory:
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"{self.root}: exists and is not a directory; choose another --out")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock_handle = open(self.root / ".lock", "w")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock_handle = open(self.root / ".lock", "w")
+        except OSError as exc:  # read-only, no permission, a path under /proc, disk full
+            raise UsageError(
+                f"{self.root}: cannot create the run directory ({exc.strerror}); choose a writable --out"
+            ) from exc
         try:
             fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

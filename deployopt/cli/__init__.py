@@ -115,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
             end_progress()  # the live progress line closes before any result or error line
     except click.exceptions.Exit as exc:  # --help / --version
         code = exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # Click's own usage errors, on one line like every other refusal
+        context = getattr(exc, "ctx", None)
+        command = context.command_path if context is not None else "deployopt"
+        hint = f" (see '{command} --help')" if isinstance(exc, click.UsageError) else ""
+        click.echo(f"deployopt: error: {command}: {exc.format_message()}{hint}", err=True)
         code = exc.exit_code
     except (KeyboardInterrupt, click.exceptions.Abort):
         click.echo("deployopt: interrupted; finished artifacts are kept, unfinished ones were discarded", err=True)

@@ -143,6 +143,8 @@ def show_build(report, as_json: bool) -> int:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
         print_table(*variant_rows(report))
+        for line in report.not_measured_lines():
+            click.echo(line)
         click.echo(f"\nrun directory: {report.run_dir} (report.html, report.md, report.json, manifest.json)")
         for note in report.notes:
             click.echo(f"note: {note}", err=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,5 +24,5 @@ def load_arrays(path: str | Path, what: str) -> dict[str, np.ndarray]:
             if not isinstance(archive, np.lib.npyio.NpzFile):
                 return {"": np.asarray(archive)}
             return {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:  # a broken .npz is a broken zip
         raise file_error(path, f"is not a readable .npz/.npy {what} file ({exc})", "save it with numpy.savez") from exc

@@ -47,17 +47,19 @@ class EvalData:
             yield self.take(range(start, min(start + step, self.num_samples)))
 
     def take(self, indices) -> dict[str, np.ndarray]:
-        """The feeds of the samples at ``indices`` (inputs without a sample axis are passed whole)."""
+        """The feeds of the samples at ``indices`` (inputs without a sample axis are passed whole).
+
+        Every feed is a fresh copy: ONNX Runtime may write an output into an input's buffer (BatchNormalization
+        in training mode updates ``mean``/``var`` in place), which would change the data for the next model."""
         feeds = {}
         for spec in self.signature.inputs:
             axis, array = self.signature.sample_axis(spec), self.inputs[spec.name]
-            feeds[spec.name] = array if axis is None else np.take(array, indices, axis=axis)
+            feeds[spec.name] = array.copy() if axis is None else np.take(array, indices, axis=axis)
         return feeds
 
 
-def generate_feed(spec: TensorSpec, batch: int, rng: np.random.Generator) -> np.ndarray:
-    """A seeded random tensor matching ``spec``: standard normal floats, integers in [0, 100), random bools."""
-    shape = spec.concrete_shape(batch)
+def generate_feed(spec: TensorSpec, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """A seeded random tensor of ``shape`` for ``spec``: standard normal floats, integers in [0, 100), bools."""
     if spec.dtype == "bool":
         return rng.random(shape) < 0.5
     if spec.dtype.startswith(("int", "uint")):
@@ -68,17 +70,26 @@ def generate_feed(spec: TensorSpec, batch: int, rng: np.random.Generator) -> np.
 
 
 def generate_data(signature: Signature, samples: int, seed: int = 0) -> EvalData:
-    """Seeded inputs for every input of ``signature``; used when no real data is given."""
+    """Seeded inputs for every input of ``signature``; used when no real data is given.
+
+    A fixed-batch model gets ``samples`` rounded to whole batches, stacked along axis 0 of the inputs that
+    have a sample axis (a batch-1 CNN is verified on 64 images, one call each, not on a single one)."""
     rng = np.random.default_rng(seed)
-    if not signature.has_dynamic_batch:
-        fixed = signature.fixed_batch
+    fixed = signature.fixed_batch
+    if fixed:
         samples = max(fixed, samples - samples % fixed)
-    return EvalData(
-        {spec.name: generate_feed(spec, samples, rng) for spec in signature.inputs},
-        None,
-        f"generated (seed {seed})",
-        signature,
-    )
+    inputs = {}
+    for spec in signature.inputs:
+        shape = spec.concrete_shape(samples)
+        if fixed and signature.sample_axis(spec) == 0:
+            shape = (samples, *shape[1:])
+        inputs[spec.name] = generate_feed(spec, shape, rng)
+    return EvalData(inputs, None, f"generated (seed {seed})", signature)
+
+
+def generate_batch(signature: Signature, batch: int, seed: int = 0) -> EvalData:
+    """Generated inputs for one call: ``batch`` samples, or the model's own batch when it is fixed."""
+    return generate_data(signature, signature.fixed_batch or batch, seed)
 
 
 def load_data(signature: Signature, data_path: str | Path, labels_path: str | Path | None = None) -> EvalData:

@@ -60,6 +60,12 @@ class DataPlan:
             return dataset_data(self.signature, s.dataset, "val")
         return None
 
+    def check(self) -> None:
+        """Read and check the user's data files now, so a bad one is refused before any stage runs or writes.
+        (A registered dataset that does not fit is an --input mistake, which the export step names better.)"""
+        if self.sources.data is not None or self.sources.calibration is not None:
+            _ = self.verification, self.calibration
+
     @cached_property
     def calibration(self) -> EvalData | None:
         """At most ``calibration_samples`` calibration samples, or None when there is no calibration source."""

@@ -144,6 +144,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
         require_tensorrt_target(config.engine)
     steps = plan(config)
     data = DataPlan(signature, config.data_sources(source.dataset))
+    data.check()
     run_root = config.out or DEFAULT_OUT_ROOT / model_name(source)
     with RunDirectory(run_root, force=config.force) as run:
         run.manifest["source"] = source.to_json()
@@ -233,7 +234,7 @@ def _bench_variants(
     config: BenchConfig,
     progress: Progress,
 ) -> None:
-    report.notes += measurable_batches(signature, config.batch_sizes)[1]
+    report.batches_not_measured = measurable_batches(signature, config.batch_sizes)[1]
     variants = [BenchVariant(report.variants[0].name, ref_spec)]
     variants += [BenchVariant(name, spec_for_model(str(a.path))) for name, a in artifacts.items()]
     started = time.perf_counter()

@@ -109,15 +109,12 @@ def _run_worker(variant: BenchVariant, signature: Signature, config: BenchConfig
     return result["measurements"]
 
 
-def measurable_batches(signature: Signature, requested: tuple[int, ...]) -> tuple[tuple[int, ...], list[str]]:
-    """The batch sizes a model can really run among ``requested``, and a note for each one it cannot."""
+def measurable_batches(signature: Signature, requested: tuple[int, ...]) -> tuple[tuple[int, ...], dict[int, str]]:
+    """The batch sizes a model can really run among ``requested``, and why each other one cannot run."""
     fixed = signature.fixed_batch
     if fixed is None:
-        return requested, []
-    notes = [
-        f"batch {b} not measured: the model's inputs have a fixed batch of {fixed}" for b in requested if b != fixed
-    ]
-    return (fixed,), notes
+        return requested, {}
+    return (fixed,), {b: f"the model's inputs have a fixed batch of {fixed}" for b in requested if b != fixed}
 
 
 def bench(
@@ -128,9 +125,9 @@ def bench(
     A model with a fixed batch is measured at that batch only (and labelled with it): the progress line says
     which requested batch sizes were not measured, so no table ever shows a batch that did not run.
     """
-    batches, notes = measurable_batches(signature, config.batch_sizes)
-    for note in notes:
-        progress(note)
+    batches, not_measured = measurable_batches(signature, config.batch_sizes)
+    for batch, reason in not_measured.items():
+        progress(f"batch {batch} not measured: {reason}")
     config = config.model_copy(update={"batch_sizes": batches})
     runs: dict[tuple[str, int], list[dict]] = {}
     for repeat in range(config.repeats):
@@ -145,6 +142,7 @@ def bench(
             values = [r[key] for r in rows if r.get(key) is not None]
             return float(statistics.median(values)) if values else None
 
+        mean_ms = median("mean_ms")
         measurements.append(
             Measurement(
                 variant=label,
@@ -152,8 +150,8 @@ def bench(
                 p50_ms=median("p50_ms"),
                 p90_ms=median("p90_ms"),
                 p99_ms=median("p99_ms"),
-                mean_ms=median("mean_ms"),
-                throughput=median("throughput"),
+                mean_ms=mean_ms,
+                throughput=batch * 1000.0 / mean_ms,  # samples per second of the very calls the latency is of
                 iterations=int(median("iterations")),
                 peak_rss_mb=median("peak_rss_mb"),
                 repeats=len(rows),

@@ -27,7 +27,7 @@ def _quality(variant: VariantReport) -> tuple[float | None, str]:
     """(value, label): task accuracy when measured, else mean cosine to the reference (1.0 for it)."""
     if variant.accuracy is not None:
         return variant.accuracy, "accuracy (%)"
-    if variant.verify:
+    if variant.verify and variant.verify.outputs:  # none when the outputs could not be compared (other shapes)
         return min(o.cosine for o in variant.verify.outputs), "cosine to reference"
     return (1.0, "cosine to reference") if variant.role == "reference" else (None, "")
 
@@ -139,7 +139,7 @@ def _plain_log_ticks(axis) -> None:
 
 
 def _table(report: BuildReport) -> str:
-    batches = sorted({b for v in report.variants for b in v.latency})
+    batches = sorted({b for v in report.variants for b in v.latency} | set(report.batches_not_measured))
     head = ["variant", "precision", "size (MB)"] + [f"p50 b{b} (ms)" for b in batches]
     head += [f"vs PyTorch b{b}" for b in batches] + [f"vs ONNX fp32 b{b}" for b in batches] + ["accuracy", "verdict"]
     rows = []
@@ -148,7 +148,7 @@ def _table(report: BuildReport) -> str:
         accuracy = f"{v.accuracy:.2f} %" if v.accuracy is not None else (f"cos {quality:.5f}" if quality else "–")
         verdict = "reference" if v.verify is None else v.verify.verdict
         cells = [v.name, v.precision, f"{v.size_bytes / 1e6:.3f}"]
-        cells += [f"{v.latency[b]['p50_ms']:.3f}" if b in v.latency else "–" for b in batches]
+        cells += [report.latency_cell(v, b, digits=3) for b in batches]
         for baseline in (REFERENCE, ONNX_FP32):
             ratios = [report.speedup(v.name, baseline, b) for b in batches]
             cells += [f"{r:.2f}×" if r is not None else "–" for r in ratios]
@@ -181,6 +181,8 @@ def render_html(report: BuildReport) -> str:
         f"<h1>deployopt build: {html.escape(report.model)} — {verdict}</h1>"
         f"<p>Verified on {report.samples} samples of {html.escape(report.data)}; run directory "
         f"<code>{html.escape(report.run_dir)}</code>.</p>"
-        f'{_table(report)}<div class="plots">{images}</div>'
+        f"{_table(report)}"
+        + "".join(f"<p>{html.escape(line)}</p>" for line in report.not_measured_lines())
+        + f'<div class="plots">{images}</div>'
         f"<h2>Steps</h2><ol>{steps}</ol>" + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "") + "</body></html>\n"
     )

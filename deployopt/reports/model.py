@@ -73,10 +73,21 @@ class BuildReport:
     stages: list[StepRecord] = field(default_factory=list)
     variants: list[VariantReport] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # requested batch sizes the model cannot run (a fixed batch of 1 asked for batch 32) → why
+    batches_not_measured: dict[int, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         return all(v.passed for v in self.variants)
+
+    def latency_cell(self, variant: VariantReport, batch: int, digits: int = 2) -> str:
+        """A p50 cell: the measured value, ``n/a`` for a batch the model cannot take, ``–`` when not run."""
+        if batch in variant.latency:
+            return f"{variant.latency[batch]['p50_ms']:.{digits}f}"
+        return "n/a" if batch in self.batches_not_measured else "–"
+
+    def not_measured_lines(self) -> list[str]:
+        return [f"n/a at batch {b}: not measured, {reason}" for b, reason in self.batches_not_measured.items()]
 
     @property
     def failures(self) -> list[str]:
@@ -108,6 +119,7 @@ class BuildReport:
             "stages": [s.to_json() for s in self.stages],
             "variants": [v.to_json() for v in self.variants],
             "notes": self.notes,
+            "batches_not_measured": {str(b): reason for b, reason in self.batches_not_measured.items()},
         }
 
     @classmethod
@@ -118,6 +130,7 @@ class BuildReport:
             **{k: data[k] for k in fields},
             stages=[StepRecord.from_json(s) for s in data["stages"]],
             variants=[VariantReport.from_json(v) for v in data["variants"]],
+            batches_not_measured={int(b): r for b, r in data.get("batches_not_measured", {}).items()},
         )
 
 
@@ -133,6 +146,10 @@ def machine_description() -> dict[str, Any]:
 
 def _mb(size: int) -> str:
     return f"{size / 1e6:.2f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
+
+
+def _ms(cell: str) -> str:
+    return f"{cell} ms" if cell[0].isdigit() else cell
 
 
 def _x(value: float | None) -> str:
@@ -151,7 +168,7 @@ def variant_rows(report: BuildReport) -> tuple[list[str], list[list[str]]]:
     reference = report.variant(REFERENCE)
     for v in report.variants:
         row = [v.name, v.precision, _mb(v.size_bytes)]
-        row += [f"{v.latency[b]['p50_ms']:.2f} ms" if b in v.latency else "–" for b in batches]
+        row += [_ms(report.latency_cell(v, b)) for b in batches]
         row += [_x(report.speedup(v.name, REFERENCE, b)) for b in batches]
         row += [_x(report.speedup(v.name, ONNX_FP32, b)) for b in batches]
         row.append(f"{v.accuracy:.2f}%" if v.accuracy is not None else "–")
@@ -192,6 +209,7 @@ def render_markdown(report: BuildReport) -> str:
         "## Variants",
         "",
         variant_table(report) if report.variants else "(none)",
+        *(["", *report.not_measured_lines()] if report.batches_not_measured else []),
         "",
         "## Steps",
         "",

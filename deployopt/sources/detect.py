@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from deployopt.errors import InputFileError, file_error
+from deployopt.errors import InputFileError, UsageError, file_error
 from deployopt.fsutil import sha256_file
 from deployopt.sources.signature import Signature, refine
 
@@ -179,6 +179,11 @@ def inspect_source(path: str | Path, options: SourceOptions = SourceOptions()) -
     if options.arch and source.arch is None:
         source = replace(source, arch=options.arch)
     entry = models.get_model(source.arch) if source.arch else None
+    if options.arch and entry is None and kind is not SourceKind.CHECKPOINT:
+        raise UsageError(
+            f"--arch {options.arch}: {path} ({kind.value}) carries its own model; --arch names the "
+            f"architecture of a state_dict checkpoint (registered names: {', '.join(models.model_names())}): drop it"
+        )
     if entry is not None:
         if source.signature is None:
             source = replace(source, signature=Signature.parse(entry.signature))
@@ -296,6 +301,7 @@ def _onnx_signature(path: Path) -> Signature:
     from deployopt.sources.onnxutil import signature_from_onnx
 
     model = onnx.load_model(str(path), load_external_data=False)
+    _check_external_data(model, path)
     weights = {init.name for init in model.graph.initializer}
     if all(value.name in weights for value in model.graph.input):
         raise InputFileError(
@@ -303,6 +309,47 @@ def _onnx_signature(path: Path) -> Signature:
             "optimise or verify — export the model with its inputs"
         )
     return signature_from_onnx(model)
+
+
+def _check_external_data(model: Any, path: Path) -> None:
+    """Every external-data file the graph names must be a file inside the model's folder, large enough for the
+    bytes it is said to hold: checked now, before any stage runs, instead of failing half-way through a build."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    def tensors(graph):
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                for subgraph in [attribute.g] if attribute.HasField("g") else attribute.graphs:
+                    yield from tensors(subgraph)
+
+    folder = path.resolve().parent
+    for tensor in tensors(model.graph):
+        if not uses_external_data(tensor):
+            continue
+        info = ExternalDataInfo(tensor)
+        data = (folder / info.location).resolve()
+        if not data.is_relative_to(folder):
+            raise file_error(
+                path,
+                f"tensor '{tensor.name}' points to external data outside the model's folder ({info.location})",
+                "keep the weight files beside the model (onnx.save_model(..., save_as_external_data=True))",
+            )
+        if not data.is_file():
+            raise file_error(
+                path,
+                f"tensor '{tensor.name}' needs external data file {info.location}, which is missing",
+                "copy the weight file(s) saved with the model next to it",
+            )
+        if info.length and data.stat().st_size < (info.offset or 0) + info.length:
+            raise file_error(
+                path,
+                f"external data file {info.location} is shorter than tensor '{tensor.name}' needs (truncated)",
+                "copy the weight file(s) again",
+            )
 
 
 def artifact_facts(path: Path) -> dict:

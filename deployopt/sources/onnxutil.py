@@ -51,11 +51,13 @@ def numpy_dtype(elem_type: int) -> str:
 
 
 _IDENTIFIER = re.compile(r"\W")
+_DIM_NAME = re.compile(r"^[A-Za-z_]\w*$")  # what --input can name (seq=128); "?" or "-1" mean "unknown"
 
 
 def signature_from_onnx(model: Any) -> Signature:
     """Input signature of an ONNX model: deployopt's saved one when present, else read from the graph inputs
-    (unnamed dynamic dims become 'batch' on axis 0, '<input>_dimN' elsewhere)."""
+    (unnamed dynamic dims, and those named only "unknown" such as Paddle's '?', become 'batch' on axis 0,
+    '<input>_dimN' elsewhere)."""
     saved = next((p.value for p in model.metadata_props if p.key == SIGNATURE_METADATA), None)
     if saved:
         return Signature.from_json(json.loads(saved))
@@ -69,7 +71,7 @@ def signature_from_onnx(model: Any) -> Signature:
         for axis, dim in enumerate(tensor_type.shape.dim):
             if dim.HasField("dim_value") and dim.dim_value > 0:
                 shape.append(int(dim.dim_value))
-            elif dim.dim_param:
+            elif _DIM_NAME.match(dim.dim_param):
                 shape.append(dim.dim_param)
             else:
                 # unnamed: its own dim (two unnamed dims of different inputs are not known to be one)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployopt.data.eval_data import generate_data
+from deployopt.data.eval_data import generate_batch
 from deployopt.errors import StageError, UsageError
 from deployopt.fsutil import sha256_json
 from deployopt.quiet import capture_output
@@ -72,7 +72,7 @@ def export_onnx(source: ModelSource, signature: Signature, out_path: Path, confi
         raise StageError(f"{source.path}: already an ONNX model; export is only for PyTorch sources")
     model = load_torch_model(source)
     _check_size(model, source)
-    sample = generate_data(signature, samples=2, seed=0).inputs
+    sample = generate_batch(signature, 2).inputs
     args = tuple(torch.from_numpy(np.ascontiguousarray(sample[name])) for name in signature.names)
     output_names = _output_names(model, args, source)
 

@@ -99,17 +99,21 @@ def convert_fp16_within_budget(
     """Convert, verify against ``reference`` exactly as the final verification does (same outputs, data and
     budget, so an accepted model cannot fail it), and while the budget is missed keep the nodes that lose the
     most accuracy in fp32 and retry (``config.max_rounds`` times), as Polygraphy's ``debug precision`` and
-    ModelOpt's AutoCast do. Every attempt is recorded; the best one is written even when none passes."""
+    ModelOpt's AutoCast do. A round that comes out worse than the best so far is undone: its nodes are set
+    aside and the next round ranks the rest on the best candidate. Every attempt is recorded; the best one is
+    written even when none passes."""
     import onnx
 
     started = time.perf_counter()
     model, op_block = _prepare(in_path, config)
     attempts: list[Fp16Attempt] = []
     kept: list[str] = []
-    best: tuple[tuple, Any, list[str]] | None = None
+    set_aside: list[str] = []  # nodes of rounds that made it worse: not kept, not ranked again
+    best: tuple[tuple, Any, list[str], list[str]] | None = None  # rank, model, node block, kept
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="deployopt-fp16-") as tmp:
         named, candidate = Path(tmp) / "fp32.onnx", Path(tmp) / "fp16.onnx"
+        best_path = Path(tmp) / "best-fp16.onnx"
         onnx.save_model(model, str(named))
         if reference_outputs is None:
             with create_runner(reference) as runner:
@@ -131,12 +135,22 @@ def convert_fp16_within_budget(
                     min((o.cosine for o in result.outputs), default=None),
                 )
             )
-            rank = (len(result.failures), worst.max_rel_error if worst else 0.0)
+            # passing first, then any with metrics (a shape or output-count failure has none), then the closest
+            rank = (not result.passed, worst is None, worst.max_rel_error if worst else 0.0)
             if best is None or rank < best[0]:
-                best = (rank, converted, node_block)
+                best = (rank, converted, node_block, list(kept))
+                onnx.save_model(converted, str(best_path))
+            elif kept:
+                undone = [n for n in kept if n not in best[3]]
+                set_aside += undone
+                kept = list(best[3])
+                notes.append(
+                    f"round {round_index + 1} undone (worse than round {_round_of(attempts, best)}): "
+                    f"{len(undone)} node(s) set aside"
+                )
             if result.passed or round_index == config.max_rounds:
                 break
-            newly, why = most_sensitive(model, named, candidate, op_block, node_block, data, round_index)
+            newly, why = most_sensitive(model, named, best_path, op_block, [*best[2], *set_aside], data, round_index)
             if newly:
                 notes.append(f"round {round_index + 2}: kept in fp32 ({why}): {', '.join(newly)}")
             else:
@@ -145,11 +159,16 @@ def convert_fp16_within_budget(
                 )
                 break
             kept = [*kept, *newly]
-    _, converted, node_block = best
-    result = _finish(converted, out_path, config, [n for n in node_block if n not in kept], started)
-    result.accuracy_nodes = [n for n in node_block if n in kept]
+    _, converted, node_block, best_kept = best
+    result = _finish(converted, out_path, config, [n for n in node_block if n not in best_kept], started)
+    result.accuracy_nodes = [n for n in node_block if n in best_kept]
     result.attempts, result.passed, result.notes = attempts, any(a.passed for a in attempts), notes
     return result
+
+
+def _round_of(attempts: list[Fp16Attempt], best: tuple) -> int:
+    """The round whose kept list the best candidate has."""
+    return next(a.round for a in attempts if a.kept_fp32 == best[3])
 
 
 def _prepare(in_path: Path, config: Fp16Config) -> tuple[Any, list[str]]:
@@ -363,7 +382,8 @@ def fp16_summary(d: dict) -> str:
     attempts = d.get("attempts", [])
     if len(attempts) > 1:
         text += ". Attempts: " + "; ".join(
-            f"round {a['round']} ({len(a['kept_fp32'])} in fp32): max rel {a['max_rel_error']:.3g}"
+            f"round {a['round']} ({len(a['kept_fp32'])} in fp32): "
+            + (f"max rel {a['max_rel_error']:.3g}" if a["max_rel_error"] is not None else a["failures"][0])
             + (" pass" if a["passed"] else " miss")
             for a in attempts
         )

@@ -5,6 +5,10 @@ Identity/Dropout elimination, Conv+BN fusion, shape simplification). ONNX Runtim
 at the *basic* level is then tried and kept only if it removes further nodes: basic rewrites stay in
 standard ONNX ops, so the result still loads in TensorRT (extended/all levels emit ORT-only fused ops,
 which is why they are left to ORT's own session-time optimisation).
+
+A pass is kept only if its result still computes what the graph did: same output shapes and values on one
+batch of the build's verification data (onnxslim trusts declared output shapes, and a model that declares
+the wrong one came out with another output shape).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.errors import InputFileError, StageError
@@ -48,8 +53,15 @@ class GraphResult:
         return {k: getattr(self, k) for k in self.__dataclass_fields__} | {"seconds": round(self.seconds, 3)}
 
 
-def optimize_graph(in_path: Path, out_path: Path, config: GraphConfig) -> GraphResult:
-    """Write the optimised graph to ``out_path``; the input file is only read."""
+PROBE_TOLERANCE = 1e-2  # max |difference| relative to the output's scale: catches broken rewrites, not rounding
+SERIALIZABLE_BYTES = 2**31 - 2**26  # protobuf's 2 GB limit: larger graphs are not probed in memory
+
+
+def optimize_graph(
+    in_path: Path, out_path: Path, config: GraphConfig, probe: dict[str, np.ndarray] | None = None
+) -> GraphResult:
+    """Write the optimised graph to ``out_path``; the input file is only read. With ``probe`` (one batch of
+    inputs), a pass whose result computes other outputs than its input graph is not kept."""
     import onnx
 
     started = time.perf_counter()
@@ -77,6 +89,8 @@ def optimize_graph(in_path: Path, out_path: Path, config: GraphConfig) -> GraphR
         candidate, reason = optimise(model)
         if candidate is not None and (failure := _check_failure(candidate, full)) is not None:
             candidate, reason = None, f"its result fails ONNX's checker ({failure})"
+        if candidate is not None and probe is not None and (changed := _changed_outputs(model, candidate, probe)):
+            candidate, reason = None, changed
         if name == "onnxruntime-basic" and candidate is not None and not _fewer_nodes(candidate, model):
             candidate, reason = None, "it removed no nodes"
         if candidate is None:
@@ -96,6 +110,45 @@ def optimize_graph(in_path: Path, out_path: Path, config: GraphConfig) -> GraphR
         seconds=time.perf_counter() - started,
         notes=notes,
     )
+
+
+def _changed_outputs(model: Any, candidate: Any, feeds: dict[str, np.ndarray]) -> str | None:
+    """How ``candidate`` computes something other than ``model`` on ``feeds`` (None when it does not, or when
+    the comparison cannot be made: the model fails on these inputs, which verification reports itself)."""
+    if max(model.ByteSize(), candidate.ByteSize()) > SERIALIZABLE_BYTES:
+        return None
+    expected = _run(model, feeds)
+    if expected is None:
+        return None
+    got = _run(candidate, feeds)
+    if got is None:
+        return "ONNX Runtime cannot run its result"
+    for name, want in expected.items():
+        have = got.get(name)
+        if have is None or have.shape != want.shape:
+            shape = "missing" if have is None else f"shape {list(have.shape)}"
+            return f"it changed output '{name}' ({list(want.shape)} → {shape}) on the verification inputs"
+        if np.issubdtype(want.dtype, np.floating):
+            scale = float(np.abs(np.nan_to_num(want, posinf=0, neginf=0)).max(initial=0.0)) or 1.0
+            diff = np.abs(np.nan_to_num(have.astype(np.float64) - want, nan=np.inf)).max(initial=0.0)
+            if diff > PROBE_TOLERANCE * scale and not np.array_equal(have, want, equal_nan=True):
+                return f"it changed output '{name}' (max difference {diff:.3g}) on the verification inputs"
+        elif not np.array_equal(have, want):
+            return f"it changed output '{name}' on the verification inputs"
+    return None
+
+
+def _run(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a failure here is an answer, not an error to print
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, session.run(names, {k: v.copy() for k, v in feeds.items()}), strict=True))
+    except Exception:  # ORT's own error types: cannot load or cannot run
+        return None
 
 
 def _fewer_nodes(candidate: Any, model: Any) -> bool:
@@ -166,10 +219,15 @@ class GraphStep:
             config,
             {"model": exported.sha256},
             {"model": "model-fp32.onnx"},
-            lambda out: optimize_graph(exported.path, out["model"], config).to_json(),
+            lambda out: optimize_graph(exported.path, out["model"], config, _probe(ctx)).to_json(),
         )
         ctx.add_artifact(ONNX_FP32, outcome)
         ctx.record(self.name, outcome, graph_summary(outcome.record["details"]))
+
+
+def _probe(ctx: BuildContext) -> dict[str, np.ndarray]:
+    """Two samples of the verification data (the model's own batch when fixed), for the pass check."""
+    return next(ctx.data.verification.batches(2))
 
 
 def graph_summary(details: dict) -> str:

@@ -230,3 +230,90 @@ def test_input_contradicting_an_onnx_graph_is_a_usage_error(digits_onnx, run_cli
         line = _one_error_line(err)
         assert code == 2 and "contradicts the model's input input:batch,1,8,8:float32" in line
     assert not (tmp_path / "run").exists() and not (tmp_path / "q.onnx").exists()
+
+
+def _external_data_model(folder: Path, location: str) -> Path:
+    """A MatMul whose weight lives in an external-data file the graph names as ``location``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    path = folder / "ext.onnx"
+    onnx.save(model, path, save_as_external_data=True, location="ext.data", size_threshold=0)
+    if location != "ext.data":
+        model = onnx.load(path, load_external_data=False)
+        for entry in model.graph.initializer[0].external_data:
+            if entry.key == "location":
+                entry.value = location
+        onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        ("../../etc/passwd", "points to external data outside the model's folder"),
+        ("missing.data", "needs external data file missing.data, which is missing"),
+    ],
+)
+def test_bad_external_data_is_refused_before_any_stage(tmp_path, run_cli, location, message):
+    model = _external_data_model(tmp_path, location)
+    code, _, err = run_cli("build", model, "-o", tmp_path / "run", "--no-bench")
+    assert code == 3 and message in _one_error_line(err)
+    assert "» " not in err and not (tmp_path / "run").exists()  # refused up front: no stage ran, nothing written
+
+
+def test_truncated_external_data_is_refused(tmp_path, run_cli):
+    model = _external_data_model(tmp_path, "ext.data")
+    data = tmp_path / "ext.data"
+    data.write_bytes(data.read_bytes()[:10])
+    code, _, err = run_cli("build", model, "-o", tmp_path / "run", "--no-bench")
+    assert code == 3 and "shorter than tensor 'w' needs" in _one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    ("write", "message"),
+    [
+        (lambda p: p.write_bytes(b"PK\x03\x04 not really a zip"), "is not a readable .npz/.npy data file"),
+        (lambda p: np.savez(p, other=np.zeros((2, 1, 8, 8), np.float32)), "has no array for input(s) ['input']"),
+    ],
+)
+def test_bad_data_is_refused_before_any_stage(digits_onnx, tmp_path, run_cli, write, message):
+    data = tmp_path / "data.npz"
+    write(data)
+    code, _, err = run_cli("build", digits_onnx, "--data", data, "-o", tmp_path / "run", "--no-bench")
+    assert code == 3 and message in _one_error_line(err)
+    assert "» " not in err and not (tmp_path / "run").exists()
+
+
+def test_arch_on_a_model_that_carries_its_own_graph_is_refused(digits_onnx, tmp_path, run_cli):
+    code, _, err = run_cli("build", digits_onnx, "--arch", "resnet", "-o", tmp_path / "run")
+    assert code == 2 and "carries its own model" in _one_error_line(err)
+
+
+def test_unwritable_run_directory_is_a_usage_error(digits_onnx, tmp_path, run_cli):
+    blocker = _write(tmp_path / "file", b"x")
+    code, _, err = run_cli("build", digits_onnx, "-o", blocker / "run", "--no-bench")
+    assert code == 2 and "cannot create the run directory" in _one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["quantize", "m.onnx", "--int8"], "deployopt quantize: Missing option '-o' / '--out'."),
+        (["build", "m.onnx", "--frob"], "deployopt build: No such option '--frob'"),
+        (["nosuchverb"], "No such command 'nosuchverb'"),
+    ],
+)
+def test_click_usage_errors_are_one_line(run_cli, args, message):
+    code, _, err = run_cli(*args)
+    line = _one_error_line(err)
+    assert code == 2 and message in line and "--help" in line

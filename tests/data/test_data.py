@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from deployopt.data.eval_data import dataset_data, generate_data, load_data
+from deployopt.data.eval_data import dataset_data, generate_batch, generate_data, load_data
 from deployopt.errors import InputFileError
 from deployopt.sources.signature import Signature
 
@@ -28,6 +28,23 @@ def test_batches_cover_every_sample_once(sig):
     data = generate_data(sig, 70)
     sizes = [feed["input"].shape[0] for feed in data.batches(32)]
     assert sizes == [32, 32, 6]
+
+
+def test_fixed_batch_model_is_verified_on_many_batches_fed_one_at_a_time():
+    """A [2, 3] model beside a whole-fed [3] input: 10 samples are 5 calls of exactly the model's batch."""
+    sig = Signature.parse(["x:2,3:float32", "scale:3:float32"])
+    data = generate_data(sig, 11)
+    assert data.inputs["x"].shape == (10, 3) and data.inputs["scale"].shape == (3,)
+    feeds = list(data.batches(32))
+    assert [f["x"].shape for f in feeds] == [(2, 3)] * 5 and all(f["scale"].shape == (3,) for f in feeds)
+    assert generate_batch(sig, 32).inputs["x"].shape == (2, 3)
+
+
+def test_feeds_are_copies_a_runtime_may_write_into(sig):
+    data = generate_data(Signature.parse(["x:2,3:float32", "scale:3:float32"]), 2)
+    feed = next(data.batches(2))
+    feed["scale"][:] = 7.0  # what ORT's training-mode BatchNormalization does to its mean/var inputs
+    assert not (data.inputs["scale"] == 7.0).any()
 
 
 def test_npz_with_labels_loads(tmp_path, sig):

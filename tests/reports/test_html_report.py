@@ -74,3 +74,19 @@ def test_headless_chromium_renders_a_non_blank_page_with_the_table(built_report,
         [*common, "--dump-dom", page.as_uri()], check=True, capture_output=True, text=True, timeout=120
     ).stdout
     assert '<table id="variants">' in dom and dom.count("<tr>") >= 4
+
+
+def test_a_variant_whose_outputs_could_not_be_compared_still_renders(built_report):
+    """A candidate with another output shape has failures but no per-output metrics (a build crashed on it)."""
+    import copy
+    import dataclasses
+
+    from deployopt.reports.html import render_html
+
+    report = copy.deepcopy(built_report[0])
+    variant = report.variants[-1]
+    variant.verify = dataclasses.replace(
+        variant.verify, outputs=[], failures=["logits: shape [2, 20] differs from the reference's [1, 10]"]
+    )
+    page = render_html(report)
+    assert "FAIL: logits: shape [2, 20] differs from the reference&#x27;s [1, 10]" in page

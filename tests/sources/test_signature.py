@@ -99,3 +99,26 @@ def test_input_may_size_a_graphs_dynamic_dims():
     graph = Signature.parse(["ids:batch,seq:int64", "mask:batch,seq:int64"])
     refined = refine(graph, Signature.parse(["mask:batch,seq=16:int64", "ids:batch,seq=16:int64"]), "m.onnx")
     assert refined.names == ["ids", "mask"] and refined["ids"].dim_values == {"seq": 16}
+
+
+def test_graph_dims_named_unknown_are_separate_unnamed_dims():
+    """Paddle exports name every dynamic dim '?': batch, height and width are not one dim, and '?=N' cannot be
+    typed in --input; they read as unnamed dims (batch on axis 0, '<input>_dimN' elsewhere)."""
+    from onnx import TensorProto, helper
+
+    from deployopt.sources.onnxutil import signature_from_onnx
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Relu", ["t"], ["u"])],
+        "paddle-like",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["?", 3, "?", "?"]),
+            helper.make_tensor_value_info("t", TensorProto.FLOAT, ["-1", "seq"]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("u", TensorProto.FLOAT, None),
+        ],
+    )
+    signature = signature_from_onnx(helper.make_model(graph))
+    assert [spec.shape for spec in signature.inputs] == [("batch", 3, "x_dim2", "x_dim3"), ("batch", "seq")]

@@ -40,3 +40,11 @@ def test_one_case_per_op_type_builds_and_verifies(sample, tmp_path):
             unexpected.append(o)
     assert not unexpected, "\n".join(f"{o.case} ({o.op}): {o.result} {o.detail}" for o in unexpected)
     assert any(o.detail.startswith("needed --data") for o in outcomes)  # Resize's scales: generated ones are invalid
+
+
+def test_model_writing_into_its_inputs_does_not_change_the_data(tmp_path):
+    """ORT's training-mode BatchNormalization writes running mean/var into its ``mean``/``var`` input buffers;
+    fed the stored arrays themselves, the next model verified saw other inputs and the fp32 artifact failed."""
+    (case,) = [c for c in conformance.node_cases() if c.name == "test_batchnorm_example_training_mode"]
+    outcome = conformance.run_case(case, tmp_path)
+    assert outcome.result == "pass", outcome.detail

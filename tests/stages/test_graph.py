@@ -120,3 +120,40 @@ def test_graph_onnxslim_cannot_handle_is_kept_as_is_and_said(tmp_path):
     assert "onnxslim" not in result.passes
     assert any(note.startswith("onnxslim not kept: it failed on this graph") for note in result.notes)
     assert onnx.load(str(tmp_path / "out.onnx")).graph.node[0].op_type == "Binarizer"
+
+
+def _wrong_declared_output(path):
+    """y = Reshape(x[1, w, 2], [w, 1, 2]), but the graph declares y as [1, seqlen] (ddddocr's OCR model, as
+    shipped, declares its [T, 1, classes] output so): onnxslim folds the reshape target from that declaration."""
+    constants = [
+        numpy_helper.from_array(np.array(v, np.int64), name)
+        for name, v in (("one", [1]), ("two", [2]), ("zero", [0]), ("idx", 1))
+    ]
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "idx"], ["w"]),
+        helper.make_node("Unsqueeze", ["w", "zero"], ["w1"]),
+        helper.make_node("Concat", ["w1", "one", "two"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "declared-wrong",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "w", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "seqlen"])],
+        constants,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), path)
+    return path
+
+
+def test_a_pass_that_changes_the_outputs_is_not_kept(tmp_path):
+    src = _wrong_declared_output(tmp_path / "in.onnx")
+    x = np.random.default_rng(0).random((1, 5, 2), dtype=np.float32)
+    unchecked = optimize_graph(src, tmp_path / "unchecked.onnx", GraphConfig(ort_basic=False))
+    assert unchecked.passes == ["onnxslim"]  # without the probe, the broken rewrite was kept
+    result = optimize_graph(src, tmp_path / "out.onnx", GraphConfig(ort_basic=False), probe={"x": x})
+    assert result.passes == []
+    assert "onnxslim not kept: it changed output 'y' ([5, 1, 2] → shape [1, 10])" in result.notes[0]
+    session = ort.InferenceSession(str(tmp_path / "out.onnx"), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"x": x})[0].shape == (5, 1, 2)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deployopt.data.eval_data import EvalData, dataset_data, generate_data, load_data
+from deployopt.data.eval_data import EvalData, dataset_data, generate_batch, load_data
 from deployopt.errors import InputFileError, UsageError
 from deployopt.fsutil import atomic_path
 from deployopt.measure.bench import BenchConfig, BenchVariant, bench
@@ -102,7 +102,7 @@ def prune(
     signature = source.signature
     torch.manual_seed(config.seed)
     model = load_torch_model(source)
-    example = tuple(torch.from_numpy(a) for a in generate_data(signature, 2, seed=config.seed).inputs.values())
+    example = tuple(torch.from_numpy(a) for a in generate_batch(signature, 2, seed=config.seed).inputs.values())
     splits = _labelled(source, signature, config)
     if config.finetune_epochs and not splits:
         raise UsageError(
