@@ -168,7 +168,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
         reference = VariantReport(
             REFERENCE if source.kind.is_torch else "onnx-original",
             str(source.path),
-            "fp32",
+            "fp32" if source.kind.is_torch else artifact_facts(source.path)["precision"],
             source.path.stat().st_size,
             role="reference",
         )

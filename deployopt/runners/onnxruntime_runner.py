@@ -37,7 +37,8 @@ class OnnxRuntimeRunner(Runner):
             )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        # fatal only: every error ORT raises becomes deployopt's one-line message; its own log line is a second
+        options.log_severity_level = 4
         if self.spec.threads:
             options.intra_op_num_threads = self.spec.threads
             options.inter_op_num_threads = 1

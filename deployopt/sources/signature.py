@@ -149,9 +149,11 @@ class Signature:
         """One note per input whose generated values use :data:`DEFAULT_DIM_SIZE`, for reports."""
         return [
             f"input '{spec.name}': dynamic {'dims' if len(dims) > 1 else 'dim'} {', '.join(dims)} sized "
-            f"{DEFAULT_DIM_SIZE} (the default) in generated inputs; set "
-            + ", ".join(f"{d}=N" for d in dims)
-            + " in --input, or give --data"
+            f"{DEFAULT_DIM_SIZE} (the default) in generated inputs; size "
+            + ("them" if len(dims) > 1 else "it")
+            + f" with --input {spec.name}:"
+            + ",".join(f"{d}=N" if d in dims else str(d) for d in spec.shape)
+            + ", or give --data"
             for spec in self.inputs
             if (dims := spec.unsized_dims)
         ]
@@ -218,15 +220,22 @@ def parse_tensor_spec(text: str) -> TensorSpec:
 
 def refine(graph: Signature, given: Signature, where: object) -> Signature:
     """``--input`` on a model that declares its own inputs (ONNX): it may name sizes for the graph's dynamic
-    dims (``seq=128``, or a number), never contradict it. A different name set, rank, dtype or fixed size is a
-    :class:`UsageError` naming both signatures."""
-    if sorted(graph.names) != sorted(given.names):
+    dims (``seq=128``, or a number), never contradict it. Inputs it does not name keep the graph's spec, with
+    the sizes it gives to dims of the same name (``sequence=512`` on one input sizes ``sequence`` everywhere).
+    A name the graph lacks, another rank, dtype or fixed size is a :class:`UsageError` naming both signatures."""
+    unknown = [name for name in given.names if name not in graph.names]
+    if unknown:
         raise UsageError(
-            f"{where}: --input names {', '.join(given.names)} but the model's inputs are "
-            f"{' '.join(graph.to_text())}; use the model's input names or drop --input"
+            f"{where}: --input names {', '.join(unknown)}, which the model does not have; its inputs are "
+            f"{' '.join(graph.to_text())}: use the model's input names or drop --input"
         )
+    sizes = {dim: size for spec in given.inputs for dim, size in spec.dim_values.items()}
     refined = []
     for spec in graph.inputs:
+        if spec.name not in given.names:
+            shared = {d: sizes[d] for d in spec.shape if isinstance(d, str) and d in sizes}
+            refined.append(replace(spec, dim_values={**spec.dim_values, **shared}))
+            continue
         wanted = given[spec.name]
         problem = None
         if len(wanted.shape) != len(spec.shape):

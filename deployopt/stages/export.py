@@ -72,6 +72,7 @@ def export_onnx(source: ModelSource, signature: Signature, out_path: Path, confi
         raise StageError(f"{source.path}: already an ONNX model; export is only for PyTorch sources")
     model = load_torch_model(source)
     _check_size(model, source)
+    _check_arguments(model, signature, source)
     sample = generate_batch(signature, 2).inputs
     args = tuple(torch.from_numpy(np.ascontiguousarray(sample[name])) for name in signature.names)
     output_names = _output_names(model, args, source)
@@ -111,6 +112,45 @@ def _check_size(model: Any, source: ModelSource) -> None:
             f"{source.path}: weights are {total / 1024**3:.1f} GB; ONNX files above 2 GB "
             "(external data) are not supported yet — prune or quantize the PyTorch model first"
         )
+
+
+def _forward_parameters(model: Any) -> list[tuple[str, str]]:
+    """(name, type) of each required argument of ``model.forward``: TorchScript's schema when scripted."""
+    import inspect
+
+    schema = getattr(getattr(model, "forward", None), "schema", None)
+    if schema is not None:
+        return [(a.name, str(a.type)) for a in schema.arguments[1:] if not a.has_default_value()]
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError, AttributeError):
+        return []
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [
+        (p.name, getattr(p.annotation, "__name__", "Tensor") if p.annotation is not p.empty else "Tensor")
+        for p in parameters
+        if p.kind in positional and p.default is p.empty
+    ]
+
+
+def _check_arguments(model: Any, signature: Signature, source: ModelSource) -> None:
+    """A forward that needs more than the signature's tensors (silero-vad's ``forward(x, sr: int)``) is named
+    with the fix, instead of failing inside the model."""
+    missing = _forward_parameters(model)[len(signature.inputs) :]
+    if not missing:
+        return
+    scalars = [f"{name}: {kind}" for name, kind in missing if kind != "Tensor"]
+    if scalars:
+        raise StageError(
+            f"{source.path}: forward also takes {', '.join(scalars)}, which deployopt cannot feed (it passes "
+            "tensors only); wrap the model in a module whose forward takes tensors and fixes the rest, "
+            "then script or trace that"
+        )
+    names = ", ".join(name for name, _ in missing)
+    raise UsageError(
+        f"{source.path}: forward also needs {names}; give every input in --input "
+        f"(it has {len(signature.inputs)} of them)"
+    )
 
 
 def _output_names(model: Any, args: tuple, source: ModelSource) -> list[str]:

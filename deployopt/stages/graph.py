@@ -191,7 +191,7 @@ def _ort_basic(model: Any, in_path: Path) -> tuple[Any | None, str | None]:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(dst)
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # its failure is raised as one StageError line
         try:
             ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
         except Exception as exc:

@@ -81,7 +81,7 @@ def test_a_dimension_name_containing_x_is_not_split():
         ("x:1,3,64,64", "dimension 2 is fixed at 32 in the model, --input says 64"),
         ("x:1,3,32", "rank 3 vs the model's 4"),
         ("x:1,3,32,32:int64", "dtype int64 vs the model's float32"),
-        ("nosuchinput:1,3,32,32", "--input names nosuchinput but the model's inputs are x:1,3,32,32:float32"),
+        ("nosuchinput:1,3,32,32", "--input names nosuchinput, which the model does not have; its inputs are x:1,3"),
         ("x:batch,3,32,32", "dimension 0 is fixed at 1 in the model, --input says batch"),
     ],
 )
@@ -122,3 +122,14 @@ def test_graph_dims_named_unknown_are_separate_unnamed_dims():
     )
     signature = signature_from_onnx(helper.make_model(graph))
     assert [spec.shape for spec in signature.inputs] == [("batch", 3, "x_dim2", "x_dim3"), ("batch", "seq")]
+
+
+def test_input_may_name_only_some_inputs_and_sizes_shared_dims_everywhere():
+    """silero-vad's fp16 graph: `--input input:batch,sequence=512` alone; `state` keeps its own spec."""
+    from deployopt.sources.signature import refine
+
+    graph = Signature.parse(["input:batch,sequence", "state:2,batch,128", "other:batch,sequence"])
+    refined = refine(graph, Signature.parse(["input:batch,sequence=512"]), "m.onnx")
+    assert refined.names == ["input", "state", "other"]
+    assert refined["state"].shape == (2, "batch", 128)
+    assert refined["other"].concrete_shape(4) == (4, 512) and refined["input"].concrete_shape(4) == (4, 512)
