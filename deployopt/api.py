@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -220,8 +221,12 @@ def bench_models(
     config: BenchConfig = BenchConfig(),
     progress=lambda message: None,
     runtime: RuntimeOptions = RuntimeOptions(),
+    data: str | Path | None = None,
 ) -> list[Measurement]:
-    """Measure every model in one invocation, each in its own worker process, at each batch size."""
+    """Measure every model in one invocation, each in its own worker process, at each batch size; on the real
+    inputs in ``data`` (cycled to each batch size) when given, else on generated ones."""
+    from deployopt.data.eval_data import load_data
+
     if not models:
         raise UsageError("bench needs at least one model file")
     opened = [_open_model(m, options) for m in models]
@@ -230,9 +235,13 @@ def bench_models(
         raise InputFileError(
             f"{models[0]}: no input signature is saved with this model; pass --input NAME:SHAPE[:DTYPE]"
         )
+    real = None
+    if data is not None:
+        real = load_data(signature, data)
+        real = dataclasses.replace(real, signature=signature.sized_from(real.inputs))
     labels = _unique_labels([m.path for m in opened])
     variants = [BenchVariant(label, runtime.spec(m.path, options)) for label, m in zip(labels, opened, strict=True)]
-    return bench(variants, signature, config, progress)
+    return bench(variants, signature, config, progress, real)
 
 
 def _unique_labels(paths: list[Path]) -> list[str]:

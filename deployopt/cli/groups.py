@@ -57,6 +57,9 @@ DATA = OptionGroup(
     names={"batch_size": "--verify-batch-size"},
     helps={"samples": "generated verification samples when no real data is given"},
 )
+BENCH_DATA = OptionGroup(  # bench: the same --data as build and verify, to measure on real inputs
+    VerifyConfig, only=("data",), helps={"data": "real inputs (.npz by input name) to measure on, cycled to each batch"}
+)
 BUDGET = OptionGroup(BudgetOverrides)
 CALIBRATION = OptionGroup(
     QuantizedVariants,

@@ -57,6 +57,7 @@ def verify(models: tuple[Path, ...], **kw: Any) -> int:
 @click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
 @g.SOURCE
 @g.BENCH
+@g.BENCH_DATA
 @g.RUNTIME
 @g.json_option("the measurements")
 def bench(models: tuple[Path, ...], **kw: Any) -> int:
@@ -67,8 +68,8 @@ def bench(models: tuple[Path, ...], **kw: Any) -> int:
     from deployopt.api import bench_models
 
     as_json = kw.pop("as_json")
-    config, runtime = g.BENCH.build(kw), g.RUNTIME.build(kw)
-    measurements = bench_models(list(models), g.source_options(kw), config, console.progress, runtime)
+    config, runtime, data = g.BENCH.build(kw), g.RUNTIME.build(kw), g.BENCH_DATA.build(kw).data
+    measurements = bench_models(list(models), g.source_options(kw), config, console.progress, runtime, data)
     if as_json:
         click.echo(json.dumps([m.to_json() for m in measurements], indent=2))
         return EXIT_OK

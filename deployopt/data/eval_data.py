@@ -87,6 +87,13 @@ def generate_data(signature: Signature, samples: int, seed: int = 0) -> EvalData
     return EvalData(inputs, None, f"generated (seed {seed})", signature)
 
 
+def cycled_batch(data: EvalData, batch: int) -> dict[str, np.ndarray]:
+    """Feeds of ``batch`` samples of real data, repeating its samples when it has fewer (a benchmark batch of
+    32 from 8 real inputs); a fixed-batch model gets its own batch."""
+    size = data.signature.fixed_batch or batch
+    return data.take([i % data.num_samples for i in range(size)])
+
+
 def generate_batch(signature: Signature, batch: int, seed: int = 0) -> EvalData:
     """Generated inputs for one call: ``batch`` samples, or the model's own batch when it is fixed."""
     return generate_data(signature, signature.fixed_batch or batch, seed)

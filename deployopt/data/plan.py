@@ -94,11 +94,17 @@ class DataPlan:
         return generate_data(self.signature, s.samples, s.seed)
 
     @property
-    def signature_for_generated_inputs(self) -> Signature:
-        """The signature benchmarks generate inputs from: dynamic dims sized like the real data when there is
-        some (a model with a dynamic ``seq`` needs no ``seq=N`` in ``--input`` when ``--data`` fixes it)."""
+    def real_inputs(self) -> EvalData | None:
+        """The verification data when it is real (a file, a dataset, calibration), else None (generated)."""
         s = self.sources
-        return self.verification.signature if (s.data or s.dataset or s.calibration) else self.signature
+        return self.verification if (s.data or s.dataset or s.calibration) else None
+
+    @property
+    def signature_for_generated_inputs(self) -> Signature:
+        """The signature inputs are generated from: dynamic dims sized like the real data when there is some
+        (a model with a dynamic ``seq`` needs no ``seq=N`` in ``--input`` when ``--data`` fixes it)."""
+        real = self.real_inputs
+        return real.signature if real is not None else self.signature
 
 
 def _sized(data: EvalData) -> EvalData:

@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data.calibration import Preprocess
-from deployopt.data.eval_data import data_fingerprint
+from deployopt.data.eval_data import EvalData, data_fingerprint
 from deployopt.data.plan import DataPlan, DataSources
 from deployopt.errors import InputFileError
 from deployopt.fsutil import write_json_atomic, write_text_atomic
@@ -176,7 +176,9 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
         _verify_artifacts(ctx, report)
         if not config.skip_bench:
             sized = data.signature_for_generated_inputs
-            _bench_variants(run, report, reference_spec(source), ctx.artifacts, sized, config.bench, progress)
+            _bench_variants(
+                run, report, reference_spec(source), ctx.artifacts, sized, config.bench, progress, data.real_inputs
+            )
             report.notes += fp16_speed_note(report)
         write_json_atomic(run.path("report.json"), report.to_json())
         for filename, render in REPORT_FILES.items():
@@ -233,12 +235,13 @@ def _bench_variants(
     signature: Signature,
     config: BenchConfig,
     progress: Progress,
+    real_inputs: EvalData | None,
 ) -> None:
     report.batches_not_measured = measurable_batches(signature, config.batch_sizes)[1]
     variants = [BenchVariant(report.variants[0].name, ref_spec)]
     variants += [BenchVariant(name, spec_for_model(str(a.path))) for name, a in artifacts.items()]
     started = time.perf_counter()
-    measurements = bench(variants, signature, config, progress)
+    measurements = bench(variants, signature, config, progress, real_inputs)
     for m in measurements:
         report.variant(m.variant).latency[m.batch] = m.to_json()
     run.manifest["metrics"]["bench"] = {
@@ -248,6 +251,8 @@ def _bench_variants(
     run.save()
     summary = (
         f"{len(variants)} variants × batch {list(config.batch_sizes)}, {config.resolved_threads()} threads, "
-        f"{config.repeats} worker process(es) each; always re-measured (timings are never cached)"
+        f"{config.repeats} worker process(es) each, on "
+        + (f"the inputs of {real_inputs.origin}, cycled to each batch" if real_inputs else "generated inputs")
+        + "; always re-measured (timings are never cached)"
     )
     report.stages.append(StepRecord("bench", False, round(time.perf_counter() - started, 3), summary))

@@ -17,12 +17,16 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt import errors
 from deployopt.runners import RunnerSpec
 from deployopt.sources.signature import Signature
+
+if TYPE_CHECKING:
+    from deployopt.data.eval_data import EvalData
 
 # -P (Python ≥ 3.11): do not put the working directory first on sys.path, so a worker started inside a source
 # checkout imports the installed deployopt, as its parent did, not the folder it happens to run in.
@@ -77,7 +81,9 @@ class BenchVariant:
     spec: RunnerSpec
 
 
-def _run_worker(variant: BenchVariant, signature: Signature, config: BenchConfig) -> list[dict]:
+def _run_worker(
+    variant: BenchVariant, signature: Signature, config: BenchConfig, data: tuple[Path, str] | None
+) -> list[dict]:
     threads = config.resolved_threads()
     spec = RunnerSpec.from_json({**variant.spec.to_json(), "threads": threads})
     with tempfile.TemporaryDirectory(prefix="deployopt-bench-") as tmp:
@@ -87,6 +93,8 @@ def _run_worker(variant: BenchVariant, signature: Signature, config: BenchConfig
             "signature": signature.to_json(),
             "config": config.model_dump(),
             "result_path": str(result_path),
+            "data_path": str(data[0]) if data else None,
+            "data_origin": data[1] if data else None,
         }
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         proc = subprocess.run(
@@ -118,13 +126,32 @@ def measurable_batches(signature: Signature, requested: tuple[int, ...]) -> tupl
 
 
 def bench(
-    variants: list[BenchVariant], signature: Signature, config: BenchConfig, progress=lambda message: None
+    variants: list[BenchVariant],
+    signature: Signature,
+    config: BenchConfig,
+    progress=lambda message: None,
+    data: EvalData | None = None,
 ) -> list[Measurement]:
     """Measure every variant at every batch size it can run; medians over ``config.repeats`` worker processes.
 
     A model with a fixed batch is measured at that batch only (and labelled with it): the progress line says
-    which requested batch sizes were not measured, so no table ever shows a batch that did not run.
+    which requested batch sizes were not measured, so no table ever shows a batch that did not run. With
+    ``data`` (the user's real inputs) every call is fed its samples, cycled to the batch size, instead of
+    generated values: models whose inputs are indices, scales or masks run as they would in service.
     """
+    if data is not None:
+        import numpy as np
+
+        signature = data.signature
+        with tempfile.TemporaryDirectory(prefix="deployopt-bench-data-") as tmp:
+            path = Path(tmp) / "inputs.npz"
+            largest = max(signature.fixed_batch or b for b in config.batch_sizes)
+            np.savez(path, **data.take(range(min(largest, data.num_samples))))
+            return _bench(variants, signature, config, progress, (path, data.origin))
+    return _bench(variants, signature, config, progress, None)
+
+
+def _bench(variants, signature: Signature, config: BenchConfig, progress, data: tuple[Path, str] | None):
     batches, not_measured = measurable_batches(signature, config.batch_sizes)
     for batch, reason in not_measured.items():
         progress(f"batch {batch} not measured: {reason}")
@@ -133,7 +160,7 @@ def bench(
     for repeat in range(config.repeats):
         for variant in variants:
             progress(f"bench {variant.label} (repeat {repeat + 1}/{config.repeats})")
-            for row in _run_worker(variant, signature, config):
+            for row in _run_worker(variant, signature, config, data):
                 runs.setdefault((variant.label, row["batch"]), []).append(row)
     measurements = []
     for (label, batch), rows in runs.items():

@@ -13,9 +13,10 @@ import time
 
 import numpy as np
 
-from deployopt.data.eval_data import generate_batch
+from deployopt.data.eval_data import EvalData, cycled_batch, generate_batch
 from deployopt.errors import DeployoptError
 from deployopt.fsutil import write_json_atomic
+from deployopt.measure.verify import inference_failure
 from deployopt.runners import RunnerSpec, create_runner
 from deployopt.sources.signature import Signature
 
@@ -73,11 +74,27 @@ def run_job(job: dict) -> dict:
     signature = Signature.from_json(job["signature"])
     config = job["config"]
     measurements = []
+    real = None
+    if job.get("data_path"):  # the user's inputs (checked by the parent): models whose values matter run on them
+        with np.load(job["data_path"]) as archive:
+            inputs = {name: archive[name] for name in signature.names}
+            real = EvalData(inputs, None, job["data_origin"], signature)
     with create_runner(spec) as runner:
         for batch in config["batch_sizes"]:
-            data = generate_batch(signature, batch, seed=config["seed"])
-            timing = _time_batch(runner, data.inputs, config)
-            timing["batch"] = data.num_samples  # the batch that ran, which is the one the row is labelled with
+            if real is not None:
+                feeds = cycled_batch(real, batch)
+            else:
+                feeds = generate_batch(signature, batch, seed=config["seed"]).inputs
+            try:
+                runner.infer(feeds)  # one call first: a model that fails on these inputs is named, not timed
+            except DeployoptError:
+                raise
+            except Exception as exc:  # the runtime's own error types
+                origin = real.origin if real is not None else "generated"
+                raise inference_failure(spec.path, origin, exc, reference=True) from exc
+            timing = _time_batch(runner, feeds, config)
+            # the batch that ran, which is the one the row is labelled with
+            timing["batch"] = EvalData(feeds, None, "bench", signature).num_samples
             timing["peak_rss_mb"] = peak_rss_mb()
             measurements.append(timing)
     return {"measurements": measurements}

@@ -1,8 +1,10 @@
 """The benchmark harness: sane statistics, one worker process per variant, errors carried back."""
 
 import html
+import json
 import os
 
+import numpy as np
 import pytest
 
 from deployopt.errors import BackendUnavailableError
@@ -105,3 +107,38 @@ def test_a_fixed_batch_model_is_measured_only_at_its_batch(tmp_path, run_cli):
         text = (tmp_path / "run" / name).read_text()
         assert line in text and "n/a" in text.split(line)[0], name  # the b32 cells say n/a, then why
     assert reason in out
+
+
+def _lookup_table_model(path):
+    """An embedding lookup of a 10-row table: only indices 0-9 are valid, so generated ids (0-99) fail."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.arange(40, dtype=np.float32).reshape(10, 4), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["y"])],
+        "lookup",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3, 4])],
+        [table],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), path)
+    return path
+
+
+def test_models_whose_input_values_matter_are_benchmarked_on_the_real_data(tmp_path, run_cli):
+    model = _lookup_table_model(tmp_path / "lookup.onnx")
+    data = tmp_path / "ids.npz"
+    np.savez(data, ids=np.array([[1, 2, 3], [4, 5, 9]], np.int64))  # 2 real samples, cycled to batch 4
+    fast = ["--batch-sizes", "1,4", "--min-seconds", "0.05"]
+    code, _, err = run_cli("bench", model, *fast)
+    assert code == 2 and "lookup.onnx: the model fails on generated inputs" in err and "--data" in err
+    code, out, err = run_cli("bench", model, *fast, "--data", data, "--json")
+    assert code == 0, err
+    assert [row["batch"] for row in json.loads(out)] == [1, 4]
+    code, _, err = run_cli("build", model, "--data", data, "-o", tmp_path / "run", *fast)
+    assert code == 0, err
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert all(set(v["latency"]) == {"1", "4"} for v in report["variants"])
+    bench_step = next(s for s in report["stages"] if s["stage"] == "bench")
+    assert f"on the inputs of {data}, cycled to each batch" in bench_step["summary"]
