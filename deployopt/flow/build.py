@@ -32,7 +32,14 @@ from deployopt.reports.model import (
 )
 from deployopt.rundir import RunDirectory
 from deployopt.runners import RunnerSpec, reference_spec, spec_for_model
-from deployopt.sources.detect import ModelSource, SourceOptions, artifact_facts, inspect_source, model_name
+from deployopt.sources.detect import (
+    ModelSource,
+    SourceKind,
+    SourceOptions,
+    artifact_facts,
+    inspect_source,
+    model_name,
+)
 from deployopt.sources.signature import Signature
 from deployopt.stages.base import BuildContext, Progress, Step
 from deployopt.stages.engine.build import EngineConfig
@@ -112,6 +119,11 @@ class BuildConfig(BaseModel):
 
 
 def require_signature(source: ModelSource) -> Signature:
+    if source.signature is None and source.kind is SourceKind.CHECKPOINT and source.arch is None:
+        raise InputFileError(
+            f"{source.path}: a state_dict holds weights only; pass its architecture with --arch (a registered or "
+            "torchvision name, or package.module:Class) and its inputs with --input NAME:SHAPE[:DTYPE]"
+        )
     if source.signature is None:
         raise InputFileError(
             f"{source.path}: no input signature is saved with this model; pass --input NAME:SHAPE[:DTYPE] "

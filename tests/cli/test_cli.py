@@ -317,3 +317,14 @@ def test_click_usage_errors_are_one_line(run_cli, args, message):
     code, _, err = run_cli(*args)
     line = _one_error_line(err)
     assert code == 2 and message in line and "--help" in line
+
+
+def test_bare_state_dict_asks_for_its_architecture_and_inputs(tmp_path, run_cli):
+    """facenet-pytorch ships its MTCNN weights so: the refusal names both things a state_dict lacks."""
+    import torch
+
+    weights = tmp_path / "pnet.pt"
+    torch.save(torch.nn.Linear(4, 2).state_dict(), weights)
+    code, _, err = run_cli("build", weights, "-o", tmp_path / "run")
+    line = _one_error_line(err)
+    assert code == 3 and "a state_dict holds weights only" in line and "--arch" in line and "--input" in line

@@ -32,6 +32,23 @@ def test_metrics_have_the_documented_meaning():
     assert m.cosine == pytest.approx((cos0 + cos1) / 2, rel=1e-6)
 
 
+def test_numerically_empty_samples_do_not_decide_the_cosine():
+    """rapidocr's text detector on a photo crop without text: a probability map of ~1e-5 beside one of ~7.
+    Float rounding (ORT's own optimisation levels differ as much) points the empty map elsewhere; its cosine
+    is noise, and the max abs / rel error judge it. A candidate that is large where the reference is empty is
+    not empty, and its cosine counts."""
+    rng = np.random.default_rng(0)
+    text = rng.random((1, 1, 8, 8)).astype(np.float32)  # [N, 1, H, W] maps, as the detector outputs
+    empty = (1e-6 * rng.random((1, 1, 8, 8))).astype(np.float32)
+    ref = np.concatenate([text, empty])
+    rounded = np.concatenate([text, empty[..., ::-1].copy()])  # same magnitude, another direction
+    (m,), failures, _, _ = compare_outputs([ref], [rounded], ["maps"], None, resolve_budget("fp32"))
+    assert m.cosine == pytest.approx(1.0) and failures == []
+    spurious = np.concatenate([text, text])  # detects text where the reference found none
+    (m,), failures, _, _ = compare_outputs([ref], [spurious], ["maps"], None, resolve_budget("fp32"))
+    assert m.cosine < 0.9 and any("cosine" in f for f in failures)
+
+
 def test_budget_misses_name_metric_value_and_limit():
     ref = np.eye(4, dtype=np.float32) * 3  # logits (rows not unit-norm)
     cand = ref[::-1].copy()  # every top-1 flips
