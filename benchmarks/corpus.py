@@ -119,29 +119,16 @@ MODELS = [
     Model("ddddocr", "ddddocr-", "ddddocr/common.onnx", "vision/text: captcha OCR (CRNN, LSTM)"),
     Model("ddddocr-old", "ddddocr-", "ddddocr/common_old.onnx", "vision/text: dynamic-int8 OCR"),
     Model("ddddocr-det", "ddddocr-", "ddddocr/common_det.onnx", "vision: detection"),
-    Model(
-        "facenet-pnet",
-        "facenet_pytorch-",
-        "facenet_pytorch/data/pnet.pt",
-        "vision: face proposal (MTCNN, state_dict)",
-        retry_args=["--arch", "facenet_pytorch.models.mtcnn:PNet", "--input", "input:batch,3,48,48"],
-        python_path="facenet_pytorch-",
-    ),
-    Model(
-        "facenet-rnet",
-        "facenet_pytorch-",
-        "facenet_pytorch/data/rnet.pt",
-        "vision: face refinement (MTCNN, state_dict)",
-        retry_args=["--arch", "facenet_pytorch.models.mtcnn:RNet", "--input", "input:batch,3,24,24"],
-        python_path="facenet_pytorch-",
-    ),
-    Model(
-        "facenet-onet",
-        "facenet_pytorch-",
-        "facenet_pytorch/data/onet.pt",
-        "vision: face landmarks (MTCNN, state_dict)",
-        retry_args=["--arch", "facenet_pytorch.models.mtcnn:ONet", "--input", "input:batch,3,48,48"],
-        python_path="facenet_pytorch-",
+    *(
+        Model(
+            f"facenet-{net.lower()}",
+            "facenet_pytorch-",
+            f"facenet_pytorch/data/{net.lower()}.pt",
+            f"vision: MTCNN {role} (state_dict)",
+            retry_args=["--arch", f"facenet_pytorch.models.mtcnn:{net}", "--input", f"input:batch,3,{size},{size}"],
+            python_path="facenet_pytorch-",
+        )
+        for net, role, size in (("PNet", "proposal", 48), ("RNet", "refinement", 24), ("ONet", "landmarks", 48))
     ),
 ]
 
@@ -229,7 +216,7 @@ def _outcome(a: Attempt) -> str:
     if a.exit_code == 1:
         failed = [name for name, v in a.variants.items() if not v["passed"]]
         return f"exit 1 (budget: {', '.join(failed)})"
-    return f"exit {a.exit_code}: {a.verdict[:160]}"
+    return f"exit {a.exit_code}: {a.verdict[:300]}"
 
 
 def _speed(a: Attempt) -> str:

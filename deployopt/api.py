@@ -94,16 +94,27 @@ def _refuse_overwrite_of_input(source: Path, out: Path) -> None:
 
 
 def export(
-    model: str | Path, out: str | Path, options: SourceOptions = SourceOptions(), config: ExportConfig = ExportConfig()
+    model: str | Path,
+    out: str | Path,
+    options: SourceOptions = SourceOptions(),
+    config: ExportConfig = ExportConfig(),
+    data: str | Path | None = None,
 ) -> ExportResult:
-    """Export a PyTorch model file to ONNX at ``out`` (written atomically); the result names the exporter used."""
+    """Export a PyTorch model file to ONNX at ``out`` (written atomically); the result names the exporter used.
+    With ``data`` (an .npz by input name) the model is run on its first samples instead of generated inputs."""
+    from deployopt.data.eval_data import load_data
+
     source = inspect_source(Path(model), options)
     if source.kind is SourceKind.ONNX:
         raise UsageError(f"{model}: already an ONNX model; use `deployopt optimize` to optimise it")
     _refuse_overwrite_of_input(source.path, Path(out))
     signature = require_signature(source)
+    example = None
+    if data is not None:
+        real = load_data(signature, data)
+        example = next(dataclasses.replace(real, signature=signature.sized_from(real.inputs)).batches(2))
     with atomic_path(out) as tmp:
-        result = export_onnx(source, signature, tmp, config)
+        result = export_onnx(source, signature, tmp, config, example)
     return result
 
 

@@ -20,12 +20,15 @@ _OUT = click.option("-o", "--out", type=click.Path(path_type=Path), required=Tru
 @_OUT
 @g.SOURCE
 @g.EXPORT
+@g.EXPORT_DATA
 @g.json_option("the result")
 def export(model: Path, out: Path, as_json: bool, **kw: Any) -> int:
     """Export a PyTorch MODEL to ONNX (dynamic batch, checked with onnx.checker)."""
     from deployopt.api import export as run_export
 
-    result = run_export(model, out, g.source_options(kw), g.EXPORT.build(kw, verbose=console.verbose()))
+    data = g.EXPORT_DATA.build(kw).data
+    config = g.EXPORT.build(kw, verbose=console.verbose())
+    result = run_export(model, out, g.source_options(kw), config, data)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return EXIT_OK

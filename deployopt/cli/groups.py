@@ -60,6 +60,9 @@ DATA = OptionGroup(
 BENCH_DATA = OptionGroup(  # bench: the same --data as build and verify, to measure on real inputs
     VerifyConfig, only=("data",), helps={"data": "real inputs (.npz by input name) to measure on, cycled to each batch"}
 )
+EXPORT_DATA = OptionGroup(  # export: the same --data, to run the model on real inputs while exporting
+    VerifyConfig, only=("data",), helps={"data": "real inputs (.npz by input name) to run the model on while exporting"}
+)
 BUDGET = OptionGroup(BudgetOverrides)
 CALIBRATION = OptionGroup(
     QuantizedVariants,

@@ -88,6 +88,14 @@ def op_counts(model: Any) -> dict[str, int]:
 FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto element types
 
 
+def already_quantized(model: Any) -> str | None:
+    """Why fp16/int8 conversion of this graph makes no sense (it already holds int8 quantization ops), or None."""
+    ops = sorted({node.op_type for node in model.graph.node if node.op_type in INT8_OPS})
+    if not ops:
+        return None
+    return f"the model is already int8-quantized ({', '.join(ops)}); converting it again could only lose accuracy"
+
+
 def graph_precision(model: Any) -> Precision:
     """'int8' when the graph contains quantization ops, 'fp16' when most float weights are float16 (or, with
     none, when it casts to float16), else 'fp32'."""

@@ -64,8 +64,16 @@ class ExportResult:
         }
 
 
-def export_onnx(source: ModelSource, signature: Signature, out_path: Path, config: ExportConfig) -> ExportResult:
-    """Export ``source`` to ``out_path`` (which the caller renames into place) and check the result."""
+def export_onnx(
+    source: ModelSource,
+    signature: Signature,
+    out_path: Path,
+    config: ExportConfig,
+    example: dict[str, np.ndarray] | None = None,
+) -> ExportResult:
+    """Export ``source`` to ``out_path`` (which the caller renames into place) and check the result. The model
+    runs on ``example`` (one batch of real inputs) when given — token ids within the vocabulary, say — else
+    on generated inputs of the signature."""
     import torch
 
     if not source.kind.is_torch:
@@ -73,7 +81,7 @@ def export_onnx(source: ModelSource, signature: Signature, out_path: Path, confi
     model = load_torch_model(source)
     _check_size(model, source)
     _check_arguments(model, signature, source)
-    sample = generate_batch(signature, 2).inputs
+    sample = example if example is not None else generate_batch(signature, 2).inputs
     args = tuple(torch.from_numpy(np.ascontiguousarray(sample[name])) for name in signature.names)
     output_names = _output_names(model, args, source)
 

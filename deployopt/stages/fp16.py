@@ -26,7 +26,7 @@ from deployopt.errors import BackendUnavailableError, StageError
 from deployopt.measure.budgets import Budget, resolve_budget
 from deployopt.measure.verify import CollectedOutputs, collect_outputs, verify
 from deployopt.runners import RunnerSpec, create_runner
-from deployopt.sources.onnxutil import load_model, name_nodes
+from deployopt.sources.onnxutil import already_quantized, load_model, name_nodes
 from deployopt.stages.base import BuildContext
 from deployopt.stages.fp16_sensitivity import most_sensitive
 from deployopt.types import ONNX_FP32, Precision
@@ -344,6 +344,8 @@ class Fp16Step:
 
     def run(self, ctx: BuildContext) -> None:
         config, fp32 = ctx.config.quantize.fp16, ctx.artifacts[ONNX_FP32]
+        if reason := already_quantized(load_model(fp32.path)):
+            return ctx.skip(self.name, reason)
         budget = resolve_budget(Precision.FP16, ctx.config.verify.budget)
         data = ctx.data.verification
         inputs = {"model": fp32.sha256, "data": data_fingerprint(data), "budget": budget.model_dump()}

@@ -328,3 +328,20 @@ def test_bare_state_dict_asks_for_its_architecture_and_inputs(tmp_path, run_cli)
     code, _, err = run_cli("build", weights, "-o", tmp_path / "run")
     line = _one_error_line(err)
     assert code == 3 and "a state_dict holds weights only" in line and "--arch" in line and "--input" in line
+
+
+def test_export_runs_the_model_on_real_inputs_with_data(tmp_path, run_cli):
+    """An embedding of 10 tokens: generated ids (0-99) fail inside the model; --data ids export it."""
+    import torch
+
+    torch.manual_seed(0)
+    model = tmp_path / "embed.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.ReLU())), model)
+    args = ["export", model, "--input", "ids:batch,3:int64", "-o", tmp_path / "embed.onnx"]
+    code, _, err = run_cli(*args)
+    assert code == 2 and "the model fails on inputs of its signature" in _one_error_line(err)
+    data = tmp_path / "ids.npz"
+    np.savez(data, ids=np.array([[1, 2, 3], [4, 5, 9]], np.int64))
+    code, out, err = run_cli(*args, "--data", data)
+    assert code == 0, err
+    assert "exported with the torchscript exporter" in out and (tmp_path / "embed.onnx").exists()

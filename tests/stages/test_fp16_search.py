@@ -64,3 +64,25 @@ def test_build_reports_the_fp16_rounds_and_the_nodes_kept(tmp_path):
     assert "kept in fp32 for accuracy" in step.summary and "round 2" in step.summary
     details = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["fp16"]["details"]
     assert details["passed"] and details["accuracy_nodes"]
+
+
+def test_a_round_that_makes_it_worse_is_undone(tmp_path, monkeypatch):
+    """Keeping the MatMul in fp32 cannot help (the damage is the clamped scale): that round is no better,
+    so it is undone, the MatMul is set aside, and the next round ranks the rest on the best candidate."""
+    import deployopt.stages.fp16 as fp16
+
+    real, calls = fp16.most_sensitive, []
+
+    def matmul_first(model, fp32, candidate, op_block, excluded, data, round_index):
+        calls.append(list(excluded))
+        if len(calls) == 1:
+            return ["matmul"], "most accuracy lost"
+        return real(model, fp32, candidate, op_block, excluded, data, round_index)
+
+    monkeypatch.setattr(fp16, "most_sensitive", matmul_first)
+    model = _overflowing_graph(tmp_path / "overflow.onnx")
+    outcome = quantize(model, tmp_path / "h.onnx", fp16=Fp16Config())
+    details = outcome.details
+    assert outcome.passed, details["notes"]
+    assert any(note.startswith("round 2 undone (worse than round 1)") for note in details["notes"])
+    assert "matmul" in calls[1] and "matmul" not in details["accuracy_nodes"]

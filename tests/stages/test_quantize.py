@@ -256,3 +256,28 @@ def test_gemm_rewrite_is_exact_and_keeps_node_names(tmp_path):
         for f in ("gemm.onnx", "matmul.onnx")
     ]
     np.testing.assert_allclose(run[0], run[1], rtol=1e-6, atol=1e-6)
+
+
+def test_a_model_that_is_already_int8_is_not_converted_again(tmp_path):
+    """ddddocr ships a dynamic-int8 OCR model: fp16 and int8 of it are skipped with the reason, not attempted."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from deployopt.api import BuildConfig, build
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 64])],
+        [weight],
+    )
+    fp32, int8 = tmp_path / "mm.onnx", tmp_path / "mm-int8.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), fp32)
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    report = build(int8, BuildConfig(out=tmp_path / "run", skip_bench=True))
+    assert report.passed and [v.name for v in report.variants] == ["onnx-original", "onnx-fp32"]
+    skipped = [n for n in report.notes if "already int8-quantized" in n]
+    assert [n.split(" skipped")[0] for n in skipped] == ["fp16", "int8"], report.notes

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from deployopt.data.eval_data import data_fingerprint
 from deployopt.measure.budgets import resolve_budget
-from deployopt.sources.onnxutil import load_model
+from deployopt.sources.onnxutil import already_quantized, load_model
 from deployopt.stages.base import BuildContext
 from deployopt.stages.int8.quantize import quantizable_nodes, resolve_mode
 from deployopt.stages.int8.search import quantize_int8
@@ -34,6 +34,8 @@ class Int8Step:
             config = config.model_copy(update={"target": self.target})
         fp32 = ctx.artifacts[ONNX_FP32]
         model = load_model(fp32.path)
+        if reason := already_quantized(model):
+            return ctx.skip(self.name, reason)
         if not quantizable_nodes(model, []):
             return ctx.skip(self.name, "the graph has no Conv/MatMul/Gemm for int8 to speed up")
         calibration = ctx.data.calibration
