@@ -7,10 +7,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,7 +27,8 @@ from deployopt.measure.verify import verify as run_verify
 from deployopt.platform.doctor import diagnose
 from deployopt.platform.tensorrt import EngineSidecar, is_engine_file, read_sidecar, sidecar_path
 from deployopt.reports.model import BuildReport
-from deployopt.runners import RunnerSpec, reference_spec, spec_for_model
+from deployopt.runners import RunnerSpec, reference_spec
+from deployopt.runners.options import RuntimeOptions
 from deployopt.sources.detect import ModelSource, SourceKind, SourceOptions, artifact_facts, inspect_source
 from deployopt.sources.signature import Signature
 from deployopt.stages.engine.build import EngineConfig, build_engine
@@ -102,7 +101,7 @@ def export(
 ) -> ExportResult:
     """Export a PyTorch model file to ONNX at ``out`` (written atomically); the result names the exporter used.
     With ``data`` (an .npz by input name) the model is run on its first samples instead of generated inputs."""
-    from deployopt.data.eval_data import load_data
+    from deployopt.data.eval_data import load_data, sized_to_data
 
     source = inspect_source(Path(model), options)
     if source.kind is SourceKind.ONNX:
@@ -111,8 +110,7 @@ def export(
     signature = require_signature(source)
     example = None
     if data is not None:
-        real = load_data(signature, data)
-        example = next(dataclasses.replace(real, signature=signature.sized_from(real.inputs)).batches(2))
+        example = next(sized_to_data(load_data(signature, data)).batches(2))
     with atomic_path(out) as tmp:
         result = export_onnx(source, signature, tmp, config, example)
     return result
@@ -130,35 +128,6 @@ def optimize(model: str | Path, out: str | Path, config: GraphConfig = GraphConf
     probe = generate_batch(require_signature(source), 2).inputs
     with atomic_path(out) as tmp:
         return optimize_graph(source.path, tmp, config, probe)
-
-
-class RuntimeOptions(BaseModel):
-    """Where the models under test run: the ONNX Runtime provider for ONNX files, the device (and, for
-    PyTorch files, precision and torch.compile) otherwise. TensorRT engines always run on a CUDA device."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    provider: Literal["cpu", "cuda", "tensorrt"] = Field(
-        "cpu", description="ONNX Runtime execution provider for ONNX models; fails if it is not the active one."
-    )
-    device: str = Field(
-        "cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="Device for PyTorch models (engines always run on CUDA)."
-    )
-    torch_precision: Literal["fp32", "fp16"] = Field(
-        "fp32", description="Run PyTorch models in half precision (GPU baselines; needs --device cuda)."
-    )
-    torch_compile: bool = Field(False, description="Wrap PyTorch models in torch.compile.")
-
-    def spec(self, path: Path, options: SourceOptions, threads: int | None = None) -> RunnerSpec:
-        return spec_for_model(
-            str(path),
-            source_options=options.to_json(),
-            threads=threads,
-            provider=self.provider,
-            device=self.device,
-            precision=self.torch_precision,
-            compile=self.torch_compile,
-        )
 
 
 @dataclass(frozen=True)
@@ -236,7 +205,7 @@ def bench_models(
 ) -> list[Measurement]:
     """Measure every model in one invocation, each in its own worker process, at each batch size; on the real
     inputs in ``data`` (cycled to each batch size) when given, else on generated ones."""
-    from deployopt.data.eval_data import load_data
+    from deployopt.data.eval_data import load_data, sized_to_data
 
     if not models:
         raise UsageError("bench needs at least one model file")
@@ -246,10 +215,7 @@ def bench_models(
         raise InputFileError(
             f"{models[0]}: no input signature is saved with this model; pass --input NAME:SHAPE[:DTYPE]"
         )
-    real = None
-    if data is not None:
-        real = load_data(signature, data)
-        real = dataclasses.replace(real, signature=signature.sized_from(real.inputs))
+    real = sized_to_data(load_data(signature, data)) if data is not None else None
     labels = _unique_labels([m.path for m in opened])
     variants = [BenchVariant(label, runtime.spec(m.path, options)) for label, m in zip(labels, opened, strict=True)]
     return bench(variants, signature, config, progress, real)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +85,11 @@ def generate_data(signature: Signature, samples: int, seed: int = 0) -> EvalData
             shape = (samples, *shape[1:])
         inputs[spec.name] = generate_feed(spec, shape, rng)
     return EvalData(inputs, None, f"generated (seed {seed})", signature)
+
+
+def sized_to_data(data: EvalData) -> EvalData:
+    """``data`` with its signature's unsized dynamic dims (``seq``) set to the sizes its arrays have."""
+    return replace(data, signature=data.signature.sized_from(data.inputs))
 
 
 def cycled_batch(data: EvalData, batch: int) -> dict[str, np.ndarray]:

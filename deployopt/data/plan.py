@@ -14,12 +14,12 @@ Each source is opened once per plan, however many stages ask for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 from deployopt.data.calibration import BatchSource, Preprocess, as_eval_data, load_calibration
-from deployopt.data.eval_data import EvalData, dataset_data, generate_data, load_data
+from deployopt.data.eval_data import EvalData, dataset_data, generate_data, load_data, sized_to_data
 from deployopt.errors import UsageError
 from deployopt.sources.signature import Signature
 
@@ -74,7 +74,7 @@ class DataPlan:
             return None
         if self._verifies_on_calibration:  # already decoded once for verification: take its first samples
             source = self.verification
-        return _sized(as_eval_data(source, self.signature, self.sources.calibration_samples))
+        return sized_to_data(as_eval_data(source, self.signature, self.sources.calibration_samples))
 
     @property
     def _verifies_on_calibration(self) -> bool:
@@ -85,12 +85,12 @@ class DataPlan:
     def verification(self) -> EvalData:
         s = self.sources
         if s.data is not None:
-            return _sized(load_data(self.signature, s.data, s.labels))
+            return sized_to_data(load_data(self.signature, s.data, s.labels))
         if s.dataset is not None:
-            return _sized(dataset_data(self.signature, s.dataset, s.split, s.seed))
+            return sized_to_data(dataset_data(self.signature, s.dataset, s.split, s.seed))
         if self._verifies_on_calibration:
             limit = max(s.samples, s.calibration_samples)
-            return _sized(as_eval_data(self._calibration_source, self.signature, limit))
+            return sized_to_data(as_eval_data(self._calibration_source, self.signature, limit))
         return generate_data(self.signature, s.samples, s.seed)
 
     @property
@@ -105,7 +105,3 @@ class DataPlan:
         (a model with a dynamic ``seq`` needs no ``seq=N`` in ``--input`` when ``--data`` fixes it)."""
         real = self.real_inputs
         return real.signature if real is not None else self.signature
-
-
-def _sized(data: EvalData) -> EvalData:
-    return replace(data, signature=data.signature.sized_from(data.inputs))
