@@ -22,7 +22,7 @@ from deployopt.fsutil import atomic_path, write_json_atomic, write_text_atomic
 from deployopt.measure.bench import BenchConfig, BenchVariant, Measurement, bench
 from deployopt.measure.budgets import BudgetOverrides, resolve_budget
 from deployopt.measure.gate import GateResult, RegressionBudget, compare_reports, load_baseline
-from deployopt.measure.verify import VerifyConfig, VerifyResult
+from deployopt.measure.verify import Judge, VerifyConfig, VerifyResult
 from deployopt.measure.verify import verify as run_verify
 from deployopt.platform.doctor import diagnose
 from deployopt.platform.tensorrt import EngineSidecar, is_engine_file, read_sidecar, sidecar_path
@@ -354,21 +354,16 @@ def quantize(
     plan = DataPlan(signature, sources)
     calibration, verify_data = (plan.calibration if int8 else None), plan.verification
     precision = Precision.INT8 if int8 else Precision.FP16
-    full_budget = resolve_budget(precision, verify.budget)
+    reference = RunnerSpec("onnxruntime", str(source.path), threads=threads)
+    judge = Judge(reference, verify_data, resolve_budget(precision, verify.budget), verify.batch_size)
     with atomic_path(out) as tmp:
         if int8 is not None:
+            samples = calibration.num_samples if calibration is not None else None
             details = quantize_int8(
-                source.path, tmp, int8, calibration, verify_data, full_budget, threads=threads, progress=progress
-            ).to_json()
+                source.path, tmp, int8, calibration, judge, threads=threads, progress=progress,
+                calibration_samples=samples,
+            ).to_json()  # fmt: skip
         else:
-            reference = RunnerSpec("onnxruntime", str(source.path), threads=threads)
-            details = convert_fp16_within_budget(
-                source.path, tmp, fp16, verify_data, full_budget, reference, threads=threads, progress=progress
-            ).to_json()
-        result = run_verify(
-            RunnerSpec("onnxruntime", str(source.path), threads=threads),
-            RunnerSpec("onnxruntime", str(tmp), threads=threads),
-            verify_data,
-            full_budget,
-        )
+            details = convert_fp16_within_budget(source.path, tmp, fp16, judge, threads, progress).to_json()
+        result = judge(RunnerSpec("onnxruntime", str(tmp), threads=threads))
     return QuantizeOutcome(precision, result.passed, details, result)

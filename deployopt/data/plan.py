@@ -94,6 +94,15 @@ class DataPlan:
         return generate_data(self.signature, s.samples, s.seed)
 
     @property
+    def calibration_overlaps_verification(self) -> bool:
+        """True when int8 would be judged on the very samples its ranges were fit to (no held-apart data)."""
+        s = self.sources
+        if s.calibration is None:
+            return False
+        same_file = s.data is not None and s.data.resolve() == s.calibration.resolve()
+        return self._verifies_on_calibration or same_file
+
+    @property
     def real_inputs(self) -> EvalData | None:
         """The verification data when it is real (a file, a dataset, calibration), else None (generated)."""
         s = self.sources

@@ -20,8 +20,7 @@ from deployopt.data.plan import DataPlan, DataSources
 from deployopt.errors import InputFileError
 from deployopt.fsutil import write_json_atomic, write_text_atomic
 from deployopt.measure.bench import BenchConfig, BenchVariant, bench, measurable_batches
-from deployopt.measure.budgets import resolve_budget
-from deployopt.measure.verify import VerifyConfig, VerifyResult, verify
+from deployopt.measure.verify import VerifyConfig, VerifyResult
 from deployopt.reports.html import render_html
 from deployopt.reports.model import (
     REFERENCE,
@@ -202,13 +201,11 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
 
 def _verify_artifacts(ctx: BuildContext, report: BuildReport) -> None:
     """Verify every artifact against the original; the reference runs at most once, only if a result is new."""
-    ref_spec = ctx.reference
-
     for name, artifact in ctx.artifacts.items():
         facts = artifact_facts(artifact.path)
         ctx.run.record_artifact(name, artifact.path, precision=facts["precision"])
         variant = VariantReport(name, str(artifact.path), facts["precision"], facts["size_bytes"])
-        result = _verify_variant(ctx, name, ref_spec, artifact.path, facts["precision"])
+        result = _verify_variant(ctx, name, artifact.path, facts["precision"])
         variant.verify, variant.accuracy = result, result.candidate_accuracy
         report.variants[0].accuracy = result.reference_accuracy
         report.variants.append(variant)
@@ -216,24 +213,20 @@ def _verify_artifacts(ctx: BuildContext, report: BuildReport) -> None:
         ctx.progress(f"verify {name}: {result.verdict}" + (" (reused)" if result.cached else ""))
 
 
-def _verify_variant(ctx: BuildContext, name: str, ref_spec: RunnerSpec, path: Path, precision: str) -> VerifyResult:
-    config = ctx.config
-    budget = resolve_budget(precision, config.verify.budget, pruned=config.prune)
-    data = ctx.data.verification
+def _verify_variant(ctx: BuildContext, name: str, path: Path, precision: str) -> VerifyResult:
+    judge = ctx.judge(precision)
     key = {
         "reference": ctx.source.sha256,
         "candidate": ctx.run.manifest["artifacts"][name]["sha256"],
-        "data": data_fingerprint(data),
-        "budget": budget.model_dump(),
-        "batch": config.verify.batch_size,
+        "data": data_fingerprint(judge.data),
+        "budget": judge.budget.model_dump(),
+        "batch": judge.batch_size,
     }
     cached = ctx.run.cached_result(f"verify:{name}", key)
     if cached is not None:
         return dataclasses.replace(VerifyResult.from_json(cached), cached=True)
     started = time.perf_counter()
-    result = verify(
-        ref_spec, spec_for_model(str(path)), data, budget, config.verify.batch_size, ctx.reference_outputs()
-    )
+    result = judge(spec_for_model(str(path)))
     result.seconds = round(time.perf_counter() - started, 3)
     ctx.run.record_result(f"verify:{name}", key, result.to_json())
     return result

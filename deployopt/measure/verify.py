@@ -9,6 +9,7 @@ can be overridden; a miss names the metric, its value and its limit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -254,6 +255,36 @@ def verify(
     return VerifyResult(
         reference.path, candidate.path, budget, data.num_samples, data.origin, metrics, ref_acc, cand_acc, failures
     )
+
+
+@dataclass
+class Judge:
+    """One verification, applied to any number of candidates: the reference runs once on ``data`` and every
+    candidate is compared with those very outputs under ``budget``. The accuracy searches (fp16, int8) and the
+    final check of an artifact use the same judge, so a candidate a search accepts cannot fail the final check.
+
+    ``shared_outputs`` supplies the reference's outputs from a cache shared with other judges (a build runs its
+    original once for every precision); without it the judge runs the reference itself, on first use."""
+
+    reference: RunnerSpec
+    data: EvalData
+    budget: Budget
+    batch_size: int = 32
+    shared_outputs: Callable[[], CollectedOutputs] | None = None
+    _outputs: CollectedOutputs | None = field(default=None, repr=False)
+
+    def reference_outputs(self) -> CollectedOutputs:
+        if self._outputs is None:
+            if self.shared_outputs is not None:
+                self._outputs = self.shared_outputs()
+            else:
+                with create_runner(self.reference) as runner:
+                    self._outputs = collect_outputs(runner, self.data, self.batch_size)
+        return self._outputs
+
+    def __call__(self, candidate: RunnerSpec) -> VerifyResult:
+        outputs = self.reference_outputs()
+        return verify(self.reference, candidate, self.data, self.budget, self.batch_size, outputs)
 
 
 class VerifyConfig(BaseModel):

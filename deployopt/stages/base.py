@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from deployopt.measure.verify import CollectedOutputs, collect_outputs
+from deployopt.measure.budgets import resolve_budget
+from deployopt.measure.verify import CollectedOutputs, Judge, collect_outputs
 from deployopt.rundir import RunDirectory, StageOutcome
 from deployopt.runners import RunnerSpec, create_runner, reference_spec
 from deployopt.types import StepRecord
@@ -73,6 +74,13 @@ class BuildContext:
             with create_runner(self.reference) as runner:
                 self._reference_outputs = collect_outputs(runner, self.data.verification, self.config.verify.batch_size)
         return self._reference_outputs
+
+    def judge(self, precision: str) -> Judge:
+        """The final verification of an artifact of ``precision``: the original's outputs on the verification
+        data, the precision's budget (relaxed for a pruned model, with the user's overrides), the same batch."""
+        verify = self.config.verify
+        budget = resolve_budget(precision, verify.budget, pruned=self.config.prune)
+        return Judge(self.reference, self.data.verification, budget, verify.batch_size, self.reference_outputs)
 
     def add_artifact(self, name: str, outcome: StageOutcome, label: str = "model") -> Artifact:
         artifact = Artifact(outcome.output(label), outcome.record["outputs"][label]["sha256"])

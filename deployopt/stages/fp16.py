@@ -21,11 +21,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployopt.data.eval_data import EvalData, data_fingerprint
+from deployopt.data.eval_data import data_fingerprint
 from deployopt.errors import BackendUnavailableError, StageError
-from deployopt.measure.budgets import Budget, resolve_budget
-from deployopt.measure.verify import CollectedOutputs, collect_outputs, verify
-from deployopt.runners import RunnerSpec, create_runner
+from deployopt.measure.verify import Judge
+from deployopt.runners import RunnerSpec
 from deployopt.sources.onnxutil import already_quantized, load_model, name_nodes
 from deployopt.stages.base import BuildContext
 from deployopt.stages.fp16_sensitivity import most_sensitive
@@ -88,16 +87,12 @@ def convert_fp16_within_budget(
     in_path: Path,
     out_path: Path,
     config: Fp16Config,
-    data: EvalData,
-    budget: Budget,
-    reference: RunnerSpec,
-    reference_outputs: CollectedOutputs | None = None,
-    batch_size: int = 32,
+    judge: Judge,
     threads: int | None = None,
     progress=lambda message: None,
 ) -> Fp16Result:
-    """Convert, verify against ``reference`` exactly as the final verification does (same outputs, data and
-    budget, so an accepted model cannot fail it), and while the budget is missed keep the nodes that lose the
+    """Convert, verify with ``judge`` — the final verification itself (same reference outputs, data and
+    budget, so an accepted model cannot fail it) — and while the budget is missed keep the nodes that lose the
     most accuracy in fp32 and retry (``config.max_rounds`` times), as Polygraphy's ``debug precision`` and
     ModelOpt's AutoCast do. A round that comes out worse than the best so far is undone: its nodes are set
     aside and the next round ranks the rest on the best candidate. Every attempt is recorded; the best one is
@@ -115,15 +110,12 @@ def convert_fp16_within_budget(
         named, candidate = Path(tmp) / "fp32.onnx", Path(tmp) / "fp16.onnx"
         best_path = Path(tmp) / "best-fp16.onnx"
         onnx.save_model(model, str(named))
-        if reference_outputs is None:
-            with create_runner(reference) as runner:
-                reference_outputs = collect_outputs(runner, data, batch_size)
         for round_index in range(config.max_rounds + 1):
             progress(f"fp16: round {round_index + 1}, {len(kept)} node(s) kept in fp32 for accuracy")
             converted, node_block = _loadable(model, config, op_block, kept, in_path)
             onnx.save_model(converted, str(candidate))
             fp16_spec = RunnerSpec("onnxruntime", str(candidate), threads=threads)
-            result = verify(reference, fp16_spec, data, budget, batch_size, reference_outputs)
+            result = judge(fp16_spec)
             worst = max(result.outputs, key=lambda o: o.max_rel_error, default=None)
             attempts.append(
                 Fp16Attempt(
@@ -150,7 +142,9 @@ def convert_fp16_within_budget(
                 )
             if result.passed or round_index == config.max_rounds:
                 break
-            newly, why = most_sensitive(model, named, best_path, op_block, [*best[2], *set_aside], data, round_index)
+            newly, why = most_sensitive(
+                model, named, best_path, op_block, [*best[2], *set_aside], judge.data, round_index
+            )
             if newly:
                 notes.append(f"round {round_index + 2}: kept in fp32 ({why}): {', '.join(newly)}")
             else:
@@ -346,20 +340,15 @@ class Fp16Step:
         config, fp32 = ctx.config.quantize.fp16, ctx.artifacts[ONNX_FP32]
         if reason := already_quantized(load_model(fp32.path)):
             return ctx.skip(self.name, reason)
-        budget = resolve_budget(Precision.FP16, ctx.config.verify.budget)
-        data = ctx.data.verification
-        inputs = {"model": fp32.sha256, "data": data_fingerprint(data), "budget": budget.model_dump()}
+        judge = ctx.judge(Precision.FP16)
+        inputs = {"model": fp32.sha256, "data": data_fingerprint(judge.data), "budget": judge.budget.model_dump()}
 
         def work(out: dict[str, Path]) -> dict:
             result = convert_fp16_within_budget(
                 fp32.path,
                 out["model"],
                 config,
-                data,
-                budget,
-                ctx.reference,
-                ctx.reference_outputs(),
-                ctx.config.verify.batch_size,
+                judge,
                 ctx.config.bench.threads,
                 ctx.progress,
             )

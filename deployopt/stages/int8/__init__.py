@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from deployopt.data.eval_data import data_fingerprint
-from deployopt.measure.budgets import resolve_budget
 from deployopt.sources.onnxutil import already_quantized, load_model
 from deployopt.stages.base import BuildContext
 from deployopt.stages.int8.quantize import quantizable_nodes, resolve_mode
@@ -42,14 +41,14 @@ class Int8Step:
         if resolve_mode(model, config) == "static" and calibration is None:
             reason = "static int8 needs calibration data: pass --calibration FILE.npz or an image folder"
             return ctx.skip(self.name, reason)
-        search_data = calibration if calibration is not None else ctx.data.verification
-        budget = resolve_budget(Precision.INT8, ctx.config.verify.budget)
         bench = ctx.config.bench
+        judge = ctx.judge(Precision.INT8)
         inputs = {
             "model": fp32.sha256,
             "calibration": data_fingerprint(calibration) if calibration else None,
-            "search_data": data_fingerprint(search_data),
-            "budget": budget.model_dump(),
+            "judged_on": data_fingerprint(judge.data),
+            "budget": judge.budget.model_dump(),
+            "batch": judge.batch_size,
             "batches": list(bench.batch_sizes),
         }
 
@@ -59,26 +58,54 @@ class Int8Step:
                 out["model"],
                 config,
                 calibration,
-                search_data,
-                budget,
+                judge,
                 bench.batch_sizes,
                 bench.threads,
                 ctx.progress,
+                calibration.num_samples if calibration is not None else None,
             )
             return result.to_json()
 
         outcome = ctx.run.run_stage(self.name, config, inputs, {"model": f"model-{self.name}.onnx"}, work)
         ctx.add_artifact(self.variant, outcome)
         ctx.record(self.name, outcome, int8_summary(outcome.record["details"]))
+        if calibration is not None and ctx.data.calibration_overlaps_verification:
+            ctx.notes.append(
+                f"{self.name}: calibration and verification use the same samples ({calibration.origin}): the int8 "
+                "check is optimistic; pass held-apart samples with --data"
+            )
 
 
 def int8_summary(d: dict) -> str:
+    """The int8 step in words: what was kept, why, each attempt's accuracy and speed, and the search's time."""
     ops = ", ".join(f"{op} {c['int8']}/{c['int8'] + c['float']}" for op, c in d["op_counts"].items())
-    attempts = "; ".join(
-        f"round {a['round']} {a['candidate']} ({len(a['excluded'])} in float): cosine {a['cosine']:.5f}, "
-        + ", ".join(f"b{b} {v:.2f} ms" for b, v in a["p50_ms"].items())
-        + (" pass" if a["passed"] else " miss")
-        for a in d["attempts"]
+    calibration = d.get("calibration")
+    calibrated = (
+        f"calibrated on {calibration['samples']} samples of {calibration['origin']} "
+        f"({'/'.join(calibration['methods'])}); "
+        if calibration
+        else ""
     )
+    attempts = "; ".join(_attempt_summary(a) for a in d["attempts"])
     excluded = f"; kept in float: {', '.join(d['excluded'])}" if d["excluded"] else ""
-    return f"{d['mode']} quantization, kept {d['chosen']}; int8 ops {ops}{excluded}. Attempts: {attempts}"
+    verdict = "within budget" if d["passed"] else "MISSES the budget"
+    text = (
+        f"{d['mode']} quantization, kept {d['chosen']} ({verdict}); {calibrated}int8 ops {ops}{excluded}. "
+        f"Every attempt judged like the final check, on {d['judged_on']}: {attempts}. "
+        f"Search took {d['search_seconds']:.0f} s"
+    )
+    return text + "".join(f"; {note}" for note in d.get("notes", []))
+
+
+def _attempt_summary(a: dict) -> str:
+    quality = [f"cosine {a['cosine']:.5f}"] if a["cosine"] is not None else []
+    if a["top1_agreement"] is not None:
+        quality.append(f"top-1 {a['top1_agreement']:.1%}")
+    if a["accuracy"] is not None:
+        quality.append(f"accuracy {a['accuracy']:.2f}%")
+    speed = [f"b{b} {v:.2f} ms ({a['speedup'][b]:.2f}× fp32)" for b, v in a["p50_ms"].items()]
+    return (
+        f"{a['round']}. {a['phase']} {a['candidate']} ({len(a['excluded'])} in float): "
+        + ", ".join(quality + speed)
+        + (" pass" if a["passed"] else " miss")
+    )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,7 +47,10 @@ class Int8Config(BaseModel):
         description="auto tries both and keeps QDQ unless QOperator is clearly faster here; fix it for identical "
         "artifacts across machines",
     )
-    method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="calibration method")
+    method: Literal["auto", "minmax", "entropy", "percentile"] = Field(
+        "auto",
+        description="calibration method; auto tries minmax and percentile (static int8) and keeps the more accurate",
+    )
     per_channel: bool = Field(True, description="per-channel weight scales (per-tensor when off)")
     samples: int = Field(128, ge=1, description="calibration samples")
     calibration_batch: int = Field(16, ge=1, description="batch size calibration runs at")
@@ -55,7 +58,11 @@ class Int8Config(BaseModel):
     target: Literal["cpu", "tensorrt"] = Field(
         "cpu", description="tensorrt: symmetric S8S8 Q/DQ with float biases, TensorRT's explicit quantization"
     )
-    max_rounds: int = Field(3, ge=0, description="sensitivity-guided exclusion rounds when the budget is missed")
+    max_rounds: int = Field(
+        10,
+        ge=0,
+        description="mixed-precision rounds (each keeps the most damaging nodes in float) when the budget is missed",
+    )
     weight_bits: Literal["auto", "7", "8"] = Field(
         "auto", description="U8S8 weight range; auto: 7 on x86 without VNNI (int16 saturation), else 8"
     )
@@ -71,6 +78,7 @@ class Candidate:
     weight: str = "int8"
     symmetric_activations: bool = False
     reduce_range: bool = False  # 7-bit weights: avoids int16 saturation of U8S8 kernels on x86 without VNNI
+    method: str = "minmax"  # calibration method (static only)
 
     @property
     def label(self) -> str:
@@ -78,7 +86,10 @@ class Candidate:
         if self.mode == "dynamic":
             return f"dynamic{suffix}"
         sign = {"uint8": "U8", "int8": "S8"}
-        return f"static-{self.format}-{sign[self.activation]}{sign[self.weight]}{suffix}"
+        return f"static-{self.format}-{sign[self.activation]}{sign[self.weight]}{suffix}-{self.method}"
+
+    def encoded_as(self, fmt: str) -> Candidate:
+        return replace(self, format=fmt)
 
 
 def is_transformer_like(model: Any) -> bool:
@@ -113,8 +124,18 @@ def resolve_excludes(model: Any, requested: tuple[str, ...], path: Path) -> list
     return sorted(set(excluded))
 
 
+# Calibration methods ``method auto`` compares: minmax keeps every value in range, percentile clips the rare
+# outliers that waste int8 steps (depthwise convolutions and post-ReLU6 activations of mobile networks).
+AUTO_METHODS = ("minmax", "percentile")
+# Histogram methods estimate the tails of each activation's distribution; below this many samples the
+# estimate is a handful of images' worth and the report says so.
+MIN_HISTOGRAM_SAMPLES = 32
+
+
 def candidates_for(model: Any, config: Int8Config, mode: str) -> list[Candidate]:
-    """The settings worth trying for this graph and target, in order of preference."""
+    """The settings worth trying for this graph and target, in order of preference. Static candidates come in
+    one encoding (QDQ unless the user fixed QOperator): the search compares calibration methods in it and tries
+    the other encoding only on the settings it keeps (:func:`other_encoding`)."""
     reduce = x86_without_vnni() if config.weight_bits == "auto" else config.weight_bits == "7"
     if mode == "dynamic":
         if config.target == "tensorrt":
@@ -122,12 +143,20 @@ def candidates_for(model: Any, config: Int8Config, mode: str) -> list[Candidate]
                 "--target tensorrt needs static Q/DQ quantization; use --int8-mode static with calibration data"
             )
         return [Candidate("dynamic", "qoperator", "uint8", reduce_range=reduce)]
+    methods = AUTO_METHODS if config.method == "auto" else (config.method,)
     if config.target == "tensorrt":
         if config.format == "qoperator":
             raise UsageError("--target tensorrt takes Q/DQ graphs only; drop --int8-format qoperator")
-        return [Candidate("static", "qdq", "int8", symmetric_activations=True)]
-    formats = ["qdq", "qoperator"] if config.format == "auto" else [config.format]
-    return [Candidate("static", fmt, "uint8", reduce_range=reduce) for fmt in formats]
+        return [Candidate("static", "qdq", "int8", symmetric_activations=True, method=m) for m in methods]
+    fmt = "qoperator" if config.format == "qoperator" else "qdq"
+    return [Candidate("static", fmt, "uint8", reduce_range=reduce, method=m) for m in methods]
+
+
+def other_encoding(candidate: Candidate, config: Int8Config) -> Candidate | None:
+    """The QOperator twin of a static CPU QDQ candidate when the format is left to measurement, else None."""
+    if candidate.mode != "static" or config.target != "cpu" or config.format != "auto" or candidate.format != "qdq":
+        return None
+    return candidate.encoded_as("qoperator")
 
 
 def quantizable_nodes(model: Any, excluded: list[str]) -> list[str]:
@@ -167,6 +196,28 @@ def gemm_as_matmul(model: Any) -> Any:
     return model
 
 
+def upgraded_for_int8(model: Any) -> tuple[Any, str | None]:
+    """Per-channel Q/DQ (DequantizeLinear's ``axis``) needs opset 13: an older graph (PaddlePaddle exports are
+    often opset 10–12) is converted with ONNX's version converter first. Returns the model and a note."""
+    from onnx import version_converter
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset >= INT8_MIN_OPSET:
+        return model, None
+    try:
+        converted = version_converter.convert_version(model, INT8_MIN_OPSET)
+    except Exception as exc:  # the converter raises bare RuntimeErrors for ops it cannot adapt
+        raise StageError(
+            f"opset {opset} graph: int8 needs opset {INT8_MIN_OPSET} and ONNX's version converter failed "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); re-export with "
+            f"opset ≥ {INT8_MIN_OPSET}"
+        ) from exc
+    return converted, f"graph converted from opset {opset} to {INT8_MIN_OPSET} for per-channel Q/DQ"
+
+
+INT8_MIN_OPSET = 13
+
+
 def quantize_candidate(
     fp32_path: Path,
     out_path: Path,
@@ -174,9 +225,14 @@ def quantize_candidate(
     config: Int8Config,
     excluded: list[str],
     calibration: BatchSource | None,
+    ranges_cache: Path | None = None,
     verbose: bool = False,
 ) -> str:
-    """Run onnxruntime.quantization for one candidate; returns what the quantizer printed."""
+    """Run onnxruntime.quantization for one candidate; returns what the quantizer printed.
+
+    ``ranges_cache``: a file where ONNX Runtime keeps the calibrated ranges of this model and method, so
+    candidates that differ only in excluded nodes or encoding calibrate once (ORT ≥ 1.23's
+    ``calibration_cache_path``; older versions calibrate every time, with the same result)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -185,6 +241,7 @@ def quantize_candidate(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }
+    cache = {"calibration_cache_path": str(ranges_cache)} if ranges_cache and supports_ranges_cache() else {}
     log = io.StringIO()
     try:
         with capture_output(log, verbose):
@@ -214,13 +271,14 @@ def quantize_candidate(
                     per_channel=config.per_channel,
                     reduce_range=candidate.reduce_range,
                     nodes_to_exclude=excluded,
-                    calibrate_method=methods[config.method],
+                    calibrate_method=methods[candidate.method],
                     extra_options={
                         "ActivationSymmetric": candidate.symmetric_activations,
                         "WeightSymmetric": True,
                         # TensorRT's explicit quantization keeps biases in float; CPU kernels take int32 biases.
                         "QuantizeBias": not candidate.symmetric_activations,
                     },
+                    **cache,
                 )
     except (UsageError, InputFileError):
         raise
@@ -230,6 +288,14 @@ def quantize_candidate(
             f"{fp32_path}: int8 quantization ({candidate.label}) failed: {type(exc).__name__}: {first}"
         ) from exc
     return log.getvalue()
+
+
+def supports_ranges_cache() -> bool:
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
 
 
 def int8_op_counts(fp32_model: Any, quantized_model: Any) -> dict[str, dict[str, int]]:

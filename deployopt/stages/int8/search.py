@@ -1,12 +1,20 @@
-"""Accuracy-aware int8: quantize each candidate, verify it, and when the budget is missed, find the nodes
-that do the damage, keep them in float and try again.
+"""Accuracy-aware int8: candidates scored by one judge — the final verification itself — and, when none meets
+the budget, a mixed-precision search for the fewest nodes to keep in float.
 
-Sensitivity is measured on one batch by comparing every quantized node's input and output with the
-fp32 graph's (both exposed as extra outputs): a node's damage is how much worse its output agrees with
-fp32 than its input did. The most damaging nodes are excluded first; the number excluded per round
-grows (10 %, 20 %, 40 % of the candidates). Every attempt — settings, exclusions, accuracy, latency —
-is recorded. Among the candidates that meet the budget the first is kept unless another is clearly faster
-(measured in the same run, each in its own process), so timing noise cannot change the artifact.
+1. **Calibration**: one candidate per calibration method (``method auto``: minmax and percentile) in one
+   encoding, each judged on the verification data (held apart from the calibration samples when the user
+   gives ``--data``) against the original's outputs, with the final budget.
+2. **Mixed precision** (only when every calibration candidate misses): the compute nodes of the most accurate
+   candidate are ranked by their damage over all verification samples (:mod:`.sensitivity`); the search keeps
+   the top 1, 2, 4, … of them in float until the judge passes, then bisects down to the fewest that pass,
+   within ``max_rounds`` rounds. Calibrated ranges are computed once per method and reused.
+3. **Encoding** (static CPU, ``format auto``): the kept settings are also written as QOperator; it replaces
+   QDQ only when it passes and is clearly faster.
+
+Every attempt is timed in one benchmark run beside the fp32 graph (each in its own process), so the report
+shows speed against accuracy at every step. The kept attempt is the passing one with the fewest nodes in
+float (then the faster encoding); with none passing, the most accurate one is written, marked failing, and
+the notes name the costliest nodes and the best trade-off found.
 """
 
 from __future__ import annotations
@@ -14,46 +22,55 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from deployopt.data.calibration import BatchSource
-from deployopt.data.eval_data import EvalData
 from deployopt.errors import InputFileError, StageError, UsageError
 from deployopt.measure.bench import BenchConfig, BenchVariant, bench
-from deployopt.measure.budgets import Budget
-from deployopt.measure.verify import collect_outputs, verify
-from deployopt.runners import RunnerSpec, create_runner
+from deployopt.measure.verify import Judge, VerifyResult
+from deployopt.runners import RunnerSpec
 from deployopt.sources.onnxutil import drop_initializer_value_info, load_model, name_nodes
 from deployopt.stages.int8.quantize import (
     COMPUTE_OPS,
+    MIN_HISTOGRAM_SAMPLES,
     Candidate,
     Int8Config,
     candidates_for,
     gemm_as_matmul,
     int8_op_counts,
+    other_encoding,
     quantizable_nodes,
     quantize_candidate,
     resolve_excludes,
     resolve_mode,
+    supports_ranges_cache,
+    upgraded_for_int8,
 )
+from deployopt.stages.int8.sensitivity import NodeDamage, rank_nodes
+
+# A QOperator twin replaces the QDQ model only when it is clearly faster: timing noise then cannot flip the
+# choice between two runs, so the same inputs give the same int8 artifact, byte for byte.
+CLEAR_SPEED_WIN = 0.15
+COSTLIEST_SHOWN = 6  # nodes named in the report when the budget cannot be met
 
 
 @dataclass
 class Attempt:
-    round: int
+    round: int  # 1-based order of the attempt
+    phase: str  # calibration | mixed precision | encoding
     candidate: str
     excluded: list[str]
     passed: bool
     failures: list[str]
-    cosine: float | None
+    cosine: float | None  # the lowest mean cosine over the outputs
     top1_agreement: float | None
     accuracy: float | None
     op_counts: dict[str, dict[str, int]]
     p50_ms: dict[int, float] = field(default_factory=dict)
+    speedup: dict[int, float] = field(default_factory=dict)  # against the fp32 graph, same benchmark run
 
 
 @dataclass
@@ -64,10 +81,68 @@ class Int8Result:
     excluded: list[str]
     op_counts: dict[str, dict[str, int]]
     attempts: list[Attempt]
+    calibration: dict[str, Any] | None = None  # origin, samples, batch, methods, ranges reused
+    judged_on: str = ""  # the verification data every attempt was judged on
+    costliest: list[dict] = field(default_factory=list)  # NodeDamage.to_json, most damaging first
+    fp32_p50_ms: dict[int, float] = field(default_factory=dict)
+    search_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+class _Search:
+    """The attempts of one int8 search: quantize, judge, remember."""
+
+    def __init__(self, work: Path, named: Path, model: Any, config: Int8Config, calibration, judge: Judge, progress):
+        self.work, self.named, self.model, self.config = work, named, model, config
+        self.calibration, self.judge, self.progress = calibration, judge, progress
+        self.attempts: list[Attempt] = []
+        self.paths: list[Path] = []
+        self.candidates: list[Candidate] = []
+
+    def quantize(self, path: Path, candidate: Candidate, excluded: list[str]) -> None:
+        """Quantize the named fp32 graph; candidates of one calibration method share its calibrated ranges."""
+        ranges = self.work / f"ranges-{candidate.method}-{candidate.activation}.json"
+        quantize_candidate(self.named, path, candidate, self.config, excluded, self.calibration, ranges)
+
+    def attempt(self, phase: str, candidate: Candidate, excluded: list[str]) -> Attempt:
+        import onnx
+
+        index = len(self.attempts)
+        path = self.work / f"attempt{index + 1}-{candidate.label}.onnx"
+        self.progress(f"int8: {phase}, {candidate.label}, {len(excluded)} node(s) kept in float")
+        self.quantize(path, candidate, excluded)
+        counts = int8_op_counts(self.model, onnx.load_model(str(path)))
+        if sum(c["int8"] for c in counts.values()) == 0:
+            raise StageError(
+                f"int8 quantization ({candidate.label}) produced no integer operators (counts {counts}); "
+                "check --int8-exclude and the model's op types"
+            )
+        result = self.judge(RunnerSpec("onnxruntime", str(path)))
+        cosine, top1, accuracy = _headline(result)
+        attempt = Attempt(
+            index + 1, phase, candidate.label, list(excluded), result.passed, result.failures, cosine, top1, accuracy,
+            counts,
+        )  # fmt: skip
+        self.attempts.append(attempt)
+        self.paths.append(path)
+        self.candidates.append(candidate)
+        verdict = "pass" if result.passed else "miss: " + "; ".join(result.failures)
+        self.progress(f"int8: {candidate.label} with {len(excluded)} in float → {verdict}")
+        return attempt
+
+
+def _headline(result: VerifyResult) -> tuple[float | None, float | None, float | None]:
+    cosines = [o.cosine for o in result.outputs]
+    agreements = [o.top1_agreement for o in result.outputs if o.top1_agreement is not None]
+    return (min(cosines) if cosines else None, min(agreements) if agreements else None, result.candidate_accuracy)
+
+
+def _accuracy_rank(a: Attempt) -> tuple:
+    """Sort key, most accurate first: passing, then fewer failed checks, higher top-1 agreement, higher cosine."""
+    return (not a.passed, len(a.failures), -(a.top1_agreement or 0.0), -(a.cosine if a.cosine is not None else -1))
 
 
 def quantize_int8(
@@ -75,197 +150,210 @@ def quantize_int8(
     out_path: Path,
     config: Int8Config,
     calibration: BatchSource | None,
-    verify_data: EvalData,
-    budget: Budget,
+    judge: Judge,
     decision_batches: tuple[int, ...] = (1,),
     threads: int | None = None,
     progress=lambda message: None,
+    calibration_samples: int | None = None,
 ) -> Int8Result:
-    """Write the best int8 model to ``out_path``; ``passed`` says whether it meets ``budget``."""
+    """Write the best int8 model to ``out_path``; ``passed`` says whether ``judge`` accepts it.
+
+    ``calibration_samples`` is how many calibration samples the source holds (for the report and the
+    histogram-method note), when known."""
     import onnx
 
+    started = time.perf_counter()
     model = name_nodes(drop_initializer_value_info(load_model(fp32_path)))
     if not quantizable_nodes(model, []):
         raise InputFileError(
             f"{fp32_path}: has no operators int8 can speed up ({', '.join(COMPUTE_OPS)}); "
             "nothing to quantize — use --fp16 for a smaller file or skip quantization"
         )
-    excluded = resolve_excludes(model, config.exclude, fp32_path)
+    user_excluded = resolve_excludes(model, config.exclude, fp32_path)
     mode = resolve_mode(model, config)
-    if mode == "dynamic":
-        model = gemm_as_matmul(model)
     if mode == "static" and calibration is None:
         raise UsageError(
             f"{fp32_path}: static int8 needs calibration data: pass --calibration FILE.npz or an "
             "image folder (or register a dataset for the model), or use --int8-mode dynamic"
         )
-    candidates = candidates_for(model, config, mode)
-    attempts: list[Attempt] = []
-    stop_note = None
+    notes: list[str] = []
+    if mode == "dynamic":
+        model = gemm_as_matmul(model)
+    model, upgrade_note = upgraded_for_int8(model)
+    notes += [upgrade_note] if upgrade_note else []
+    settings = candidates_for(model, config, mode)
+    calibration_record = _calibration_record(calibration, config, settings, calibration_samples, notes)
     with tempfile.TemporaryDirectory(prefix="deployopt-int8-") as tmp:
         work = Path(tmp)
         named = work / "fp32.onnx"
         onnx.save_model(model, str(named))
-        reference = RunnerSpec("onnxruntime", str(named), threads=threads)
-        with create_runner(reference) as runner:
-            reference_outputs = collect_outputs(runner, verify_data, 32)
-        paths: dict[int, Path] = {}
-        for round_index in range(config.max_rounds + 1):
-            for candidate in candidates:
-                path = work / f"round{round_index}-{candidate.label}.onnx"
-                progress(f"int8: {candidate.label}, round {round_index + 1}, {len(excluded)} node(s) kept in float")
-                quantize_candidate(named, path, candidate, config, excluded, calibration)
-                counts = int8_op_counts(model, onnx.load_model(str(path)))
-                if sum(c["int8"] for c in counts.values()) == 0:
-                    raise StageError(
-                        f"{fp32_path}: int8 quantization ({candidate.label}) produced no integer "
-                        f"operators (counts {counts}); check --int8-exclude and the model's op types"
-                    )
-                result = verify(
-                    reference,
-                    RunnerSpec("onnxruntime", str(path), threads=threads),
-                    verify_data,
-                    budget,
-                    reference_outputs=reference_outputs,
-                )
-                first = result.outputs[0] if result.outputs else None
-                attempts.append(
-                    Attempt(
-                        round_index + 1,
-                        candidate.label,
-                        list(excluded),
-                        result.passed,
-                        result.failures,
-                        first.cosine if first else None,
-                        first.top1_agreement if first else None,
-                        result.candidate_accuracy,
-                        counts,
-                    )
-                )
-                paths[len(attempts) - 1] = path
-            this_round = list(range(len(attempts) - len(candidates), len(attempts)))
-            _measure(attempts, this_round, paths, decision_batches, threads, verify_data)
-            if any(attempts[i].passed for i in this_round) or round_index == config.max_rounds:
-                break
-            analysis = _analysis_model(
-                work, named, candidates, config, excluded, calibration, paths, this_round, attempts
-            )
-            newly = _most_damaging(named, analysis, model, excluded, verify_data, round_index)
-            if not newly:
-                stop_note = (
-                    f"stopped after round {round_index + 1}: no remaining quantized node makes its output "
-                    "agree less with fp32 than its input does"
-                )
-                break
-            excluded = sorted(set(excluded) | set(newly))
-        best = _choose(attempts)
-        shutil.copyfile(paths[best], out_path)
-    chosen = attempts[best]
-    notes = [stop_note] if stop_note else []
-    if len([a for a in attempts if a.round == chosen.round]) > 1:
+        search = _Search(work, named, model, config, calibration, judge, progress)
+        for candidate in settings:
+            search.attempt("calibration", candidate, user_excluded)
+        ranking: list[NodeDamage] = []
+        if not any(a.passed for a in search.attempts) and config.max_rounds > 0:
+            ranking = _mixed_precision(search, user_excluded, notes)
+        chosen = _kept(search.attempts)
+        twin = other_encoding(search.candidates[chosen], config)
+        if twin is not None:
+            search.attempt("encoding", twin, search.attempts[chosen].excluded)
+        fp32_p50 = _measure(search, decision_batches, threads)
+        chosen = _with_faster_encoding(search.attempts, chosen)
+        shutil.copyfile(search.paths[chosen], out_path)
+    best = search.attempts[chosen]
+    if not best.passed:
+        notes += _why_not(best, ranking, judge)
+    return Int8Result(
+        mode,
+        best.candidate,
+        best.passed,
+        best.excluded,
+        best.op_counts,
+        search.attempts,
+        calibration_record,
+        f"{judge.data.num_samples} samples of {judge.data.origin}",
+        [d.to_json() for d in ranking[:COSTLIEST_SHOWN]],
+        fp32_p50,
+        round(time.perf_counter() - started, 1),
+        notes,
+    )
+
+
+def _calibration_record(
+    calibration: BatchSource | None,
+    config: Int8Config,
+    settings: list[Candidate],
+    available: int | None,
+    notes: list[str],
+) -> dict | None:
+    """What calibrated the ranges, for the report; a note when a histogram method has too few samples."""
+    if calibration is None or settings[0].mode == "dynamic":
+        return None
+    used = min(config.samples, available) if available is not None else config.samples
+    methods = [c.method for c in settings]
+    thin = [m for m in methods if m in ("entropy", "percentile")]
+    if thin and used < MIN_HISTOGRAM_SAMPLES:
         notes.append(
-            f"chose {chosen.candidate}: the first candidate within budget unless another is ≥ "
-            f"{CLEAR_SPEED_WIN:.0%} faster, measured in this run"
+            f"calibration has {used} samples: {', '.join(thin)} estimate each activation's tails from a histogram "
+            f"and need at least {MIN_HISTOGRAM_SAMPLES}; pass more with --calibration"
         )
-    return Int8Result(mode, chosen.candidate, chosen.passed, chosen.excluded, chosen.op_counts, attempts, notes)
+    return {
+        "origin": calibration.origin,
+        "samples": used,
+        "selection": f"the first {used} samples, in file order",
+        "batch": config.calibration_batch,
+        "methods": methods,
+        "ranges_reused": supports_ranges_cache(),
+    }
 
 
-def _measure(
-    attempts: list[Attempt],
-    indices: list[int],
-    paths: dict[int, Path],
-    batches: tuple[int, ...],
-    threads: int | None,
-    data: EvalData,
-) -> None:
-    config = BenchConfig(batch_sizes=batches, threads=threads, warmup_seconds=0.1, min_iterations=3, min_seconds=0.3)
-    variants = [BenchVariant(str(i), RunnerSpec("onnxruntime", str(paths[i]))) for i in indices]
-    for m in bench(variants, data.signature, config):
-        attempts[int(m.variant)].p50_ms[m.batch] = m.p50_ms
+def _mixed_precision(search: _Search, user_excluded: list[str], notes: list[str]) -> list[NodeDamage]:
+    """Keep the fewest damaging nodes in float that bring the model within budget (see the module docstring)."""
+    base = min(range(len(search.attempts)), key=lambda i: _accuracy_rank(search.attempts[i]))
+    candidate = search.candidates[base]
+    analysed = search.paths[base]
+    if candidate.format != "qdq" and candidate.mode == "static":  # QOperator renames its float tensors
+        analysed = search.work / "analysis-qdq.onnx"
+        search.quantize(analysed, candidate.encoded_as("qdq"), user_excluded)
+    search.progress(f"int8: ranking nodes by their damage over {search.judge.data.num_samples} verification samples")
+    ranking = rank_nodes(search.named, analysed, search.model, user_excluded, search.judge.data)
+    # at least one compute node stays int8: an all-float "int8" model is no candidate
+    compute = set(quantizable_nodes(search.model, user_excluded))
+    if compute <= {d.node for d in ranking}:
+        least = next(d for d in reversed(ranking) if d.node in compute)
+        ranking = [d for d in ranking if d is not least]
+    limit = len(ranking)
+    failing, passing, rounds = 0, None, 0
+    count = 1
+    while rounds < search.config.max_rounds and limit > 0:
+        if passing is None:
+            count = min(count, limit)
+        else:
+            if passing - failing <= 1:
+                break
+            count = (failing + passing) // 2
+        excluded = sorted(set(user_excluded) | {d.node for d in ranking[:count]})
+        rounds += 1
+        if search.attempt("mixed precision", candidate, excluded).passed:
+            passing = count
+        else:
+            failing = count
+            if count == limit:
+                break
+            count *= 2
+    if passing is None:
+        notes.append(
+            f"mixed precision: {rounds} round(s) kept up to {failing} of {len(ranking)} quantized node(s) in float "
+            + "without meeting the budget"
+            + (" (--int8-max-rounds reached)" if rounds == search.config.max_rounds else "")
+        )
+    elif passing - failing > 1:
+        notes.append(
+            f"mixed precision stopped at --int8-max-rounds {search.config.max_rounds}: {passing} node(s) in float "
+            f"pass; somewhere between {failing + 1} and {passing} is the fewest"
+        )
+    return ranking
 
 
-# A faster candidate replaces the earlier one only when it is clearly faster: timing noise then cannot flip the
-# choice between two runs, so the same inputs give the same int8 artifact, byte for byte.
-CLEAR_SPEED_WIN = 0.15
-
-
-def _choose(attempts: list[Attempt]) -> int:
-    """The earliest passing attempt, unless another passing one is ≥ 15 % faster (geometric mean of p50 over
-    batch sizes); with none passing, the most accurate one."""
-
-    def speed(a: Attempt) -> float:
-        return math.exp(np.mean([math.log(v) for v in a.p50_ms.values()])) if a.p50_ms else math.inf
-
+def _kept(attempts: list[Attempt]) -> int:
+    """The passing attempt with the fewest nodes in float (the most accurate among equals); else the most accurate."""
     passing = [i for i, a in enumerate(attempts) if a.passed]
     if passing:
-        fastest = min(passing, key=lambda i: speed(attempts[i]))
-        first = passing[0]
-        return first if speed(attempts[first]) * (1 - CLEAR_SPEED_WIN) <= speed(attempts[fastest]) else fastest
-    return min(range(len(attempts)), key=lambda i: (len(attempts[i].failures), -(attempts[i].cosine or -1)))
+        return min(passing, key=lambda i: (len(attempts[i].excluded), _accuracy_rank(attempts[i])))
+    return min(range(len(attempts)), key=lambda i: _accuracy_rank(attempts[i]))
 
 
-def _analysis_model(
-    work: Path,
-    named: Path,
-    candidates: list[Candidate],
-    config: Int8Config,
-    excluded: list[str],
-    calibration: BatchSource | None,
-    paths: dict[int, Path],
-    indices: list[int],
-    attempts: list[Attempt],
-) -> Path:
-    """A quantized model whose float tensors keep their fp32 names (QDQ or dynamic), for per-node comparison."""
-    for i in indices:
-        if attempts[i].candidate.startswith(("static-qdq", "dynamic")):
-            return paths[i]
-    qdq = Candidate("static", "qdq", candidates[0].activation)
-    path = work / "analysis-qdq.onnx"
-    quantize_candidate(named, path, qdq, config, excluded, calibration)
-    return path
+def _measure(search: _Search, batches: tuple[int, ...], threads: int | None) -> dict[int, float]:
+    """Time every attempt and the fp32 graph in one run (own process each); returns the fp32 p50 per batch."""
+    search.progress(f"int8: timing {len(search.attempts)} attempt(s) beside fp32")
+    config = BenchConfig(batch_sizes=batches, threads=threads, warmup_seconds=0.1, min_iterations=3, min_seconds=0.3)
+    variants = [BenchVariant("fp32", RunnerSpec("onnxruntime", str(search.named)))]
+    variants += [BenchVariant(str(i), RunnerSpec("onnxruntime", str(p))) for i, p in enumerate(search.paths)]
+    fp32: dict[int, float] = {}
+    measurements = bench(variants, search.judge.data.signature, config)
+    for m in measurements:
+        if m.variant == "fp32":
+            fp32[m.batch] = m.p50_ms
+    for m in measurements:
+        if m.variant != "fp32":
+            attempt = search.attempts[int(m.variant)]
+            attempt.p50_ms[m.batch] = m.p50_ms
+            attempt.speedup[m.batch] = round(fp32[m.batch] / m.p50_ms, 3) if m.batch in fp32 else math.nan
+    return fp32
 
 
-def _with_outputs(model: Any, names: list[str]) -> Any:
-    from onnx import TensorProto, helper
-
-    produced = {out for node in model.graph.node for out in node.output}
-    existing = {o.name for o in model.graph.output}
-    for name in names:
-        if name in produced and name not in existing:
-            model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    return model
+def _speed(a: Attempt) -> float:
+    """Geometric mean of p50 over the batch sizes (lower is faster)."""
+    return math.exp(sum(math.log(v) for v in a.p50_ms.values()) / len(a.p50_ms)) if a.p50_ms else math.inf
 
 
-def _tensor_errors(named: Path, quantized: Path, tensors: list[str], data: EvalData) -> dict[str, float]:
-    """1 − cosine between the fp32 and quantized values of each tensor, on one batch."""
-    import onnx
-    import onnxruntime as ort
-
-    feeds = next(data.batches(32))
-    values = []
-    for path in (named, quantized):
-        model = _with_outputs(onnx.load_model(str(path)), tensors)
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        values.append(dict(zip(names, session.run(names, feeds), strict=True)))
-    errors = {}
-    for name in tensors:
-        if name in values[0] and name in values[1] and values[0][name].shape == values[1][name].shape:
-            a = values[0][name].reshape(values[0][name].shape[0], -1).astype(np.float64)
-            b = values[1][name].reshape(a.shape).astype(np.float64)
-            norm = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-            cos = np.where(norm > 0, (a * b).sum(1) / np.where(norm > 0, norm, 1), 1.0)
-            errors[name] = float(1.0 - cos.mean())
-    return errors
+def _with_faster_encoding(attempts: list[Attempt], chosen: int) -> int:
+    """The encoding twin of the chosen attempt replaces it when it passes too and is clearly faster."""
+    twin = next((i for i, a in enumerate(attempts) if a.phase == "encoding"), None)
+    if twin is None or _accuracy_rank(attempts[twin])[:2] > _accuracy_rank(attempts[chosen])[:2]:
+        return chosen
+    return twin if _speed(attempts[twin]) < _speed(attempts[chosen]) * (1 - CLEAR_SPEED_WIN) else chosen
 
 
-def _most_damaging(
-    named: Path, analysis: Path, model: Any, excluded: list[str], data: EvalData, round_index: int
-) -> list[str]:
-    nodes = [n for n in model.graph.node if n.op_type in COMPUTE_OPS and n.name not in excluded]
-    tensors = sorted({n.output[0] for n in nodes} | {n.input[0] for n in nodes})
-    errors = _tensor_errors(named, analysis, tensors, data)
-    damage = {n.name: errors.get(n.output[0], 0.0) - errors.get(n.input[0], 0.0) for n in nodes}
-    count = max(1, math.ceil(len(nodes) * 0.1 * 2**round_index))
-    ranked = sorted((name for name, d in damage.items() if d > 0), key=damage.get, reverse=True)
-    return ranked[:count]
+def _why_not(best: Attempt, ranking: list[NodeDamage], judge: Judge) -> list[str]:
+    """When nothing met the budget: the costliest nodes and the best trade-off found, in words."""
+    speed = ", ".join(f"{s:.2f}× fp32 at batch {b}" for b, s in best.speedup.items())
+    quality = ", ".join(
+        text
+        for text in (
+            f"top-1 agreement {best.top1_agreement:.1%}" if best.top1_agreement is not None else "",
+            f"cosine {best.cosine:.5f}" if best.cosine is not None else "",
+            f"accuracy {best.accuracy:.2f}%" if best.accuracy is not None else "",
+        )
+        if text
+    )
+    notes = [
+        f"no int8 candidate meets the budget on {judge.data.origin}; best trade-off found: {best.candidate} with "
+        f"{len(best.excluded)} node(s) in float: {quality}"
+        + (f", {speed}" if speed else "")
+        + " (written, marked failing)"
+    ]
+    if ranking:
+        costliest = ", ".join(f"{d.node} ({d.op_type}, {d.damage:.2e})" for d in ranking[:COSTLIEST_SHOWN])
+        notes.append(f"nodes costing the most accuracy (extra mean 1−cosine over their input's): {costliest}")
+    return notes
