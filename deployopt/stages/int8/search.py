@@ -49,7 +49,7 @@ from deployopt.stages.int8.quantize import (
     supports_ranges_cache,
     upgraded_for_int8,
 )
-from deployopt.stages.int8.sensitivity import NodeDamage, rank_nodes
+from deployopt.stages.int8.sensitivity import OUTPUT_RANKING_SAMPLES, NodeDamage, rank_by_output, rank_nodes
 
 # A QOperator twin replaces the QDQ model only when it is clearly faster: timing noise then cannot flip the
 # choice between two runs, so the same inputs give the same int8 artifact, byte for byte.
@@ -255,8 +255,16 @@ def _mixed_precision(search: _Search, user_excluded: list[str], notes: list[str]
     if candidate.format != "qdq" and candidate.mode == "static":  # QOperator renames its float tensors
         analysed = search.work / "analysis-qdq.onnx"
         search.quantize(analysed, candidate.encoded_as("qdq"), user_excluded)
-    search.progress(f"int8: ranking nodes by their damage over {search.judge.data.num_samples} verification samples")
-    ranking = rank_nodes(search.named, analysed, search.model, user_excluded, search.judge.data)
+    data = search.judge.data
+    search.progress("int8: ranking nodes by the damage each does alone at the outputs (simulated)")
+    ranking = rank_by_output(search.model, analysed, user_excluded, data)
+    if ranking is not None:
+        samples = min(data.num_samples, OUTPUT_RANKING_SAMPLES)
+        notes.append(f"nodes ranked by the damage each does alone at the outputs, on {samples} verification samples")
+    else:
+        search.progress(f"int8: ranking nodes by their local damage over {data.num_samples} verification samples")
+        ranking = rank_nodes(search.named, analysed, search.model, user_excluded, data)
+        notes.append(f"nodes ranked by how much each adds to its input's error, on {data.num_samples} samples")
     # at least one compute node stays int8: an all-float "int8" model is no candidate
     compute = set(quantizable_nodes(search.model, user_excluded))
     if compute <= {d.node for d in ranking}:

@@ -1,11 +1,15 @@
-"""Which quantized nodes cost the most accuracy: each quantized node's damage is how much further its output drifts from
-fp32 than its input already had, measured over *every* verification sample (not one batch), as the mean
-per-sample cosine error — the metric the verification judges by.
+"""Which quantized nodes cost the most accuracy, two ways:
 
-The fp32 graph and a quantized graph whose float tensors keep their fp32 names (QDQ, or dynamic int8) run side
-by side with the compared tensors exposed as extra outputs, a few samples at a time so that a 224×224 CNN's
-activations never sit in memory for the whole set. ONNX Runtime's ``qdq_loss_debug`` makes the same
-comparison on one set of feeds; this does it streamed, per sample, and ranks the nodes.
+* :func:`rank_by_output` (Q/DQ candidates): each node alone in int8, everything else in float, judged at the
+  model's *outputs* by the verification's own metrics (cosine, top-1 agreement) — on a switchable simulation
+  of the candidate (:mod:`.switchboard`), so no re-quantization per node.
+* :func:`rank_nodes` (dynamic int8, whose graphs have no Q/DQ pairs to switch): how much further each node's
+  output drifts from fp32 than its input had, as mean per-sample cosine error. The fp32 and quantized graphs
+  run side by side with the compared tensors exposed as extra outputs, a few samples at a time so that a
+  224×224 CNN's activations never sit in memory for the whole set (ONNX Runtime's ``qdq_loss_debug`` makes the
+  same comparison on one set of feeds; this does it streamed, per sample, and ranks the nodes).
+
+Both measure over verification samples, not one batch.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ from deployopt.data.eval_data import EvalData
 from deployopt.stages.int8.quantize import COMPUTE_OPS
 
 ANALYSIS_BATCH = 8  # samples per call: bounds the memory of every exposed activation
+# Samples (evenly spread over the verification data) each node is judged on by rank_by_output: one simulated
+# run per node, so this bounds the ranking's time on a large CNN.
+OUTPUT_RANKING_SAMPLES = 32
 
 
 @dataclass(frozen=True)
 class NodeDamage:
     node: str
     op_type: str
-    damage: float  # extra mean (1 − cosine) of the node's output over its input's, across the samples
+    damage: float  # at the outputs (rank_by_output) or the extra local error over its input's (rank_nodes)
 
     def to_json(self) -> dict:
         return {"node": self.node, "op_type": self.op_type, "damage": self.damage}
@@ -112,10 +119,49 @@ def rank_nodes(fp32: Path, quantized: Path, model: Any, excluded: list[str], dat
     nodes = [
         n
         for n in model.graph.node
-        if n.name not in excluded and n.output and (n.op_type in COMPUTE_OPS or outputs[n.name] in rounded)
+        if n.name not in excluded and n.input and n.output and (n.op_type in COMPUTE_OPS or outputs[n.name] in rounded)
     ]
     errors = tensor_errors(fp32, quantized, sorted(set(outputs.values()) | {n.input[0] for n in nodes}), data)
+    # a graph input enters exact: the rounding of it to int8 is the consuming node's damage
+    graph_inputs = {i.name for i in model.graph.input}
     damages = [
-        NodeDamage(n.name, n.op_type, errors.get(outputs[n.name], 0.0) - errors.get(n.input[0], 0.0)) for n in nodes
+        NodeDamage(
+            n.name,
+            n.op_type,
+            errors.get(outputs[n.name], 0.0) - (0.0 if n.input[0] in graph_inputs else errors.get(n.input[0], 0.0)),
+        )
+        for n in nodes
+    ]
+    return sorted(damages, key=lambda d: d.damage, reverse=True)
+
+
+def output_damage(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
+    """How far ``candidate`` is from ``reference`` in the verification's terms: the sum over outputs of
+    (1 − mean cosine) and, for class scores, (1 − top-1 agreement)."""
+    from deployopt.measure.budgets import Budget
+    from deployopt.measure.verify import compare_outputs
+
+    names = [str(i) for i in range(len(reference))]
+    metrics, _, _, _ = compare_outputs(reference, candidate, names, None, Budget())
+    return sum((1.0 - m.cosine) + (1.0 - m.top1_agreement if m.top1_agreement is not None else 0.0) for m in metrics)
+
+
+def rank_by_output(fp32: Any, qdq: Path, excluded: list[str], data: EvalData) -> list[NodeDamage] | None:
+    """Nodes of the Q/DQ candidate ``qdq`` by the damage each does alone at the outputs, most damaging first;
+    None when the candidate has no Q/DQ pairs to simulate."""
+    from deployopt.stages.int8.switchboard import build_switchboard
+
+    board = build_switchboard(fp32, qdq)
+    if board is None:
+        return None
+    step = max(1, data.num_samples // OUTPUT_RANKING_SAMPLES)
+    feeds = data.take(range(0, data.num_samples, step)[:OUTPUT_RANKING_SAMPLES])
+    outputs = [o.name for o in fp32.graph.output]
+    reference = board.run(feeds, set(), outputs)
+    op_types = {n.name: n.op_type for n in fp32.graph.node}
+    damages = [
+        NodeDamage(name, op_types[name], output_damage(reference, board.run(feeds, {name}, outputs)))
+        for name in board.nodes
+        if name not in excluded
     ]
     return sorted(damages, key=lambda d: d.damage, reverse=True)
