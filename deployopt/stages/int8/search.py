@@ -31,6 +31,7 @@ from deployopt.data.calibration import BatchSource
 from deployopt.errors import InputFileError, StageError, UsageError
 from deployopt.measure.bench import BenchConfig, BenchVariant, bench
 from deployopt.measure.verify import Judge, VerifyResult
+from deployopt.platform.cpu import x86_without_vnni
 from deployopt.runners import RunnerSpec
 from deployopt.sources.onnxutil import drop_initializer_value_info, load_model, name_nodes
 from deployopt.stages.int8.quantize import (
@@ -49,7 +50,7 @@ from deployopt.stages.int8.quantize import (
     supports_ranges_cache,
     upgraded_for_int8,
 )
-from deployopt.stages.int8.sensitivity import OUTPUT_RANKING_SAMPLES, NodeDamage, rank_by_output, rank_nodes
+from deployopt.stages.int8.sensitivity import NodeDamage, rank_by_output, rank_nodes
 
 # A QOperator twin replaces the QDQ model only when it is clearly faster: timing noise then cannot flip the
 # choice between two runs, so the same inputs give the same int8 artifact, byte for byte.
@@ -203,6 +204,7 @@ def quantize_int8(
     best = search.attempts[chosen]
     if not best.passed:
         notes += _why_not(best, ranking, judge)
+    notes += _slower_than_fp32(best)
     return Int8Result(
         mode,
         best.candidate,
@@ -259,16 +261,18 @@ def _mixed_precision(search: _Search, user_excluded: list[str], notes: list[str]
     search.progress("int8: ranking nodes by the damage each does alone at the outputs (simulated)")
     ranking = rank_by_output(search.model, analysed, user_excluded, data)
     if ranking is not None:
-        samples = min(data.num_samples, OUTPUT_RANKING_SAMPLES)
-        notes.append(f"nodes ranked by the damage each does alone at the outputs, on {samples} verification samples")
+        notes.append(
+            f"{len(ranking)} blocks (a compute node with the elementwise nodes it feeds) ranked by the damage each "
+            "does alone at the outputs, simulated on verification samples"
+        )
     else:
         search.progress(f"int8: ranking nodes by their local damage over {data.num_samples} verification samples")
         ranking = rank_nodes(search.named, analysed, search.model, user_excluded, data)
         notes.append(f"nodes ranked by how much each adds to its input's error, on {data.num_samples} samples")
     # at least one compute node stays int8: an all-float "int8" model is no candidate
     compute = set(quantizable_nodes(search.model, user_excluded))
-    if compute <= {d.node for d in ranking}:
-        least = next(d for d in reversed(ranking) if d.node in compute)
+    if compute <= {n for d in ranking for n in d.nodes}:
+        least = next(d for d in reversed(ranking) if compute & set(d.nodes))
         ranking = [d for d in ranking if d is not least]
     limit = len(ranking)
     failing, passing, rounds = 0, None, 0
@@ -280,7 +284,7 @@ def _mixed_precision(search: _Search, user_excluded: list[str], notes: list[str]
             if passing - failing <= 1:
                 break
             count = (failing + passing) // 2
-        excluded = sorted(set(user_excluded) | {d.node for d in ranking[:count]})
+        excluded = sorted(set(user_excluded).union(*(d.nodes for d in ranking[:count])))
         rounds += 1
         if search.attempt("mixed precision", candidate, excluded).passed:
             passing = count
@@ -291,14 +295,14 @@ def _mixed_precision(search: _Search, user_excluded: list[str], notes: list[str]
             count *= 2
     if passing is None:
         notes.append(
-            f"mixed precision: {rounds} round(s) kept up to {failing} of {len(ranking)} quantized node(s) in float "
+            f"mixed precision: {rounds} round(s) kept up to {failing} of {len(ranking)} ranked blocks in float "
             + "without meeting the budget"
             + (" (--int8-max-rounds reached)" if rounds == search.config.max_rounds else "")
         )
     elif passing - failing > 1:
         notes.append(
-            f"mixed precision stopped at --int8-max-rounds {search.config.max_rounds}: {passing} node(s) in float "
-            f"pass; somewhere between {failing + 1} and {passing} is the fewest"
+            f"mixed precision stopped at --int8-max-rounds {search.config.max_rounds}: the top {passing} ranked "
+            f"blocks in float pass, the top {failing} miss; the fewest lies between"
         )
     return ranking
 
@@ -341,6 +345,19 @@ def _with_faster_encoding(attempts: list[Attempt], chosen: int) -> int:
     if twin is None or _accuracy_rank(attempts[twin])[:2] > _accuracy_rank(attempts[chosen])[:2]:
         return chosen
     return twin if _speed(attempts[twin]) < _speed(attempts[chosen]) * (1 - CLEAR_SPEED_WIN) else chosen
+
+
+def _slower_than_fp32(best: Attempt) -> list[str]:
+    """A kept int8 model that runs slower than fp32 is said so, with the likely reason on this CPU."""
+    if not best.speedup or any(v >= 1 for v in best.speedup.values()):
+        return []
+    speeds = ", ".join(f"{v:.2f}× at batch {b}" for b, v in best.speedup.items())
+    why = (
+        "this CPU has no AVX-512 VNNI, so ONNX Runtime's int8 convolutions run on AVX2 kernels with 7-bit weights"
+        if x86_without_vnni()
+        else "its int8 kernels do not pay off for these layer shapes"
+    )
+    return [f"the kept int8 model is slower than fp32 here ({speeds}): {why}; prefer the fp32 or fp16 artifact"]
 
 
 def _why_not(best: Attempt, ranking: list[NodeDamage], judge: Judge) -> list[str]:

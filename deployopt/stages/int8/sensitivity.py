@@ -27,6 +27,8 @@ ANALYSIS_BATCH = 8  # samples per call: bounds the memory of every exposed activ
 # Samples (evenly spread over the verification data) each node is judged on by rank_by_output: one simulated
 # run per node, so this bounds the ranking's time on a large CNN.
 OUTPUT_RANKING_SAMPLES = 32
+MIN_RANKING_SAMPLES = 8
+OUTPUT_RANKING_SECONDS = 60.0  # the ranking's time budget; the sample count shrinks (not below 8) to fit it
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,14 @@ class NodeDamage:
     node: str
     op_type: str
     damage: float  # at the outputs (rank_by_output) or the extra local error over its input's (rank_nodes)
+    members: list[str] | None = None  # the nodes kept in float with it (its block); None: the node alone
+
+    @property
+    def nodes(self) -> list[str]:
+        return self.members or [self.node]
 
     def to_json(self) -> dict:
-        return {"node": self.node, "op_type": self.op_type, "damage": self.damage}
+        return {"node": self.node, "op_type": self.op_type, "damage": self.damage, "nodes": self.nodes}
 
 
 FUSED_ACTIVATIONS = ("Relu", "Clip")  # the quantizer folds these into the producer's output range
@@ -147,21 +154,51 @@ def output_damage(reference: list[np.ndarray], candidate: list[np.ndarray]) -> f
 
 
 def rank_by_output(fp32: Any, qdq: Path, excluded: list[str], data: EvalData) -> list[NodeDamage] | None:
-    """Nodes of the Q/DQ candidate ``qdq`` by the damage each does alone at the outputs, most damaging first;
-    None when the candidate has no Q/DQ pairs to simulate."""
+    """Blocks of the Q/DQ candidate ``qdq`` by the damage each does alone at the outputs, most damaging first;
+    None when the candidate has no Q/DQ pairs to simulate.
+
+    A block is a compute node with the quantized elementwise nodes it feeds up to the next compute node
+    (a convolution's Add, Clip, Div and Mul of hard-swish): ranking blocks rather than single nodes keeps the
+    simulated runs to about one per convolution. The sample count is fitted to a time budget."""
+    import time
+
     from deployopt.stages.int8.switchboard import build_switchboard
 
     board = build_switchboard(fp32, qdq)
     if board is None:
         return None
-    step = max(1, data.num_samples // OUTPUT_RANKING_SAMPLES)
-    feeds = data.take(range(0, data.num_samples, step)[:OUTPUT_RANKING_SAMPLES])
+    blocks = _blocks(fp32, [name for name in board.nodes if name not in excluded])
     outputs = [o.name for o in fp32.graph.output]
+    probe = data.take(range(min(data.num_samples, 4)))
+    started = time.perf_counter()
+    board.run(probe, set(), outputs)
+    per_sample = (time.perf_counter() - started) / min(data.num_samples, 4)
+    affordable = int(OUTPUT_RANKING_SECONDS / max(per_sample * len(blocks), 1e-9))
+    count = max(MIN_RANKING_SAMPLES, min(OUTPUT_RANKING_SAMPLES, affordable, data.num_samples))
+    step = max(1, data.num_samples // count)
+    feeds = data.take(range(0, data.num_samples, step)[:count])
     reference = board.run(feeds, set(), outputs)
     op_types = {n.name: n.op_type for n in fp32.graph.node}
     damages = [
-        NodeDamage(name, op_types[name], output_damage(reference, board.run(feeds, {name}, outputs)))
-        for name in board.nodes
-        if name not in excluded
+        NodeDamage(leader, op_types[leader], output_damage(reference, board.run(feeds, set(members), outputs)), members)
+        for leader, members in blocks.items()
     ]
     return sorted(damages, key=lambda d: d.damage, reverse=True)
+
+
+def _blocks(model: Any, switched: list[str]) -> dict[str, list[str]]:
+    """Each switched node under the nearest compute node upstream of it (following its first computed input);
+    a node with no compute node above it leads its own block."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    by_name = {node.name: node for node in model.graph.node}
+    wanted = set(switched)
+    blocks: dict[str, list[str]] = {}
+    for name in switched:
+        node, leader = by_name[name], None
+        while node is not None:
+            if node.op_type in COMPUTE_OPS and node.name in wanted:
+                leader = node.name
+                break
+            node = next((producer[t] for t in node.input if t in producer), None)  # skip constant operands
+        blocks.setdefault(leader or name, []).append(name)
+    return blocks

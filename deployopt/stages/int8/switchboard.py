@@ -72,12 +72,14 @@ def _is_rounding(dq: Any, producers: dict[str, Any], inits: dict[str, Any]) -> b
 
 def build_switchboard(fp32: Any, qdq_path: Path) -> Switchboard | None:
     """The switchable simulation of ``qdq_path`` over the fp32 model ``fp32``; None when the two graphs share no
-    quantized node (a QOperator or dynamic-int8 candidate has no Q/DQ pairs to borrow)."""
+    quantized node (a QOperator or dynamic-int8 candidate has no Q/DQ pairs to borrow) or differ in opset."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
     qdq = onnx.load_model(str(qdq_path))
+    if _opset(qdq) != _opset(fp32):  # the quantizer raised the opset: the fp32 ops would change meaning
+        return None
     fed, output_q, qdq_inits = _quantization_of(qdq)
     model = onnx.ModelProto()
     model.CopyFrom(fp32)
@@ -175,6 +177,10 @@ def build_switchboard(fp32: Any, qdq_path: Path) -> Switchboard | None:
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return Switchboard(session, switched)
+
+
+def _opset(model: Any) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _topological(nodes: list[Any], available: set[str]) -> list[Any]:
