@@ -214,14 +214,27 @@ def show_quantize(out: Path, outcome) -> None:
         click.echo(f"{out}: int8 {details['mode']}, kept {details['chosen']}")
         for op, count in details["op_counts"].items():
             click.echo(f"  {op}: {count['int8']} int8, {count['float']} float")
-        click.echo(f"  {'round':>5}  {'candidate':<28} {'excluded':>8}  {'cosine':>9}  {'latency p50':<22} verdict")
+        header = ["#", "phase", "candidate", "in float", "cosine", "top-1", "p50 (× fp32)", "verdict"]
+        rows = []
         for a in details["attempts"]:
-            latency = ", ".join(f"b{b} {v:.2f} ms" for b, v in a["p50_ms"].items())
-            cosine = f"{a['cosine']:.5f}" if a["cosine"] is not None else "–"
-            click.echo(
-                f"  {a['round']:>5}  {a['candidate']:<28} {len(a['excluded']):>8}  {cosine:>9}  {latency:<22} "
-                f"{'pass' if a['passed'] else 'miss'}"
+            speed = ", ".join(f"b{b} {v:.2f} ms ({a['speedup'][b]:.2f}×)" for b, v in a["p50_ms"].items())
+            rows.append(
+                [
+                    str(a["round"]),
+                    a["phase"],
+                    a["candidate"],
+                    str(len(a["excluded"])),
+                    f"{a['cosine']:.5f}" if a["cosine"] is not None else "–",
+                    f"{a['top1_agreement']:.1%}" if a["top1_agreement"] is not None else "–",
+                    speed,
+                    "pass" if a["passed"] else "miss",
+                ]
             )
+        print_table(header, rows)
+        searched = f"search {details['search_seconds']:.0f} s"
+        click.echo(f"  judged like the final check, on {details['judged_on']}; {searched}")
+        for note in details["notes"]:
+            click.echo(f"  note: {note}")
         if details["excluded"]:
             click.echo(f"  kept in float: {', '.join(details['excluded'])}")
     else:
