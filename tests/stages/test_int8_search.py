@@ -92,7 +92,7 @@ def test_graphs_older_than_opset_13_are_converted_for_per_channel_int8(tmp_path)
 def test_judging_int8_on_its_own_calibration_samples_is_flagged(digits_fp32, tmp_path, held_apart):
     from deployopt.models.digits import load_digits_split
 
-    inputs, labels = load_digits_split("val")
+    inputs, _ = load_digits_split("val")
     np.savez(tmp_path / "calib.npz", input=inputs["input"][:64])
     test_inputs, test_labels = load_digits_split("test")
     np.savez(tmp_path / "eval.npz", input=test_inputs["input"][:64], labels=test_labels[:64])
