@@ -48,6 +48,32 @@ def photo_folder() -> Path | None:
     return folder if (folder / "astronaut.png").exists() else None
 
 
+def _photographs(names: tuple[str, ...]) -> list:
+    from PIL import Image
+
+    folder = photo_folder()
+    if folder is None:
+        raise FileNotFoundError("scikit-image is not installed: its data folder holds the photographs")
+    return [Image.open(folder / name).convert("RGB") for name in names]
+
+
+def _crops(images: list, count: int, size: tuple[int, int], seed: int, window, turn, mean, std) -> np.ndarray:
+    """``count`` crops [count, 3, height, width], ``(x/255 − mean)/std``: ``window(rng, image)`` picks each
+    crop box (images taken in turn), ``turn(rng, pixels)`` may flip it."""
+    from PIL import Image
+
+    height, width = size
+    rng = np.random.default_rng(seed)
+    crops = np.empty((count, 3, height, width), np.float32)
+    for i in range(count):
+        image = images[i % len(images)]
+        box = window(rng, image)
+        pixels = np.asarray(image.crop(box).resize((width, height), Image.BILINEAR), np.float32) / 255.0
+        pixels = turn(rng, pixels)
+        crops[i] = ((pixels - np.array(mean, np.float32)) / np.array(std, np.float32)).transpose(2, 0, 1)
+    return crops
+
+
 def photo_crops(
     photos: tuple[str, ...],
     count: int,
@@ -59,27 +85,18 @@ def photo_crops(
 ) -> np.ndarray:
     """``count`` RGB crops [count, 3, height, width] (float32, ``(x/255 − mean)/std``): windows of 30–100 % of
     each photo's short side with the target's aspect ratio, at random places, half of them mirrored."""
-    from PIL import Image
 
-    folder = photo_folder()
-    if folder is None:
-        raise FileNotFoundError("scikit-image is not installed: its data folder holds the photographs")
-    images = [Image.open(folder / name).convert("RGB") for name in photos]
-    rng = np.random.default_rng(seed)
-    crops = np.empty((count, 3, height, width), np.float32)
-    for i in range(count):
-        image = images[i % len(images)]
+    def window(rng, image):
         w, h = image.size
-        scale = rng.uniform(0.3, 1.0)
-        crop_h = max(8, int(min(h, w * height / width) * scale))
+        crop_h = max(8, int(min(h, w * height / width) * rng.uniform(0.3, 1.0)))
         crop_w = max(8, min(w, int(crop_h * width / height)))
-        left, top = rng.integers(0, w - crop_w + 1), rng.integers(0, h - crop_h + 1)
-        window = image.crop((left, top, left + crop_w, top + crop_h)).resize((width, height), Image.BILINEAR)
-        pixels = np.asarray(window, np.float32) / 255.0
-        if rng.random() < 0.5:
-            pixels = pixels[:, ::-1]
-        crops[i] = ((pixels - np.array(mean, np.float32)) / np.array(std, np.float32)).transpose(2, 0, 1)
-    return crops
+        left, top = int(rng.integers(0, w - crop_w + 1)), int(rng.integers(0, h - crop_h + 1))
+        return left, top, left + crop_w, top + crop_h
+
+    def mirror(rng, pixels):
+        return pixels[:, ::-1] if rng.random() < 0.5 else pixels
+
+    return _crops(_photographs(photos), count, (height, width), seed, window, mirror, mean, std)
 
 
 TEXT_PHOTOS = ("page.png", "text.png")  # a scanned page and a photographed sign
@@ -90,28 +107,20 @@ def text_line_crops(count: int, half: str, seed: int = 0, height: int = 48, widt
     input ([count, 3, 48, 192], ``(x/255 − 0.5)/0.5``); half of them turned upside down (what a 0°/180°
     orientation classifier decides). ``half`` ("top" or "bottom") of each photo keeps calibration and
     evaluation crops apart."""
-    from PIL import Image
 
-    folder = photo_folder()
-    if folder is None:
-        raise FileNotFoundError("scikit-image is not installed: its data folder holds the photographs")
-    images = [Image.open(folder / name).convert("RGB") for name in TEXT_PHOTOS]
-    rng = np.random.default_rng(seed)
-    crops = np.empty((count, 3, height, width), np.float32)
-    for i in range(count):
-        image = images[i % len(images)]
+    def window(rng, image):
         w, h = image.size
         low, high = (0, h // 2) if half == "top" else (h // 2, h)
         crop_h = int(rng.integers(14, 36))
         crop_w = min(w, int(crop_h * width / height * rng.uniform(0.8, 1.2)))
         left = int(rng.integers(0, w - crop_w + 1))
         top = int(rng.integers(low, max(low + 1, high - crop_h)))
-        window = image.crop((left, top, left + crop_w, top + crop_h)).resize((width, height), Image.BILINEAR)
-        pixels = np.asarray(window, np.float32) / 255.0
-        if rng.random() < 0.5:
-            pixels = pixels[::-1, ::-1]
-        crops[i] = ((pixels - 0.5) / 0.5).transpose(2, 0, 1)
-    return crops
+        return left, top, left + crop_w, top + crop_h
+
+    def upside_down(rng, pixels):
+        return pixels[::-1, ::-1] if rng.random() < 0.5 else pixels
+
+    return _crops(_photographs(TEXT_PHOTOS), count, (height, width), seed, window, upside_down, (0.5,) * 3, (0.5,) * 3)
 
 
 SENTENCES = (
