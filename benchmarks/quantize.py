@@ -205,6 +205,7 @@ def _build(name: str, case: Case, threads: int, work: Path) -> tuple[subprocess.
 
 
 def measure(name: str, repeats: int, threads: int, work: Path) -> dict:
+    from deployopt.data.eval_data import load_data, sized_to_data
     from deployopt.measure.bench import BenchConfig, BenchVariant, bench
     from deployopt.runners import RunnerSpec
     from deployopt.sources.signature import Signature
@@ -217,15 +218,17 @@ def measure(name: str, repeats: int, threads: int, work: Path) -> dict:
     manifest = json.loads((run / "manifest.json").read_text())
     plain = run / "model.onnx" if (run / "model.onnx").exists() else case.model  # exported, or as shipped
     ort_int8, ort_failure = _ort_default_int8(plain, case.calibration, work)
-    signature = Signature.from_json(manifest["signature"])
+    # the inputs deployopt judged on size the dynamic dims (a 320×320 detector is not timed at the default 128)
+    # and are what every timed call is fed
+    inputs = sized_to_data(load_data(Signature.from_json(manifest["signature"]), case.data or case.calibration))
     variants = {"plain ORT fp32": plain, **({"ORT default int8": ort_int8} if ort_int8 else {})}
     variants |= {v["name"]: Path(v["path"]) for v in report["variants"] if v["role"] != "reference"}
     rows = bench(
         [BenchVariant(label, RunnerSpec("onnxruntime", str(path))) for label, path in variants.items()],
-        signature,
+        inputs.signature,
         BenchConfig(batch_sizes=case.batches, threads=threads, repeats=repeats, min_seconds=2.0),
+        data=inputs,
     )
-    judged_on = case.data or case.calibration
     int8 = manifest["stages"].get("int8", {}).get("details", {})
     return {
         "model": name,
@@ -235,7 +238,7 @@ def measure(name: str, repeats: int, threads: int, work: Path) -> dict:
         "variants": list(variants),
         "verify": {v["name"]: v["verify"] for v in report["variants"] if v["verify"]},
         "quality": {
-            label: _quality(plain, path, judged_on)
+            label: _quality(plain, path, case.data or case.calibration)
             for label, path in variants.items()
             if label in ("ORT default int8", "onnx-int8")
         },
@@ -287,7 +290,8 @@ def to_markdown(results: list[dict], command: str, repeats: int, threads: int) -
         f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}",
         f"- Command: `{command}`",
         f"- Method: each variant in its own worker process, {repeats} repeats interleaved, medians of p50; "
-        "speed-ups are against plain ORT fp32 (the exported or as-shipped graph) in the same run. Quality is "
+        "speed-ups are against plain ORT fp32 (the exported or as-shipped graph) in the same run, every call fed "
+        "the judged inputs (cycled to the batch) at their size. Quality is "
         "deployopt's own verification against the original on the held-apart data (real-weight models) or on "
         "the calibration inputs (random-weight models: speed only). Builds with `--no-fp16`.",
         "",

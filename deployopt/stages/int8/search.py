@@ -316,13 +316,14 @@ def _kept(attempts: list[Attempt]) -> int:
 
 
 def _measure(search: _Search, batches: tuple[int, ...], threads: int | None) -> dict[int, float]:
-    """Time every attempt and the fp32 graph in one run (own process each); returns the fp32 p50 per batch."""
+    """Time every attempt and the fp32 graph in one run (own process each) on the verification inputs; returns
+    the fp32 p50 per batch."""
     search.progress(f"int8: timing {len(search.attempts)} attempt(s) beside fp32")
     config = BenchConfig(batch_sizes=batches, threads=threads, warmup_seconds=0.1, min_iterations=3, min_seconds=0.3)
     variants = [BenchVariant("fp32", RunnerSpec("onnxruntime", str(search.named)))]
     variants += [BenchVariant(str(i), RunnerSpec("onnxruntime", str(p))) for i, p in enumerate(search.paths)]
     fp32: dict[int, float] = {}
-    measurements = bench(variants, search.judge.data.signature, config)
+    measurements = bench(variants, search.judge.data.signature, config, data=search.judge.data)
     for m in measurements:
         if m.variant == "fp32":
             fp32[m.batch] = m.p50_ms
