@@ -23,17 +23,26 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deployopt.data.calibration import BatchSource
 from deployopt.errors import InputFileError, StageError, UsageError
 from deployopt.measure.bench import BenchConfig, BenchVariant, bench
-from deployopt.measure.verify import Judge, VerifyResult
-from deployopt.platform.cpu import x86_without_vnni
+from deployopt.measure.verify import Judge
 from deployopt.runners import RunnerSpec
 from deployopt.sources.onnxutil import drop_initializer_value_info, load_model, name_nodes
+from deployopt.stages.int8.attempts import (
+    COSTLIEST_SHOWN,
+    Attempt,
+    Int8Result,
+    accuracy_rank,
+    headline,
+    slower_than_fp32,
+    speed,
+    why_kept,
+    why_not,
+)
 from deployopt.stages.int8.quantize import (
     COMPUTE_OPS,
     MIN_HISTOGRAM_SAMPLES,
@@ -55,42 +64,6 @@ from deployopt.stages.int8.sensitivity import NodeDamage, rank_by_output, rank_n
 # A QOperator twin replaces the QDQ model only when it is clearly faster: timing noise then cannot flip the
 # choice between two runs, so the same inputs give the same int8 artifact, byte for byte.
 CLEAR_SPEED_WIN = 0.15
-COSTLIEST_SHOWN = 6  # nodes named in the report when the budget cannot be met
-
-
-@dataclass
-class Attempt:
-    round: int  # 1-based order of the attempt
-    phase: str  # calibration | mixed precision | encoding
-    candidate: str
-    excluded: list[str]
-    passed: bool
-    failures: list[str]
-    cosine: float | None  # the lowest mean cosine over the outputs
-    top1_agreement: float | None
-    accuracy: float | None
-    op_counts: dict[str, dict[str, int]]
-    p50_ms: dict[int, float] = field(default_factory=dict)
-    speedup: dict[int, float] = field(default_factory=dict)  # against the fp32 graph, same benchmark run
-
-
-@dataclass
-class Int8Result:
-    mode: str
-    chosen: str
-    passed: bool
-    excluded: list[str]
-    op_counts: dict[str, dict[str, int]]
-    attempts: list[Attempt]
-    calibration: dict[str, Any] | None = None  # origin, samples, batch, methods, ranges reused
-    judged_on: str = ""  # the verification data every attempt was judged on
-    costliest: list[dict] = field(default_factory=list)  # NodeDamage.to_json, most damaging first
-    fp32_p50_ms: dict[int, float] = field(default_factory=dict)
-    search_seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 class _Search:
@@ -122,7 +95,7 @@ class _Search:
                 "check --int8-exclude and the model's op types"
             )
         result = self.judge(RunnerSpec("onnxruntime", str(path)))
-        cosine, top1, accuracy = _headline(result)
+        cosine, top1, accuracy = headline(result)
         attempt = Attempt(
             index + 1, phase, candidate.label, list(excluded), result.passed, result.failures, cosine, top1, accuracy,
             counts,
@@ -133,17 +106,6 @@ class _Search:
         verdict = "pass" if result.passed else "miss: " + "; ".join(result.failures)
         self.progress(f"int8: {candidate.label} with {len(excluded)} in float → {verdict}")
         return attempt
-
-
-def _headline(result: VerifyResult) -> tuple[float | None, float | None, float | None]:
-    cosines = [o.cosine for o in result.outputs]
-    agreements = [o.top1_agreement for o in result.outputs if o.top1_agreement is not None]
-    return (min(cosines) if cosines else None, min(agreements) if agreements else None, result.candidate_accuracy)
-
-
-def _accuracy_rank(a: Attempt) -> tuple:
-    """Sort key, most accurate first: passing, then fewer failed checks, higher top-1 agreement, higher cosine."""
-    return (not a.passed, len(a.failures), -(a.top1_agreement or 0.0), -(a.cosine if a.cosine is not None else -1))
 
 
 def quantize_int8(
@@ -199,12 +161,14 @@ def quantize_int8(
         if twin is not None:
             search.attempt("encoding", twin, search.attempts[chosen].excluded)
         fp32_p50 = _measure(search, decision_batches, threads)
+        kept_settings = chosen
         chosen = _with_faster_encoding(search.attempts, chosen)
         shutil.copyfile(search.paths[chosen], out_path)
     best = search.attempts[chosen]
+    notes.append(why_kept(search.attempts, kept_settings, chosen))
     if not best.passed:
-        notes += _why_not(best, ranking, judge)
-    notes += _slower_than_fp32(best)
+        notes += why_not(best, ranking, judge)
+    notes += slower_than_fp32(best)
     return Int8Result(
         mode,
         best.candidate,
@@ -251,7 +215,7 @@ def _calibration_record(
 
 def _mixed_precision(search: _Search, user_excluded: list[str], notes: list[str]) -> list[NodeDamage]:
     """Keep the fewest damaging nodes in float that bring the model within budget (see the module docstring)."""
-    base = min(range(len(search.attempts)), key=lambda i: _accuracy_rank(search.attempts[i]))
+    base = min(range(len(search.attempts)), key=lambda i: accuracy_rank(search.attempts[i]))
     candidate = search.candidates[base]
     analysed = search.paths[base]
     if candidate.format != "qdq" and candidate.mode == "static":  # QOperator renames its float tensors
@@ -311,8 +275,8 @@ def _kept(attempts: list[Attempt]) -> int:
     """The passing attempt with the fewest nodes in float (the most accurate among equals); else the most accurate."""
     passing = [i for i, a in enumerate(attempts) if a.passed]
     if passing:
-        return min(passing, key=lambda i: (len(attempts[i].excluded), _accuracy_rank(attempts[i])))
-    return min(range(len(attempts)), key=lambda i: _accuracy_rank(attempts[i]))
+        return min(passing, key=lambda i: (len(attempts[i].excluded), accuracy_rank(attempts[i])))
+    return min(range(len(attempts)), key=lambda i: accuracy_rank(attempts[i]))
 
 
 def _measure(search: _Search, batches: tuple[int, ...], threads: int | None) -> dict[int, float]:
@@ -335,51 +299,9 @@ def _measure(search: _Search, batches: tuple[int, ...], threads: int | None) -> 
     return fp32
 
 
-def _speed(a: Attempt) -> float:
-    """Geometric mean of p50 over the batch sizes (lower is faster)."""
-    return math.exp(sum(math.log(v) for v in a.p50_ms.values()) / len(a.p50_ms)) if a.p50_ms else math.inf
-
-
 def _with_faster_encoding(attempts: list[Attempt], chosen: int) -> int:
     """The encoding twin of the chosen attempt replaces it when it passes too and is clearly faster."""
     twin = next((i for i, a in enumerate(attempts) if a.phase == "encoding"), None)
-    if twin is None or _accuracy_rank(attempts[twin])[:2] > _accuracy_rank(attempts[chosen])[:2]:
+    if twin is None or accuracy_rank(attempts[twin])[:2] > accuracy_rank(attempts[chosen])[:2]:
         return chosen
-    return twin if _speed(attempts[twin]) < _speed(attempts[chosen]) * (1 - CLEAR_SPEED_WIN) else chosen
-
-
-def _slower_than_fp32(best: Attempt) -> list[str]:
-    """A kept int8 model that runs slower than fp32 is said so, with the likely reason on this CPU."""
-    if not best.speedup or any(v >= 1 for v in best.speedup.values()):
-        return []
-    speeds = ", ".join(f"{v:.2f}× at batch {b}" for b, v in best.speedup.items())
-    why = (
-        "this CPU has no AVX-512 VNNI, so ONNX Runtime's int8 convolutions run on AVX2 kernels with 7-bit weights"
-        if x86_without_vnni()
-        else "its int8 kernels do not pay off for these layer shapes"
-    )
-    return [f"the kept int8 model is slower than fp32 here ({speeds}): {why}; prefer the fp32 or fp16 artifact"]
-
-
-def _why_not(best: Attempt, ranking: list[NodeDamage], judge: Judge) -> list[str]:
-    """When nothing met the budget: the costliest nodes and the best trade-off found, in words."""
-    speed = ", ".join(f"{s:.2f}× fp32 at batch {b}" for b, s in best.speedup.items())
-    quality = ", ".join(
-        text
-        for text in (
-            f"top-1 agreement {best.top1_agreement:.1%}" if best.top1_agreement is not None else "",
-            f"cosine {best.cosine:.5f}" if best.cosine is not None else "",
-            f"accuracy {best.accuracy:.2f}%" if best.accuracy is not None else "",
-        )
-        if text
-    )
-    notes = [
-        f"no int8 candidate meets the budget on {judge.data.origin}; best trade-off found: {best.candidate} with "
-        f"{len(best.excluded)} node(s) in float: {quality}"
-        + (f", {speed}" if speed else "")
-        + " (written, marked failing)"
-    ]
-    if ranking:
-        costliest = ", ".join(f"{d.node} ({d.op_type}, {d.damage:.2e})" for d in ranking[:COSTLIEST_SHOWN])
-        notes.append(f"nodes costing the most accuracy (extra mean 1−cosine over their input's): {costliest}")
-    return notes
+    return twin if speed(attempts[twin]) < speed(attempts[chosen]) * (1 - CLEAR_SPEED_WIN) else chosen
