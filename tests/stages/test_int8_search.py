@@ -117,3 +117,23 @@ def test_a_histogram_method_on_a_handful_of_samples_gets_a_note(digits_fp32, tmp
         data=QuantizeData(dataset="digits"),
     )
     assert any("calibration has 16 samples: percentile" in note for note in outcome.details["notes"])
+
+
+def test_a_graph_the_simulation_cannot_run_is_ranked_by_local_error_and_says_so(digits_fp32, tmp_path, monkeypatch):
+    from deployopt.measure.budgets import BudgetOverrides
+    from deployopt.stages.int8 import switchboard
+
+    def refuse(*args):
+        raise switchboard.SimulationError("Fail: a graph shape the rewrite does not cover")
+
+    monkeypatch.setattr(switchboard, "build_switchboard", refuse)
+    outcome = quantize(
+        digits_fp32,
+        tmp_path / "q.onnx",
+        int8=Int8Config(format="qdq", method="minmax", max_rounds=1),
+        data=QuantizeData(dataset="digits"),
+        verify=VerifyConfig(budget=BudgetOverrides(min_cosine=1.0, max_abs_error=0.0)),
+    )
+    notes = " ".join(outcome.details["notes"])
+    assert "could not run (Fail: a graph shape" in notes and "ranked by local error instead" in notes
+    assert [a["phase"] for a in outcome.details["attempts"]].count("mixed precision") == 1

@@ -60,6 +60,7 @@ from deployopt.stages.int8.quantize import (
     upgraded_for_int8,
 )
 from deployopt.stages.int8.sensitivity import NodeDamage, rank_by_output, rank_nodes
+from deployopt.stages.int8.switchboard import SimulationError
 
 # A QOperator twin replaces the QDQ model only when it is clearly faster: timing noise then cannot flip the
 # choice between two runs, so the same inputs give the same int8 artifact, byte for byte.
@@ -223,7 +224,11 @@ def _mixed_precision(search: _Search, user_excluded: list[str], notes: list[str]
         search.quantize(analysed, candidate.encoded_as("qdq"), user_excluded)
     data = search.judge.data
     search.progress("int8: ranking nodes by the damage each does alone at the outputs (simulated)")
-    ranking = rank_by_output(search.model, analysed, user_excluded, data)
+    try:
+        ranking = rank_by_output(search.model, analysed, user_excluded, data)
+    except SimulationError as exc:
+        notes.append(f"the switchable simulation could not run ({exc}); nodes ranked by local error instead")
+        ranking = None
     if ranking is not None:
         notes.append(
             f"{len(ranking)} blocks (a compute node with the elementwise nodes it feeds) ranked by the damage each "

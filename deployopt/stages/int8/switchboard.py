@@ -175,8 +175,15 @@ def build_switchboard(fp32: Any, qdq_path: Path) -> Switchboard | None:
     graph.node.extend(_topological(new_nodes, {i.name for i in graph.input} | {i.name for i in graph.initializer}))
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT's own error types: a graph shape this rewrite does not cover
+        raise SimulationError(f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}") from exc
     return Switchboard(session, switched)
+
+
+class SimulationError(Exception):
+    """ONNX Runtime refused the rewritten graph; the caller ranks another way and says why."""
 
 
 def _opset(model: Any) -> int | None:
