@@ -363,6 +363,7 @@ def quantize(
                 source.path, tmp, int8, calibration, judge, threads=threads, progress=progress,
                 calibration_samples=samples,
             ).to_json()  # fmt: skip
+            details["notes"] += [note] if (note := plan.calibration_overlap_note()) else []
         else:
             details = convert_fp16_within_budget(source.path, tmp, fp16, judge, threads, progress).to_json()
         result = judge(RunnerSpec("onnxruntime", str(tmp), threads=threads))

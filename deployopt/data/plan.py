@@ -93,14 +93,18 @@ class DataPlan:
             return sized_to_data(as_eval_data(self._calibration_source, self.signature, limit))
         return generate_data(self.signature, s.samples, s.seed)
 
-    @property
-    def calibration_overlaps_verification(self) -> bool:
-        """True when int8 would be judged on the very samples its ranges were fit to (no held-apart data)."""
+    def calibration_overlap_note(self) -> str | None:
+        """A warning when int8 would be judged on the very samples its ranges were fit to (no held-apart data)."""
         s = self.sources
         if s.calibration is None:
-            return False
+            return None
         same_file = s.data is not None and s.data.resolve() == s.calibration.resolve()
-        return self._verifies_on_calibration or same_file
+        if not (self._verifies_on_calibration or same_file):
+            return None
+        return (
+            f"int8: calibration and verification use the same samples ({s.calibration}): the int8 check is "
+            "optimistic; pass held-apart samples with --data"
+        )
 
     @property
     def real_inputs(self) -> EvalData | None:

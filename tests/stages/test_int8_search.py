@@ -105,6 +105,14 @@ def test_judging_int8_on_its_own_calibration_samples_is_flagged(digits_fp32, tmp
     report = build(digits_fp32, config)
     flagged = any("calibration and verification use the same samples" in note for note in report.notes)
     assert flagged != held_apart
+    outcome = quantize(
+        digits_fp32,
+        tmp_path / "q.onnx",
+        int8=Int8Config(method="minmax"),
+        data=QuantizeData(calibration=tmp_path / "calib.npz"),
+        verify=config.verify,
+    )
+    assert any("use the same samples" in note for note in outcome.details["notes"]) != held_apart
     details = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["int8"]["details"]
     assert details["calibration"]["samples"] == 64 and details["calibration"]["selection"].startswith("the first 64")
 

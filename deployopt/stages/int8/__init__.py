@@ -69,11 +69,8 @@ class Int8Step:
         outcome = ctx.run.run_stage(self.name, config, inputs, {"model": f"model-{self.name}.onnx"}, work)
         ctx.add_artifact(self.variant, outcome)
         ctx.record(self.name, outcome, int8_summary(outcome.record["details"]))
-        if calibration is not None and ctx.data.calibration_overlaps_verification:
-            ctx.notes.append(
-                f"{self.name}: calibration and verification use the same samples ({calibration.origin}): the int8 "
-                "check is optimistic; pass held-apart samples with --data"
-            )
+        if note := ctx.data.calibration_overlap_note():
+            ctx.notes.append(note)
 
 
 def int8_summary(d: dict) -> str:
