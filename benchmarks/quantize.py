@@ -204,13 +204,14 @@ def _build(name: str, case: Case, threads: int, work: Path) -> tuple[subprocess.
     return subprocess.run(command, capture_output=True, text=True, check=False, cwd=work), run
 
 
-def measure(name: str, repeats: int, threads: int, work: Path) -> dict:
+def measure(name: str, repeats: int, threads: int, work: Path, build_args: tuple[str, ...] = ()) -> dict:
     from deployopt.data.eval_data import load_data, sized_to_data
     from deployopt.measure.bench import BenchConfig, BenchVariant, bench
     from deployopt.runners import RunnerSpec
     from deployopt.sources.signature import Signature
 
     case = CASES[name](work)
+    case.extra += build_args
     result, run = _build(name, case, threads, work)
     if not (run / "report.json").exists():
         raise SystemExit(f"deployopt build {name} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
@@ -331,11 +332,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--build-args", default="", help='more deployopt build arguments, e.g. "--min-cosine 0.995" (a stricter budget)'
+    )
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="deployopt-bench-quant-") as tmp:
         for name in args.models.split(","):
-            results.append(measure(name, args.repeats, args.threads, Path(tmp)))
+            results.append(measure(name, args.repeats, args.threads, Path(tmp), tuple(args.build_args.split())))
             print(json.dumps({k: v for k, v in results[-1].items() if k in ("model", "build_exit")}), flush=True)
     command = ("python benchmarks/quantize.py " + " ".join(sys.argv[1:])).strip()
     table = to_markdown(results, command, args.repeats, args.threads)
