@@ -65,14 +65,16 @@ def _session(path: Path, tensors: dict[str, str]) -> tuple[Any, dict[str, str]]:
     return session, exposed
 
 
-def _as_consumed(quantized: Path, tensors: list[str]) -> dict[str, str]:
-    """Each fp32 tensor's counterpart in the quantized graph: the dequantized value the next node consumes
-    (``T_DequantizeLinear_Output`` in ONNX Runtime's QDQ graphs), or the tensor itself where it is not quantized."""
+def _produced(path: Path) -> set[str]:
     import onnx
 
-    produced = {
-        out for node in onnx.load_model(str(quantized), load_external_data=False).graph.node for out in node.output
-    }
+    return {out for node in onnx.load_model(str(path), load_external_data=False).graph.node for out in node.output}
+
+
+def _as_consumed(produced: set[str], tensors: list[str]) -> dict[str, str]:
+    """Each fp32 tensor's counterpart in the quantized graph (whose tensors are ``produced``): the dequantized
+    value the next node consumes (``T_DequantizeLinear_Output`` in ONNX Runtime's QDQ graphs), or the tensor
+    itself where it is not quantized."""
     return {t: f"{t}_DequantizeLinear_Output" if f"{t}_DequantizeLinear_Output" in produced else t for t in tensors}
 
 
@@ -80,7 +82,7 @@ def tensor_errors(fp32: Path, quantized: Path, tensors: list[str], data: EvalDat
     """Mean over all samples of 1 − cosine between each tensor's fp32 value and the value the quantized graph
     computes in its place."""
     reference, ref_names = _session(fp32, {t: t for t in tensors})
-    candidate, cand_names = _session(quantized, _as_consumed(quantized, tensors))
+    candidate, cand_names = _session(quantized, _as_consumed(_produced(quantized), tensors))
     common = sorted(set(ref_names) & set(cand_names))
     totals = dict.fromkeys(common, 0.0)
     counts = dict.fromkeys(common, 0)
@@ -115,9 +117,7 @@ def rank_nodes(fp32: Path, quantized: Path, model: Any, excluded: list[str], dat
     for node in model.graph.node:
         for tensor in node.input:
             consumers.setdefault(tensor, []).append(node)
-    import onnx
-
-    produced = {t for n in onnx.load_model(str(quantized), load_external_data=False).graph.node for t in n.output}
+    produced = _produced(quantized)
     outputs = {n.name: _effective_output(n, consumers) for n in model.graph.node if n.output}
     # ORT's QDQ names: T_QuantizeLinear_Input when T is a graph output (its DequantizeLinear then yields T)
     rounded = {t for t in outputs.values() if {f"{t}_DequantizeLinear_Output", f"{t}_QuantizeLinear_Input"} & produced}
@@ -128,7 +128,8 @@ def rank_nodes(fp32: Path, quantized: Path, model: Any, excluded: list[str], dat
         for n in model.graph.node
         if n.name not in excluded and n.input and n.output and (n.op_type in COMPUTE_OPS or outputs[n.name] in rounded)
     ]
-    errors = tensor_errors(fp32, quantized, sorted(set(outputs.values()) | {n.input[0] for n in nodes}), data)
+    compared = {outputs[n.name] for n in nodes} | {n.input[0] for n in nodes}
+    errors = tensor_errors(fp32, quantized, sorted(compared), data)
     # a graph input enters exact: the rounding of it to int8 is the consuming node's damage
     graph_inputs = {i.name for i in model.graph.input}
     damages = [

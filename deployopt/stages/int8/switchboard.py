@@ -33,7 +33,10 @@ class Switchboard:
 
     def run(self, feeds: dict[str, np.ndarray], int8_nodes: set[str], outputs: list[str]) -> list[np.ndarray]:
         switch = np.array([name in int8_nodes for name in self.nodes], dtype=bool)
-        return self.session.run(outputs, {**feeds, SWITCH_INPUT: switch})
+        try:
+            return self.session.run(outputs, {**feeds, SWITCH_INPUT: switch})
+        except Exception as exc:  # ORT's own error types: the rewrite broke a shape the original handles
+            raise SimulationError(f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}") from exc
 
 
 def _quantization_of(qdq: Any) -> tuple[dict[str, dict[int, Any]], dict[str, Any], dict[str, Any]]:
@@ -183,7 +186,7 @@ def build_switchboard(fp32: Any, qdq_path: Path) -> Switchboard | None:
 
 
 class SimulationError(Exception):
-    """ONNX Runtime refused the rewritten graph; the caller ranks another way and says why."""
+    """ONNX Runtime refused or failed to run the rewritten graph; the caller ranks another way and says why."""
 
 
 def _opset(model: Any) -> int | None:
