@@ -26,6 +26,9 @@ class _BudgetFields(BaseModel):
     max_abs_error: float | None = Field(None, ge=0, description="Max |candidate − reference| per output.")
     max_rel_error: float | None = Field(None, ge=0, description="Max |c − r| / max |r| per output.")
     min_cosine: float | None = Field(None, ge=-1, le=1, description="Mean per-sample cosine similarity.")
+    min_worst_cosine: float | None = Field(
+        None, ge=-1, le=1, description="Cosine similarity of the least similar sample (e.g. 0.99 for embeddings)."
+    )
     min_top1_agreement: float | None = Field(
         None, ge=0, le=1, description="Fraction of samples with the same top-1 class."
     )
@@ -47,8 +50,9 @@ class Budget(_BudgetFields):
 DEFAULT_BUDGETS: dict[Precision, Budget] = {
     Precision.FP32: Budget(max_rel_error=1e-3, min_cosine=0.9999, min_top1_agreement=0.99, max_accuracy_drop=0.1),
     Precision.FP16: Budget(max_rel_error=1e-2, min_cosine=0.999, min_top1_agreement=0.98, max_accuracy_drop=0.5),
-    # int8: no default max_rel_error — on normalised embeddings it flags errors cosine shows are harmless.
-    Precision.INT8: Budget(min_cosine=0.99, min_top1_agreement=0.95, max_accuracy_drop=0.5),
+    # int8: no default max_rel_error — on normalised embeddings it flags errors cosine shows are harmless. Cosine
+    # 0.995 and top-1 98 % are what a user of a real pretrained model can deploy without re-validating (#14).
+    Precision.INT8: Budget(min_cosine=0.995, min_top1_agreement=0.98, max_accuracy_drop=0.5),
 }
 
 
@@ -73,6 +77,7 @@ def _pruned(budget: Budget, config: PruneConfig) -> Budget:
             "max_abs_error": None,
             "max_rel_error": None,
             "min_cosine": None,
+            "min_worst_cosine": None,
             "min_top1_agreement": min(budget.min_top1_agreement or 1.0, 0.9),
             "max_accuracy_drop": config.max_accuracy_drop + (budget.max_accuracy_drop or 0.0),
         }

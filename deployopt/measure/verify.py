@@ -28,8 +28,9 @@ class OutputMetrics:
     name: str
     max_abs_error: float
     max_rel_error: float
-    cosine: float
+    cosine: float  # mean over samples
     top1_agreement: float | None = None
+    worst_cosine: float | None = None  # the least similar sample (None in results saved before it was measured)
 
 
 @dataclass
@@ -96,6 +97,8 @@ class VerifyResult:
         parts = []
         for o in self.outputs:
             text = f"{o.name}: max abs {o.max_abs_error:.3g}, max rel {o.max_rel_error:.3g}, cosine {o.cosine:.6f}"
+            if o.worst_cosine is not None:
+                text += f" (worst sample {o.worst_cosine:.6f})"
             if o.top1_agreement is not None:
                 text += f", top-1 agreement {o.top1_agreement * 100:.2f}%"
             parts.append(text)
@@ -153,16 +156,15 @@ def inference_failure(path: str, origin: str, exc: Exception, reference: bool) -
 EMPTY_SAMPLE_FRACTION = 1e-3
 
 
-def _per_sample_cosine(ref: np.ndarray, cand: np.ndarray) -> float:
-    """Mean over samples of the cosine between reference and candidate; empty samples (both below
+def _per_sample_cosine(ref: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """The cosine between reference and candidate, per sample; empty samples (both below
     :data:`EMPTY_SAMPLE_FRACTION` of the largest reference sample's norm) count as matching."""
     r = ref.reshape(ref.shape[0], -1).astype(np.float64) if ref.ndim else ref.reshape(1, 1).astype(np.float64)
     c = cand.reshape(r.shape).astype(np.float64)
     ref_norms, cand_norms = np.linalg.norm(r, axis=1), np.linalg.norm(c, axis=1)
     floor = EMPTY_SAMPLE_FRACTION * ref_norms.max(initial=0.0)
     empty = (ref_norms * cand_norms == 0) | ((ref_norms < floor) & (cand_norms < floor))
-    cos = np.where(empty, 1.0, (r * c).sum(axis=1) / np.where(empty, 1.0, ref_norms * cand_norms))
-    return float(cos.mean())
+    return np.where(empty, 1.0, (r * c).sum(axis=1) / np.where(empty, 1.0, ref_norms * cand_norms))
 
 
 def compare_outputs(
@@ -192,7 +194,9 @@ def compare_outputs(
         diff = np.abs(cand.astype(np.float64) - ref.astype(np.float64))
         max_abs = float(diff.max()) if diff.size else 0.0
         scale = float(np.abs(ref).max()) if ref.size else 0.0
-        item = OutputMetrics(name, max_abs, max_abs / scale if scale > 0 else max_abs, _per_sample_cosine(ref, cand))
+        cosines = _per_sample_cosine(ref, cand)
+        rel = max_abs / scale if scale > 0 else max_abs
+        item = OutputMetrics(name, max_abs, rel, float(cosines.mean()), worst_cosine=float(cosines.min()))
         if _are_logits(ref, budget.outputs or "auto"):
             ref_top, cand_top = ref.argmax(1), cand.argmax(1)
             item.top1_agreement = float((ref_top == cand_top).mean())
@@ -224,6 +228,7 @@ def _budget_misses(item: OutputMetrics, budget: Budget) -> list[str]:
         ("max_abs_error", item.max_abs_error, budget.max_abs_error, "above"),
         ("max_rel_error", item.max_rel_error, budget.max_rel_error, "above"),
         ("cosine", item.cosine, budget.min_cosine, "below"),
+        ("worst_cosine", item.worst_cosine, budget.min_worst_cosine, "below"),
         ("top1_agreement", item.top1_agreement, budget.min_top1_agreement, "below"),
     ]
     misses = []

@@ -25,7 +25,7 @@ def test_plan_follows_the_config():
 
 
 def test_budgets_resolve_in_one_place():
-    assert resolve_budget(Precision.INT8).min_cosine == 0.99 and resolve_budget("int8").max_rel_error is None
+    assert resolve_budget(Precision.INT8).min_cosine == 0.995 and resolve_budget("int8").max_rel_error is None
     assert resolve_budget("int8", BudgetOverrides(min_cosine=0.9)).min_cosine == 0.9
     pruned = resolve_budget("fp32", BudgetOverrides(min_top1_agreement=0.8), pruned=PruneConfig())
     assert pruned.min_cosine is None and pruned.min_top1_agreement == 0.8 and pruned.max_accuracy_drop == 1.1

@@ -67,7 +67,7 @@ def _kept_attempt(details: dict) -> dict:
 
 def test_ocr_orientation_classifier_needs_mixed_precision_and_gets_it(tmp_path):
     """All-int8 costs this low-margin 2-class classifier (opset 11, converted to 13 for per-channel Q/DQ) far
-    more than the 95 % top-1 budget; keeping the nodes that do the most damage at the outputs in float meets it,
+    more than the 98 % top-1 budget; keeping the nodes that do the most damage at the outputs in float meets it,
     and the search's verdict is the final verification's own, number for number."""
     model = _packaged("rapidocr_onnxruntime", "models/ch_ppocr_mobile_v2.0_cls_infer.onnx", tmp_path)
     report, details = _int8_build(
@@ -75,7 +75,7 @@ def test_ocr_orientation_classifier_needs_mixed_precision_and_gets_it(tmp_path):
     )
     final = report.variant("onnx-int8").verify
     first, kept = details["attempts"][0], _kept_attempt(details)
-    assert first["phase"] == "calibration" and not first["passed"] and first["top1_agreement"] < 0.95
+    assert first["phase"] == "calibration" and not first["passed"] and first["top1_agreement"] < 0.98
     assert details["passed"] and final.passed and report.passed
     assert kept["phase"] in ("mixed precision", "encoding") and len(details["excluded"]) > 0
     assert details["op_counts"]["Conv"]["int8"] >= 10  # most convolutions still run in int8
