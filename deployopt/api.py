@@ -106,6 +106,8 @@ def export(
     source = inspect_source(Path(model), options)
     if source.kind is SourceKind.ONNX:
         raise UsageError(f"{model}: already an ONNX model; use `deployopt optimize` to optimise it")
+    if not source.kind.is_torch:
+        raise UsageError(f"{model}: already a {source.kind.value} model; export takes a PyTorch model")
     _refuse_overwrite_of_input(source.path, Path(out))
     signature = require_signature(source)
     example = None

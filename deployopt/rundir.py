@@ -37,6 +37,7 @@ _TOOL_PACKAGES = (
     "numpy",
     "torchvision",
     "tensorrt",
+    "openvino",
 )
 
 
@@ -133,8 +134,14 @@ class RunDirectory:
         name in the run directory. ``work`` receives temporary paths to write, returns JSON details,
         and its files are renamed into place only after it returns.
         """
-        key = sha256_json(
-            {"stage": name, "config": config.model_dump(mode="json"), "inputs": inputs, "tools": tool_versions()}
+        key = sha256_json(  # the output names too: a stage that now writes another file is not reused
+            {
+                "stage": name,
+                "config": config.model_dump(mode="json"),
+                "inputs": inputs,
+                "outputs": outputs,
+                "tools": tool_versions(),
+            }
         )
         previous = self.manifest["stages"].get(name)
         if not self.force and previous and previous.get("key") == key and self._outputs_intact(previous):

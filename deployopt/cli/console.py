@@ -151,7 +151,19 @@ def show_build(report, as_json: bool) -> int:
         for failure in report.failures:
             click.echo(f"FAIL {failure}", err=True)
         click.echo("PASS: every artifact is within its budget" if report.passed else "FAIL: budget missed", err=True)
+        show_recommendation(report)
     return EXIT_OK if report.passed else EXIT_BUDGET
+
+
+def show_recommendation(report) -> None:
+    """The build's last word on stdout: the fastest passing artifact per batch size and how to load it."""
+    if not report.recommendations:
+        return
+    click.echo("\nrecommended (fastest within budget, measured in this run):")
+    for recommendation in report.recommendations:
+        click.echo(f"  {recommendation.describe()}")
+    for code in dict.fromkeys(r.load_code for r in report.recommendations if r.load_code):
+        click.echo("\n" + code)
 
 
 def finish_build(report, as_json: bool, baseline, budget, junit, summary) -> int:

@@ -47,7 +47,7 @@ INPUT = OptionGroup(  # verbs that take ONNX only: the signature, refined within
     BuildConfig, only=("inputs",), names={"inputs": "--input"}, metavars={"inputs": "NAME:SHAPE[:DTYPE]"}
 )
 OUT = OptionGroup(BuildConfig, only=("out",), names={"out": "-o --out"})
-BUILD = OptionGroup(BuildConfig, only=("target", "force"), names={"force": "--force"})
+BUILD = OptionGroup(BuildConfig, only=("target", "runtime", "force"), names={"force": "--force"})
 NO_BENCH = OptionGroup(BuildConfig, only=("skip_bench",), names={"skip_bench": "--no-bench"})
 EXPORT = OptionGroup(ExportConfig, exclude=("verbose",))  # verbose is the global -v
 GRAPH = OptionGroup(GraphConfig)

@@ -29,6 +29,7 @@ from deployopt.reports.model import (
     fp16_speed_note,
     render_markdown,
 )
+from deployopt.reports.recommend import recommend
 from deployopt.rundir import RunDirectory
 from deployopt.runners import RunnerSpec, reference_spec, spec_for_model
 from deployopt.sources.detect import (
@@ -47,6 +48,7 @@ from deployopt.stages.fp16 import Fp16Config, Fp16Step
 from deployopt.stages.graph import GraphConfig, GraphStep
 from deployopt.stages.int8 import Int8Step
 from deployopt.stages.int8.quantize import Int8Config
+from deployopt.stages.openvino import OpenVinoStep, Runtime
 from deployopt.stages.prune import PruneStep, SparsityCheckStep
 from deployopt.stages.prune.methods import PruneConfig
 from deployopt.types import StepRecord
@@ -100,6 +102,10 @@ class BuildConfig(BaseModel):
     prune: PruneConfig | None = Field(None, description="prune the PyTorch model before export")
     quantize: QuantizedVariants = QuantizedVariants()
     target: Literal["cpu", "tensorrt"] = Field("cpu", description="tensorrt: also build, verify and bench engines")
+    runtime: Runtime = Field(
+        "auto",
+        description="CPU runtimes to build for and recommend from: auto = ONNX Runtime, and OpenVINO when installed",
+    )
     engine: EngineConfig = EngineConfig()
     bench: BenchConfig = BenchConfig()
     skip_bench: bool = Field(False, description="skip benchmarking")
@@ -138,6 +144,7 @@ def plan(config: BuildConfig) -> list[Step]:
     if config.prune is not None and config.prune.method == "2:4":
         steps.append(SparsityCheckStep())
     steps += [step() for variant, step in VARIANT_STEPS.items() if variant in config.quantize.make]
+    steps.append(OpenVinoStep())
     if config.target == "tensorrt":
         from deployopt.stages.engine import tensorrt_steps
 
@@ -148,11 +155,20 @@ def plan(config: BuildConfig) -> list[Step]:
 def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress: Progress = _silent) -> BuildReport:
     """Build, verify and benchmark every artifact of ``model_path``; see the module docstring."""
     source = inspect_source(Path(model_path), config.source_options)
+    if source.kind is SourceKind.OPENVINO_IR:
+        raise InputFileError(
+            f"{source.path}: an OpenVINO IR is already a deployable artifact; build starts from the PyTorch or ONNX "
+            "model it came from (deployopt verify / bench take the IR as it is)"
+        )
     signature = require_signature(source)
     if config.target == "tensorrt":
         from deployopt.stages.engine import require_tensorrt_target
 
         require_tensorrt_target(config.engine)
+    if config.runtime == "openvino":  # asked for by name: missing is an error now, not a skipped step later
+        from deployopt.runners.openvino_runner import import_openvino
+
+        import_openvino()
     steps = plan(config)
     data = DataPlan(signature, config.data_sources(source.dataset))
     data.check()
@@ -182,6 +198,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
             "fp32" if source.kind.is_torch else artifact_facts(source.path)["precision"],
             source.path.stat().st_size,
             role="reference",
+            runtime=ctx.reference.backend,
         )
         report.variants.append(reference)
         _verify_artifacts(ctx, report)
@@ -191,6 +208,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
                 run, report, reference_spec(source), ctx.artifacts, sized, config.bench, progress, data.real_inputs
             )
             report.notes += fp16_speed_note(report)
+            report.recommendations = recommend(report, recommended_runtimes(config))
         write_json_atomic(run.path("report.json"), report.to_json())
         for filename, render in REPORT_FILES.items():
             write_text_atomic(run.path(filename), render(report))
@@ -199,12 +217,20 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
     return report
 
 
+def recommended_runtimes(config: BuildConfig) -> tuple[str, ...]:
+    """The runtimes whose artifacts may be recommended: ``--runtime`` narrows the CPU runtimes; TensorRT engines
+    (``--target tensorrt``) always compete."""
+    cpu = ("onnxruntime", "openvino") if config.runtime == "auto" else (config.runtime,)
+    return (*cpu, "tensorrt")
+
+
 def _verify_artifacts(ctx: BuildContext, report: BuildReport) -> None:
     """Verify every artifact against the original; the reference runs at most once, only if a result is new."""
     for name, artifact in ctx.artifacts.items():
         facts = artifact_facts(artifact.path)
         ctx.run.record_artifact(name, artifact.path, precision=facts["precision"])
-        variant = VariantReport(name, str(artifact.path), facts["precision"], facts["size_bytes"])
+        runtime = spec_for_model(str(artifact.path)).backend
+        variant = VariantReport(name, str(artifact.path), facts["precision"], facts["size_bytes"], runtime=runtime)
         result = _verify_variant(ctx, name, artifact.path, facts["precision"])
         variant.verify, variant.accuracy = result, result.candidate_accuracy
         report.variants[0].accuracy = result.reference_accuracy

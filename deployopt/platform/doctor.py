@@ -93,11 +93,28 @@ def _tensorrt_check(gpu_usable: bool) -> Check:
     return Check("tensorrt", True, f"TensorRT {trt.__version__}")
 
 
+def _openvino_check() -> Check:
+    """OpenVINO's CPU plugin and the precisions it runs natively here (FP16 only with AVX512-FP16/AMX-FP16)."""
+    from deployopt.errors import BackendUnavailableError
+    from deployopt.runners.openvino_runner import cpu_capabilities, import_openvino
+
+    try:
+        ov = import_openvino()
+    except BackendUnavailableError as exc:
+        return Check("openvino", False, str(exc))
+    return Check("openvino", True, f"{ov.__version__}, CPU runs: {', '.join(cpu_capabilities())}")
+
+
 def diagnose() -> list[Check]:
-    """Every check, in the order a user needs them: Python, PyTorch and GPU, ONNX Runtime, TensorRT."""
+    """Every check, in the order a user needs them: Python and CPU, PyTorch and GPU, ONNX Runtime, OpenVINO,
+    TensorRT."""
+    from deployopt.platform.cpu import describe_cpu
+
     checks = [Check("deployopt", True, f"{__version__} on Python {sys.version.split()[0]}, {platform.platform()}")]
+    checks.append(Check("cpu", True, describe_cpu()))
     checks += _torch_checks()
     gpu_usable = any(c.name == "cuda-gpu" and c.usable for c in checks)
     checks += _onnxruntime_checks(gpu_usable)
+    checks.append(_openvino_check())
     checks.append(_tensorrt_check(gpu_usable))
     return checks

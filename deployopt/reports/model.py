@@ -14,6 +14,7 @@ from typing import Any
 
 from deployopt.measure.verify import VerifyResult
 from deployopt.platform.cpu import cpu_name, isa_flags
+from deployopt.reports.recommend import Recommendation
 from deployopt.types import ONNX_FP32, REPORT_FORMAT, StepRecord
 
 REFERENCE = "pytorch"
@@ -26,6 +27,7 @@ class VariantReport:
     precision: str
     size_bytes: int
     role: str = "artifact"  # "reference" for the model everything is verified against
+    runtime: str = ""  # the backend that verified and benchmarked it (deployopt.runners.BACKENDS)
     latency: dict[int, dict] = field(default_factory=dict)  # batch → Measurement.to_json()
     verify: VerifyResult | None = None  # None for the reference
     accuracy: float | None = None
@@ -38,6 +40,7 @@ class VariantReport:
         return {
             "name": self.name,
             "role": self.role,
+            "runtime": self.runtime,
             "path": self.path,
             "precision": self.precision,
             "size_bytes": self.size_bytes,
@@ -55,6 +58,7 @@ class VariantReport:
             precision=data["precision"],
             size_bytes=data["size_bytes"],
             role=data.get("role", "artifact"),
+            runtime=data.get("runtime", ""),
             latency={int(b): m for b, m in data.get("latency", {}).items()},
             verify=VerifyResult.from_json(data["verify"]) if data.get("verify") else None,
             accuracy=data.get("accuracy"),
@@ -75,6 +79,7 @@ class BuildReport:
     notes: list[str] = field(default_factory=list)
     # requested batch sizes the model cannot run (a fixed batch of 1 asked for batch 32) → why
     batches_not_measured: dict[int, str] = field(default_factory=dict)
+    recommendations: list[Recommendation] = field(default_factory=list)  # per batch: the fastest passing artifact
 
     @property
     def passed(self) -> bool:
@@ -120,6 +125,7 @@ class BuildReport:
             "variants": [v.to_json() for v in self.variants],
             "notes": self.notes,
             "batches_not_measured": {str(b): reason for b, reason in self.batches_not_measured.items()},
+            "recommendations": [r.to_json() for r in self.recommendations],
         }
 
     @classmethod
@@ -131,6 +137,7 @@ class BuildReport:
             stages=[StepRecord.from_json(s) for s in data["stages"]],
             variants=[VariantReport.from_json(v) for v in data["variants"]],
             batches_not_measured={int(b): r for b, r in data.get("batches_not_measured", {}).items()},
+            recommendations=[Recommendation.from_json(r) for r in data.get("recommendations", [])],
         )
 
 
@@ -211,6 +218,7 @@ def render_markdown(report: BuildReport) -> str:
         variant_table(report) if report.variants else "(none)",
         *(["", *report.not_measured_lines()] if report.batches_not_measured else []),
         "",
+        *recommendation_lines(report),
         "## Steps",
         "",
     ]
@@ -222,6 +230,17 @@ def render_markdown(report: BuildReport) -> str:
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     return "\n".join(lines) + "\n"
+
+
+def recommendation_lines(report: BuildReport) -> list[str]:
+    """report.md's "Recommendation" section: one line per batch size and the code that loads each winner."""
+    if not report.recommendations:
+        return []
+    lines = ["## Recommendation", ""]
+    lines += [f"- {r.describe()}" for r in report.recommendations]
+    for code in dict.fromkeys(r.load_code for r in report.recommendations if r.load_code):
+        lines += ["", "```python", code, "```"]
+    return [*lines, ""]
 
 
 def fp16_speed_note(report: BuildReport) -> list[str]:

@@ -16,7 +16,10 @@ BACKENDS = {
     "torch": "deployopt.runners.torch_runner:TorchRunner",
     "onnxruntime": "deployopt.runners.onnxruntime_runner:OnnxRuntimeRunner",
     "tensorrt": "deployopt.runners.tensorrt_runner:TensorRTRunner",
+    "openvino": "deployopt.runners.openvino_runner:OpenVinoRunner",
 }
+# Runtimes an ONNX file can run on (an OpenVINO IR runs only on OpenVINO).
+ONNX_RUNTIMES = ("onnxruntime", "openvino")
 
 
 def create_runner(spec: RunnerSpec) -> Runner:
@@ -39,7 +42,7 @@ def reference_spec(source: ModelSource, threads: int | None = None) -> RunnerSpe
     """The runner for an original model: PyTorch eager, or ONNX Runtime when the source is already ONNX."""
     from deployopt.sources.detect import SourceKind
 
-    backend = "onnxruntime" if source.kind is SourceKind.ONNX else "torch"
+    backend = {SourceKind.ONNX: "onnxruntime", SourceKind.OPENVINO_IR: "openvino"}.get(source.kind, "torch")
     return RunnerSpec(backend=backend, path=str(source.path), threads=threads, source_options=source.options.to_json())
 
 
@@ -52,9 +55,10 @@ def spec_for_model(
     device: str = "cpu",
     precision: str = "fp32",
     compile: bool = False,
+    runtime: str = "onnxruntime",
 ) -> RunnerSpec:
-    """Pick the backend from the file: a TensorRT engine (sidecar or .plan) → tensorrt, ONNX → onnxruntime
-    with ``provider``, any PyTorch format → torch on ``device``."""
+    """Pick the backend from the file: a TensorRT engine (sidecar or .plan) → tensorrt, an OpenVINO IR →
+    openvino, ONNX → ``runtime`` (onnxruntime with ``provider``, or openvino), PyTorch → torch on ``device``."""
     from pathlib import Path
 
     from deployopt.platform.tensorrt import is_engine_file
@@ -64,7 +68,17 @@ def spec_for_model(
         raise UsageError(f"unknown provider '{provider}'; known: {', '.join(PROVIDERS)}")
     if is_engine_file(path):
         return RunnerSpec("tensorrt", str(path), device=device if device.startswith("cuda") else "cuda")
-    if detect_kind(Path(path)) is SourceKind.ONNX:
+    if runtime not in ONNX_RUNTIMES:
+        raise UsageError(f"unknown runtime '{runtime}'; known: {', '.join(ONNX_RUNTIMES)}")
+    kind = detect_kind(Path(path))
+    if kind is SourceKind.OPENVINO_IR:  # an IR with fp16 weights is the fp16 variant: computed in fp16
+        from deployopt.sources.openvino_ir import ir_facts
+
+        fp16 = ir_facts(Path(path))["precision"] == "fp16"
+        return RunnerSpec("openvino", str(path), threads=threads, precision="fp16" if fp16 else "fp32")
+    if kind is SourceKind.ONNX and runtime == "openvino":
+        return RunnerSpec("openvino", str(path), threads=threads)
+    if kind is SourceKind.ONNX:
         return RunnerSpec("onnxruntime", str(path), threads=threads, providers=PROVIDERS[provider])
     return RunnerSpec(
         "torch",
@@ -77,4 +91,4 @@ def spec_for_model(
     )
 
 
-__all__ = ["BACKENDS", "PROVIDERS", "Runner", "RunnerSpec", "create_runner", "spec_for_model"]
+__all__ = ["BACKENDS", "ONNX_RUNTIMES", "PROVIDERS", "Runner", "RunnerSpec", "create_runner", "spec_for_model"]

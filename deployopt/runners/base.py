@@ -18,13 +18,13 @@ import numpy as np
 class RunnerSpec:
     """Everything needed to rebuild a runner in another process (the bench workers), as plain data."""
 
-    backend: str  # a key of deployopt.runners.BACKENDS: "torch", "onnxruntime", "tensorrt"
+    backend: str  # a key of deployopt.runners.BACKENDS: "torch", "onnxruntime", "tensorrt", "openvino"
     path: str
     threads: int | None = None
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     source_options: dict[str, Any] = field(default_factory=dict)  # SourceOptions.to_json() for torch
     device: str = "cpu"  # torch: "cpu" / "cuda[:N]"; tensorrt: "cuda[:N]"
-    precision: str = "fp32"  # torch: "fp16" runs the module in half precision (GPU baselines)
+    precision: str = "fp32"  # torch: "fp16" runs the module in half precision; openvino: inference precision
     compile: bool = False  # torch: wrap the module in torch.compile
 
     def to_json(self) -> dict:

@@ -1,4 +1,4 @@
-"""Which runner a verb's models get: the runtime options ``verify`` and ``bench`` share (``--provider``,
+"""Which runner a verb's models get: the runtime options ``verify`` and ``bench`` share (``--runtime``, ``--provider``,
 ``--device``, ``--torch-precision``, ``--torch-compile``), declared once and turned into a :class:`RunnerSpec`."""
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ class RuntimeOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    runtime: Literal["onnxruntime", "openvino"] = Field(
+        "onnxruntime", description="Runtime for ONNX models (an OpenVINO IR always runs on OpenVINO)."
+    )
     provider: Literal["cpu", "cuda", "tensorrt"] = Field(
         "cpu", description="ONNX Runtime execution provider for ONNX models; fails if it is not the active one."
     )
@@ -40,4 +43,5 @@ class RuntimeOptions(BaseModel):
             device=self.device,
             precision=self.torch_precision,
             compile=self.torch_compile,
+            runtime=self.runtime,
         )

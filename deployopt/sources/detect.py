@@ -2,9 +2,9 @@
 
 Supported kinds (see :class:`SourceKind`): TorchScript archives, ``torch.export`` archives (.pt2),
 state_dict checkpoints (with ``--arch``, or deployopt checkpoints that name their own), whole pickled
-``nn.Module`` files (only with ``trust_pickle``), and ONNX models. Detection reads the file's bytes,
-so a misnamed file is still recognised, and every failure names the file and the fix. Building the
-PyTorch module from a source is :mod:`deployopt.sources.loading`.
+``nn.Module`` files (only with ``trust_pickle``), ONNX models and OpenVINO IR (``.xml`` + ``.bin``). Detection
+reads the file's bytes, so a misnamed file is still recognised, and every failure names the file and the fix.
+Building the PyTorch module from a source is :mod:`deployopt.sources.loading`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from typing import Any
 
 from deployopt.errors import InputFileError, UsageError, file_error
 from deployopt.fsutil import sha256_file
+from deployopt.sources.openvino_ir import check_ir, ir_facts, ir_signature, looks_like_ir
 from deployopt.sources.signature import Signature, refine
 
-KNOWN_EXTENSIONS = (".pt", ".pth", ".pt2", ".ckpt", ".bin", ".onnx", ".jit", ".torchscript")
+KNOWN_EXTENSIONS = (".pt", ".pth", ".pt2", ".ckpt", ".bin", ".onnx", ".jit", ".torchscript", ".xml")
 METADATA_FILE = "deployopt.json"  # extra file inside TorchScript archives written by deployopt
 
 
@@ -29,10 +30,11 @@ class SourceKind(str, enum.Enum):
     CHECKPOINT = "checkpoint"  # a state_dict (possibly a deployopt checkpoint dict)
     PICKLED_MODULE = "pickled-module"
     ONNX = "onnx"
+    OPENVINO_IR = "openvino-ir"
 
     @property
     def is_torch(self) -> bool:
-        return self is not SourceKind.ONNX
+        return self not in (SourceKind.ONNX, SourceKind.OPENVINO_IR)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,8 @@ def detect_kind(path: Path) -> SourceKind:
         return kind
     if head[:1] == b"\x80":  # a legacy (non-zip) torch.save pickle
         return SourceKind.CHECKPOINT
+    if looks_like_ir(path):
+        return SourceKind.OPENVINO_IR
     if _looks_like_onnx(path):
         return SourceKind.ONNX
     suffix = path.suffix.lower()
@@ -172,6 +176,8 @@ def inspect_source(path: str | Path, options: SourceOptions = SourceOptions()) -
         source = _inspect_checkpoint(source)
     elif kind is SourceKind.ONNX:
         source = replace(source, signature=_onnx_signature(path))
+    elif kind is SourceKind.OPENVINO_IR:
+        source = replace(source, signature=ir_signature(path, check_ir(path)))
     elif kind is SourceKind.TORCHSCRIPT:
         source = _inspect_torchscript(source)
     elif kind is SourceKind.TORCH_EXPORT:
@@ -191,7 +197,7 @@ def inspect_source(path: str | Path, options: SourceOptions = SourceOptions()) -
             source = replace(source, dataset=entry.dataset)
     if options.inputs:
         given = Signature.parse(options.inputs)
-        if kind is SourceKind.ONNX:  # the graph declares its inputs: --input may only refine them
+        if kind in (SourceKind.ONNX, SourceKind.OPENVINO_IR):  # the graph declares its inputs: only refine them
             given = refine(source.signature, given, path)
         source = replace(source, signature=given)
     return source
@@ -353,16 +359,19 @@ def _check_external_data(model: Any, path: Path) -> None:
 
 
 def artifact_facts(path: Path) -> dict:
-    """Precision and size of a built artifact: from a TensorRT engine's sidecar, the ONNX graph (plus its node
-    counts), or fp32 for a PyTorch file."""
+    """Precision and size of a built artifact: from a TensorRT engine's sidecar, the ONNX graph or OpenVINO IR
+    (plus its node counts), or fp32 for a PyTorch file."""
     from deployopt.platform.tensorrt import is_engine_file, read_sidecar
 
     if is_engine_file(path):
         return {"precision": read_sidecar(path).source_precision, "size_bytes": path.stat().st_size}
-    if detect_kind(path) is SourceKind.ONNX:
+    kind = detect_kind(path)
+    if kind is SourceKind.ONNX:
         from deployopt.sources.onnxutil import describe
 
         return describe(path)
+    if kind is SourceKind.OPENVINO_IR:
+        return ir_facts(path)
     return {"precision": "fp32", "size_bytes": path.stat().st_size}
 
 

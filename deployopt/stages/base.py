@@ -52,6 +52,8 @@ class BuildContext:
     export_source: ModelSource | None = None  # what the export step exports (the pruned model after a prune step)
     exported: Artifact | None = None  # the raw ONNX graph (the source itself when it is ONNX)
     artifacts: dict[str, Artifact] = field(default_factory=dict)
+    # an int8 variant → its kept settings in Q/DQ form, which OpenVINO converts (the variant may be QOperator)
+    qdq_graphs: dict[str, Artifact] = field(default_factory=dict)
     steps: list[StepRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 

@@ -77,7 +77,7 @@ def export_onnx(
     import torch
 
     if not source.kind.is_torch:
-        raise StageError(f"{source.path}: already an ONNX model; export is only for PyTorch sources")
+        raise StageError(f"{source.path}: already a {source.kind.value} model; export is only for PyTorch sources")
     model = load_torch_model(source)
     _check_size(model, source)
     _check_arguments(model, signature, source)

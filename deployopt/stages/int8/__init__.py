@@ -7,7 +7,7 @@ from pathlib import Path
 
 from deployopt.data.eval_data import data_fingerprint
 from deployopt.sources.onnxutil import already_quantized, load_model
-from deployopt.stages.base import BuildContext
+from deployopt.stages.base import Artifact, BuildContext
 from deployopt.stages.int8.quantize import quantizable_nodes, resolve_mode
 from deployopt.stages.int8.search import quantize_int8
 from deployopt.types import ONNX_FP32, Precision
@@ -63,11 +63,14 @@ class Int8Step:
                 bench.threads,
                 ctx.progress,
                 calibration.num_samples if calibration is not None else None,
+                out["qdq"],
             )
             return result.to_json()
 
-        outcome = ctx.run.run_stage(self.name, config, inputs, {"model": f"model-{self.name}.onnx"}, work)
+        outputs = {"model": f"model-{self.name}.onnx", "qdq": f"model-{self.name}-qdq.onnx"}
+        outcome = ctx.run.run_stage(self.name, config, inputs, outputs, work)
         ctx.add_artifact(self.variant, outcome)
+        ctx.qdq_graphs[self.variant] = Artifact(outcome.output("qdq"), outcome.record["outputs"]["qdq"]["sha256"])
         ctx.record(self.name, outcome, int8_summary(outcome.record["details"]))
         if note := ctx.data.calibration_overlap_note():
             ctx.notes.append(note)

@@ -119,11 +119,13 @@ def quantize_int8(
     threads: int | None = None,
     progress=lambda message: None,
     calibration_samples: int | None = None,
+    qdq_out: Path | None = None,
 ) -> Int8Result:
     """Write the best int8 model to ``out_path``; ``passed`` says whether ``judge`` accepts it.
 
     ``calibration_samples`` is how many calibration samples the source holds (for the report and the
-    histogram-method note), when known."""
+    histogram-method note), when known. ``qdq_out`` receives the kept settings in Q/DQ form even when the
+    QOperator twin won: the encoding OpenVINO converts (the same bytes as ``out_path`` when Q/DQ was kept)."""
     import onnx
 
     started = time.perf_counter()
@@ -165,6 +167,8 @@ def quantize_int8(
         kept_settings = chosen
         chosen = _with_faster_encoding(search.attempts, chosen)
         shutil.copyfile(search.paths[chosen], out_path)
+        if qdq_out is not None:
+            shutil.copyfile(search.paths[kept_settings], qdq_out)
     best = search.attempts[chosen]
     notes.append(why_kept(search.attempts, kept_settings, chosen))
     if not best.passed:

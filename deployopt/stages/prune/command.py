@@ -92,7 +92,7 @@ def prune(
     """Prune ``source`` into ``out``; see the module docstring. ``passed`` is False past the accuracy budget."""
     import torch
 
-    if source.kind in (SourceKind.ONNX, SourceKind.TORCHSCRIPT, SourceKind.TORCH_EXPORT):
+    if not source.kind.is_torch or source.kind in (SourceKind.TORCHSCRIPT, SourceKind.TORCH_EXPORT):
         raise InputFileError(
             f"{source.path}: prune needs the PyTorch module itself (a checkpoint, or a state_dict with --arch), "
             f"not a {source.kind.value} file"

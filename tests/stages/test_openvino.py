@@ -1,0 +1,226 @@
+"""OpenVINO beside ONNX Runtime: the runner, IR as a model source, the build's OpenVINO variants, the
+recommendation, ``--runtime``, the path without openvino, and bad IR files."""
+
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from deployopt.data.eval_data import generate_data
+from deployopt.errors import BackendUnavailableError
+from deployopt.runners import RunnerSpec, create_runner, spec_for_model
+
+pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'deployopt[openvino]')")
+
+BRIEF_BENCH = ["--batch-sizes", "1,8", "--min-seconds", "0.2", "--warmup-seconds", "0.05"]
+QUICK = ["--no-fp16", *BRIEF_BENCH]
+
+
+@pytest.fixture(scope="module")
+def digits_build(digits_checkpoint, tmp_path_factory, run_cli_module):
+    """One build of the digits CNN with every runtime: ORT fp32/int8 and their OpenVINO twins, benchmarked."""
+    out = tmp_path_factory.mktemp("ov") / "run"
+    code, stdout, err = run_cli_module("build", digits_checkpoint, "-o", out, *QUICK)
+    assert code == 0, err
+    return out, json.loads((out / "report.json").read_text()), stdout
+
+
+@pytest.fixture(scope="module")
+def run_cli_module():
+    """run_cli for module-scoped fixtures (capsys is per test): the CLI in-process, output captured by files."""
+    import contextlib
+    import io
+
+    from deployopt.cli import main
+
+    def invoke(*args):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as done:
+            main([str(a) for a in args])
+        return done.value.code, out.getvalue(), err.getvalue()
+
+    return invoke
+
+
+def test_openvino_runs_the_same_onnx_as_onnx_runtime(digits_onnx, digits_signature):
+    feeds = generate_data(digits_signature, 5).inputs
+    results = {}
+    for runtime in ("onnxruntime", "openvino"):
+        spec = spec_for_model(str(digits_onnx), threads=1, runtime=runtime)
+        assert spec.backend == runtime
+        with create_runner(spec) as runner:
+            results[runtime] = runner.infer(feeds)
+    assert list(results["openvino"]) == list(results["onnxruntime"]) == ["output"]
+    np.testing.assert_allclose(results["openvino"]["output"], results["onnxruntime"]["output"], atol=1e-4)
+
+
+def test_fp16_is_refused_where_the_cpu_would_silently_run_fp32(digits_onnx):
+    from deployopt.runners.openvino_runner import cpu_capabilities
+
+    if "FP16" in cpu_capabilities():
+        pytest.skip("this CPU computes in fp16 natively")
+    fp16 = RunnerSpec("openvino", str(digits_onnx), precision="fp16")
+    with pytest.raises(BackendUnavailableError, match="runs this model in f32, not fp16"), create_runner(fp16):
+        pass
+
+
+def test_build_makes_verifies_and_benchmarks_openvino_variants(digits_build):
+    out, report, _ = digits_build
+    variants = {v["name"]: v for v in report["variants"]}
+    for name, precision in (("openvino-fp32", "fp32"), ("openvino-int8", "int8")):
+        variant = variants[name]
+        assert variant["runtime"] == "openvino" and variant["precision"] == precision and variant["passed"]
+        assert variant["path"].endswith(f"model-{name}.xml") and (out / f"model-{name}.bin").is_file()
+        assert set(variant["latency"]) == {"1", "8"}
+        # the int8 IR is the search's own Q/DQ graph, so its numbers track the ORT int8 artifact's
+        assert variant["verify"]["outputs"][0]["top1_agreement"] >= 0.98
+    assert variants["onnx-fp32"]["runtime"] == "onnxruntime"
+    steps = {s["stage"]: s["summary"] for s in report["stages"]}
+    assert "FakeQuantize" in steps["openvino-int8"] and "FakeQuantize" not in steps["openvino-fp32"]
+
+
+def test_ir_round_trip_keeps_the_signature_and_runs_as_a_model_source(digits_build, digits_checkpoint, run_cli):
+    out, _, _ = digits_build
+    ir = out / "model-openvino-fp32.xml"
+    code, stdout, _ = run_cli("inspect", ir, "--json")
+    described = json.loads(stdout)
+    assert code == 0 and described["kind"] == "openvino-ir" and described["precision"] == "fp32"
+    assert described["signature"] == json.loads((out / "manifest.json").read_text())["signature"]
+    code, _, err = run_cli("verify", digits_checkpoint, ir)
+    assert code == 0, err
+    code, stdout, _ = run_cli("bench", out / "model-fp32.onnx", ir, "--batch-sizes", "2", "--min-seconds", "0.1")
+    assert code == 0 and "model-openvino-fp32.xml" in stdout
+
+
+def test_recommendation_is_the_fastest_passing_artifact_per_batch(digits_build):
+    _, report, stdout = digits_build
+    recommendations = {r["batch"]: r for r in report["recommendations"]}
+    assert set(recommendations) == {1, 8}
+    for batch, chosen in recommendations.items():
+        measured = {
+            v["name"]: v["latency"][str(batch)]["p50_ms"]
+            for v in report["variants"]
+            if v["role"] != "reference" and v["passed"]
+        }
+        assert chosen["variant"] == min(measured, key=measured.get)
+        assert chosen["p50_ms"] == measured[chosen["variant"]]
+        fastest = measured[chosen["variant"]]
+        assert chosen["speedups"]["onnx-fp32"] == pytest.approx(measured["onnx-fp32"] / fastest, rel=1e-3)
+        assert chosen["speedups"]["openvino-fp32"] == pytest.approx(measured["openvino-fp32"] / fastest, rel=1e-3)
+        assert chosen["path"] in chosen["load_code"]
+    assert "recommended (fastest within budget, measured in this run):" in stdout
+    assert stdout.rstrip().endswith(tuple(r["load_code"].splitlines()[-1] for r in report["recommendations"]))
+
+
+def test_recommendation_skips_failing_and_other_runtimes_and_names_a_tie():
+    from deployopt.reports.model import BuildReport, VariantReport
+    from deployopt.reports.recommend import recommend
+
+    def variant(name, runtime, p50, passed=True):
+        v = VariantReport(name, f"/r/{name}", "fp32", 1, runtime=runtime, latency={1: {"p50_ms": p50}})
+        v.verify = type("Verdict", (), {"passed": passed})()
+        return v
+
+    report = BuildReport("m", "/r", {"signature": [{"name": "x.in"}]}, "d", 1, [1, 32], 2)
+    report.variants = [
+        VariantReport("pytorch", "/m.pt", "fp32", 1, role="reference", runtime="torch", latency={1: {"p50_ms": 0.1}}),
+        variant("onnx-fp32", "onnxruntime", 10.0),
+        variant("onnx-int8", "onnxruntime", 1.0, passed=False),  # fastest, but out of budget
+        variant("openvino-fp32", "openvino", 5.0),
+        variant("openvino-int8", "openvino", 4.9),
+    ]
+    (best,) = recommend(report, ("onnxruntime", "openvino"))  # batch 32 was not measured: no entry
+    assert (best.batch, best.variant, best.runner_up) == (1, "openvino-int8", "openvino-fp32")
+    assert best.speedups == {
+        "onnx-fp32": pytest.approx(10 / 4.9, abs=1e-3),
+        "openvino-fp32": pytest.approx(5 / 4.9, abs=1e-3),
+    }
+    assert '{"x.in": x_in}' in best.load_code and "within 5%" in best.describe()
+    (only_ort,) = recommend(report, ("onnxruntime",))
+    assert only_ort.variant == "onnx-fp32" and only_ort.runner_up is None
+
+
+def test_runtime_onnxruntime_builds_no_openvino_variant(digits_checkpoint, tmp_path, run_cli):
+    code, _, err = run_cli(
+        "build", digits_checkpoint, "-o", tmp_path / "run", "--no-int8", "--runtime", "onnxruntime", *QUICK
+    )
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert code == 0, err
+    assert not any(v["name"].startswith("openvino") for v in report["variants"])
+    assert "openvino skipped: --runtime onnxruntime" in report["notes"]
+    assert {r["runtime"] for r in report["recommendations"]} == {"onnxruntime"}
+
+
+def test_tiny_transformer_runs_on_openvino(text_onnx, tmp_path, run_cli):
+    """Token ids (int64), an attention mask and a dynamic sequence: the OpenVINO variants verify on real
+    generated token batches, and --runtime openvino recommends only OpenVINO artifacts. fp16 is asked for: where
+    OpenVINO's CPU plugin has no fp16 arithmetic the report says why there is no openvino-fp16."""
+    from deployopt.runners.openvino_runner import cpu_capabilities
+
+    code, _, err = run_cli(
+        "build", text_onnx, "-o", tmp_path / "run", "--no-int8", "--runtime", "openvino", *BRIEF_BENCH
+    )  # fmt: skip
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert code == 0, err
+    assert report["variants"][0]["runtime"] == "onnxruntime"  # the ONNX original, the reference
+    ov = next(v for v in report["variants"] if v["name"] == "openvino-fp32")
+    assert ov["passed"] and ov["verify"]["outputs"][0]["cosine"] > 0.9999
+    assert {r["runtime"] for r in report["recommendations"]} == {"openvino"}
+    if "FP16" not in cpu_capabilities():
+        assert any(n.startswith("openvino-fp16 not made: OpenVINO's CPU plugin") for n in report["notes"])
+
+
+def test_without_openvino_the_build_says_what_it_skipped(
+    digits_checkpoint, digits_onnx, tmp_path, run_cli, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import fails as if not installed
+    code, _, err = run_cli("build", digits_checkpoint, "-o", tmp_path / "run", "--no-int8", "--no-bench", "--no-fp16")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert code == 0, err
+    assert not any(v["name"].startswith("openvino") for v in report["variants"])
+    assert any(n.startswith("openvino skipped: openvino is not installed") for n in report["notes"])
+    code, _, err = run_cli("build", digits_checkpoint, "-o", tmp_path / "r2", "--runtime", "openvino", "--no-bench")
+    assert code == 5 and err.count("\n") == 1 and "pip install 'deployopt[openvino]'" in err
+    code, _, err = run_cli("verify", digits_checkpoint, digits_onnx, "--runtime", "openvino")
+    assert code == 5 and "openvino is not installed" in err
+
+
+def test_bad_ir_files_are_one_line_each(digits_build, digits_checkpoint, tmp_path, run_cli):
+    out, _, _ = digits_build
+    xml, weights = out / "model-openvino-fp32.xml", out / "model-openvino-fp32.bin"
+
+    def copy(name, xml_bytes=None, bin_bytes=None, link_bin=None):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "m.xml").write_bytes(xml.read_bytes() if xml_bytes is None else xml_bytes)
+        if link_bin is not None:
+            os.symlink(link_bin, folder / "m.bin")
+        elif bin_bytes is not False:
+            (folder / "m.bin").write_bytes(weights.read_bytes() if bin_bytes is None else bin_bytes)
+        return folder / "m.xml"
+
+    outside = tmp_path / "elsewhere.bin"
+    shutil.copyfile(weights, outside)
+    cases = {
+        "truncated xml": (copy("a", xml_bytes=xml.read_bytes()[:700]), "truncated or corrupt XML"),
+        "truncated bin": (copy("b", bin_bytes=weights.read_bytes()[:100]), "(truncated); copy the .bin again"),
+        "missing bin": (copy("c", bin_bytes=False), "its weights file m.bin is missing"),
+        "bin outside": (copy("d", link_bin=outside), "points outside the model's folder"),
+    }
+    for case, (path, message) in cases.items():
+        before = {p: p.read_bytes() for p in path.parent.iterdir() if p.is_file()}
+        code, _, err = run_cli("verify", digits_checkpoint, path)
+        assert code == 3 and message in err and err.count("\n") == 1 and str(path) in err, case
+        assert before == {p: p.read_bytes() for p in path.parent.iterdir() if p.is_file()}, case
+    code, _, err = run_cli("build", xml, "-o", tmp_path / "run")
+    assert code == 3 and "an OpenVINO IR is already a deployable artifact" in err
+
+
+def test_doctor_lists_openvino_and_the_cpu(run_cli):
+    code, out, _ = run_cli("doctor")
+    assert code == 0
+    assert any(line.startswith("ok  openvino") and "CPU runs: FP32" in line for line in out.splitlines())
+    assert any(line.startswith("ok  cpu") and "flags:" in line for line in out.splitlines())
