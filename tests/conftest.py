@@ -15,6 +15,10 @@ HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 needs_torchvision = pytest.mark.skipif(
     not HAS_TORCHVISION, reason="torchvision is not installed (pip install 'deployopt[vision]')"
 )
+# what a default build adds beside the ONNX Runtime variants when openvino is installed (--runtime auto)
+# (NNCF's candidate too when nncf is installed: on the digits CNN it passes its budget)
+OPENVINO_VARIANTS = ["openvino-fp32", "openvino-int8"] if importlib.util.find_spec("openvino") else []
+OPENVINO_VARIANTS += ["openvino-int8-nncf"] if OPENVINO_VARIANTS and importlib.util.find_spec("nncf") else []
 
 
 @pytest.fixture(scope="session", autouse=True)

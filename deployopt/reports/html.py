@@ -163,6 +163,18 @@ def _table(report: BuildReport) -> str:
     return f'<table id="variants"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+def _recommendation(report: BuildReport) -> str:
+    """The fastest passing artifact per batch and the code that loads it, right under the table."""
+    if not report.recommendations:
+        return ""
+    items = "".join(f"<li>{html.escape(r.describe())}</li>" for r in report.recommendations)
+    code = "".join(
+        f"<pre><code>{html.escape(c)}</code></pre>"
+        for c in dict.fromkeys(r.load_code for r in report.recommendations if r.load_code)
+    )
+    return f'<h2>Recommendation</h2><ul id="recommendation">{items}</ul>{code}'
+
+
 def render_html(report: BuildReport) -> str:
     verdict = '<span class="pass">PASS</span>' if report.passed else '<span class="fail">FAIL</span>'
     steps = "".join(
@@ -183,6 +195,7 @@ def render_html(report: BuildReport) -> str:
         f"<code>{html.escape(report.run_dir)}</code>.</p>"
         f"{_table(report)}"
         + "".join(f"<p>{html.escape(line)}</p>" for line in report.not_measured_lines())
+        + _recommendation(report)
         + f'<div class="plots">{images}</div>'
         f"<h2>Steps</h2><ol>{steps}</ol>" + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "") + "</body></html>\n"
     )

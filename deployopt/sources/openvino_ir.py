@@ -19,6 +19,7 @@ from deployopt.sources.signature import Signature, TensorSpec
 
 RT_INFO_SECTION = "deployopt"
 RT_INFO_SIGNATURE = "signature"
+RT_INFO_PRECISION = "precision"  # the precision deployopt judged the IR at
 # IR element types → numpy dtype names (the ones a model input can have)
 _DTYPES = {
     "f32": "float32",
@@ -124,7 +125,10 @@ def ir_facts(path: Path) -> dict:
     layers = list(root.iter("layer"))
     types = [layer.get("type") for layer in layers]
     const_types = {(layer.find("data").get("element_type") or "") for layer in layers if layer.get("type") == "Const"}
-    if "FakeQuantize" in types or const_types & _INT8_TYPES:
+    saved = root.find(f"rt_info/{RT_INFO_SECTION}/{RT_INFO_PRECISION}")
+    if saved is not None and saved.get("value") in ("fp32", "fp16", "int8"):
+        precision = saved.get("value")
+    elif "FakeQuantize" in types or const_types & _INT8_TYPES:
         precision = "int8"
     elif "f16" in const_types:  # compressed weights (ov.save_model(..., compress_to_fp16=True))
         precision = "fp16"

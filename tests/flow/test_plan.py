@@ -13,15 +13,15 @@ def _names(config: BuildConfig) -> list[str]:
 
 
 def test_default_plan():
-    assert _names(BuildConfig()) == ["export", "graph", "fp16", "int8"]
+    assert _names(BuildConfig()) == ["export", "graph", "fp16", "int8", "openvino"]
 
 
 def test_plan_follows_the_config():
-    assert _names(BuildConfig(quantize=QuantizedVariants(make=()))) == ["export", "graph"]
+    assert _names(BuildConfig(quantize=QuantizedVariants(make=()))) == ["export", "graph", "openvino"]
     pruned = BuildConfig(prune=PruneConfig(method="2:4"), quantize=QuantizedVariants(make=("int8",)))
-    assert _names(pruned) == ["prune", "export", "graph", "2:4 check", "int8"]
+    assert _names(pruned) == ["prune", "export", "graph", "2:4 check", "int8", "openvino"]
     tensorrt = _names(BuildConfig(target="tensorrt"))
-    assert tensorrt == ["export", "graph", "fp16", "int8", "int8-tensorrt", "trt-fp16", "trt-int8"]
+    assert tensorrt == ["export", "graph", "fp16", "int8", "openvino", "int8-tensorrt", "trt-fp16", "trt-int8"]
 
 
 def test_budgets_resolve_in_one_place():

@@ -65,7 +65,12 @@ def baseline_build(digits_checkpoint, tmp_path_factory):
     from deployopt.flow.build import QuantizedVariants
 
     out = tmp_path_factory.mktemp("gate") / "baseline"
-    config = BuildConfig(out=out, quantize=QuantizedVariants(make=()), bench=BenchConfig(batch_sizes=(32,), repeats=2))
+    config = BuildConfig(  # ONNX Runtime only: these tests are about the gate, on the fewest variants
+        out=out,
+        runtime="onnxruntime",
+        quantize=QuantizedVariants(make=()),
+        bench=BenchConfig(batch_sizes=(32,), repeats=2),
+    )
     build(digits_checkpoint, config)
     return out / "report.json"
 
@@ -77,7 +82,8 @@ def test_cli_gate_passes_against_its_own_baseline_and_writes_junit_and_summary(
     # The latency margin is wide because a shared machine's load can slow one run 100×: this test is about the
     # gate's plumbing; the regression kinds, latency included, are the next test's, on a doctored baseline.
     code, _, err = run_cli(
-        "build", digits_checkpoint, "--no-fp16", "--no-int8", "--batch-sizes", "32", "--repeats", "2",
+        "build", digits_checkpoint, "--no-fp16", "--no-int8", "--runtime", "onnxruntime", "--batch-sizes", "32",
+        "--repeats", "2",
         "-o", tmp_path / "run", "--baseline", baseline_build, "--max-latency-regression", "1000",
         "--junit", junit, "--summary", summary,
     )  # fmt: skip
@@ -101,7 +107,8 @@ def test_cli_gate_fails_on_each_regression_kind(run_cli, digits_checkpoint, base
     better.write_text(json.dumps(baseline))
     junit = tmp_path / "junit.xml"
     code, _, err = run_cli(
-        "build", digits_checkpoint, "--no-fp16", "--no-int8", "--batch-sizes", "32", "--repeats", "2",
+        "build", digits_checkpoint, "--no-fp16", "--no-int8", "--runtime", "onnxruntime", "--batch-sizes", "32",
+        "--repeats", "2",
         "-o", tmp_path / "run", "--baseline", better, "--junit", junit, "--summary", tmp_path / "s.md",
     )  # fmt: skip
     assert code == 1

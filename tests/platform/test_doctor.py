@@ -13,11 +13,13 @@ def test_doctor_lists_every_backend_with_a_reason(run_cli):
     names = [line.split()[1] for line in out.splitlines()]
     assert names == [
         "deployopt",
+        "cpu",
         "pytorch",
         "cuda-gpu",
         "onnxruntime",
         "onnxruntime-cuda",
         "onnxruntime-tensorrt",
+        "openvino",
         "tensorrt",
     ]
     checks = {c.name: c for c in doctor.diagnose()}

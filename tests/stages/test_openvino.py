@@ -96,7 +96,7 @@ def test_ir_round_trip_keeps_the_signature_and_runs_as_a_model_source(digits_bui
 
 
 def test_recommendation_is_the_fastest_passing_artifact_per_batch(digits_build):
-    _, report, stdout = digits_build
+    out, report, stdout = digits_build
     recommendations = {r["batch"]: r for r in report["recommendations"]}
     assert set(recommendations) == {1, 8}
     for batch, chosen in recommendations.items():
@@ -112,6 +112,9 @@ def test_recommendation_is_the_fastest_passing_artifact_per_batch(digits_build):
         assert chosen["speedups"]["openvino-fp32"] == pytest.approx(measured["openvino-fp32"] / fastest, rel=1e-3)
         assert chosen["path"] in chosen["load_code"]
     assert "recommended (fastest within budget, measured in this run):" in stdout
+    lines = [f"batch {r['batch']}: {r['variant']} on " for r in report["recommendations"]]
+    for document in ("report.md", "report.html"):
+        assert all(line in (out / document).read_text() for line in lines), document
     assert stdout.rstrip().endswith(tuple(r["load_code"].splitlines()[-1] for r in report["recommendations"]))
 
 
