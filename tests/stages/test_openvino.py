@@ -227,3 +227,60 @@ def test_doctor_lists_openvino_and_the_cpu(run_cli):
     assert code == 0
     assert any(line.startswith("ok  openvino") and "CPU runs: FP32" in line for line in out.splitlines())
     assert any(line.startswith("ok  cpu") and "flags:" in line for line in out.splitlines())
+
+
+def test_a_graph_openvino_cannot_convert_is_a_note_not_a_failed_build(tmp_path, run_cli):
+    """OpenVINO is an optional second runtime: an operator its ONNX frontend lacks (Det) leaves the ONNX
+    Runtime artifacts and the exit code alone, and the report names the operator."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Det", ["x"], ["y"])],
+        "det",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])],
+    )
+    model = tmp_path / "det.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), model)
+    code, _, err = run_cli("build", model, "-o", tmp_path / "run", "--no-int8", "--no-fp16", "--no-bench")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert code == 0, err
+    assert [v["name"] for v in report["variants"]] == ["onnx-original", "onnx-fp32"]
+    (note,) = [n for n in report["notes"] if n.startswith("openvino-fp32 not made")]
+    assert "OpenVINO cannot convert this graph (-- No conversion rule found for operations: Det-17)" in note
+
+
+def test_nncf_candidate_is_judged_and_kept_when_it_passes(digits_build):
+    pytest.importorskip("nncf", reason="nncf is not installed (pip install 'deployopt[nncf]')")
+    _, report, _ = digits_build
+    nncf = next(v for v in report["variants"] if v["name"] == "openvino-int8-nncf")
+    assert nncf["precision"] == "int8" and nncf["passed"] and nncf["runtime"] == "openvino"
+    summary = next(s["summary"] for s in report["stages"] if s["stage"] == "openvino-int8-nncf")
+    assert "NNCF int8 of model-fp32.onnx" in summary and "FakeQuantize" in summary
+
+
+def test_an_openvino_candidate_that_misses_its_budget_is_not_kept(digits_checkpoint, tmp_path, run_cli, monkeypatch):
+    """A candidate whose numbers are wrong (here: the NNCF step handed a graph with one convolution's weights
+    tripled) is measured by the judge, reported with its failing metric, and left out of the variants."""
+    pytest.importorskip("nncf", reason="nncf is not installed (pip install 'deployopt[nncf]')")
+    import onnx
+    from onnx import numpy_helper
+
+    from deployopt.stages import openvino
+
+    def damaged(onnx_path, calibration, transformer):
+        model = onnx.load(str(onnx_path))
+        conv = next(n for n in model.graph.node if n.op_type == "Conv")
+        weight = next(i for i in model.graph.initializer if i.name == conv.input[1])
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 3, weight.name))
+        onnx.save(model, str(tmp_path / "damaged.onnx"))
+        return openvino.convert_onnx(tmp_path / "damaged.onnx")
+
+    monkeypatch.setattr(openvino, "nncf_quantize", damaged)
+    code, _, err = run_cli("build", digits_checkpoint, "-o", tmp_path / "run", "--no-fp16", "--no-bench")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert code == 0, err
+    assert "openvino-int8-nncf" not in {v["name"] for v in report["variants"]}
+    (note,) = [n for n in report["notes"] if n.startswith("openvino-int8-nncf not kept")]
+    assert "misses the int8 budget on OpenVINO" in note and "below budget" in note
