@@ -284,3 +284,20 @@ def test_an_openvino_candidate_that_misses_its_budget_is_not_kept(digits_checkpo
     assert "openvino-int8-nncf" not in {v["name"] for v in report["variants"]}
     (note,) = [n for n in report["notes"] if n.startswith("openvino-int8-nncf not kept")]
     assert "misses the int8 budget on OpenVINO" in note and "below budget" in note
+
+
+def test_bench_runs_an_onnx_model_on_the_runtime_asked_for(digits_onnx, run_cli, monkeypatch):
+    import deployopt.api
+
+    seen = []
+    real_bench = deployopt.api.bench
+
+    def recording(variants, *args, **kwargs):
+        seen.extend(v.spec.backend for v in variants)
+        return real_bench(variants, *args, **kwargs)
+
+    monkeypatch.setattr(deployopt.api, "bench", recording)
+    for runtime in ("openvino", "onnxruntime"):
+        code, out, _ = run_cli("bench", digits_onnx, "--runtime", runtime, "--batch-sizes", "2", "--min-seconds", "0.1")
+        assert code == 0 and "digits.onnx" in out
+    assert seen == ["openvino", "onnxruntime"]
