@@ -114,8 +114,9 @@ def _deadline(seconds: int):
         signal.signal(signal.SIGALRM, previous)
 
 
-def run_case(case, workdir: Path, bench: bool = False) -> Outcome:
-    """Build one case as ``deployopt build model.onnx`` would and judge the verdict against ONNX's answer."""
+def run_case(case, workdir: Path, bench: bool = False, runtime: str = "auto") -> Outcome:
+    """Build one case as ``deployopt build model.onnx [--runtime RUNTIME]`` would and judge the verdict against
+    ONNX's answer."""
     import onnx
 
     op = case.model.graph.node[0].op_type
@@ -123,24 +124,25 @@ def run_case(case, workdir: Path, bench: bool = False) -> Outcome:
     model_path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(case.model, model_path)
     start = time.perf_counter()
-    outcome = _build(case, model_path, op, bench, data=None)
+    outcome = _build(case, model_path, op, bench, runtime, data=None)
     if outcome.result == "refused" and "--data" in outcome.detail:  # do what the refusal says
         data = model_path.with_name("inputs.npz")
         names = [i.name for i in case.model.graph.input]
         np.savez(data, **dict(zip(names, case.data_sets[0][0], strict=True)))
-        outcome = _build(case, model_path, op, bench, data=data)
+        outcome = _build(case, model_path, op, bench, runtime, data=data)
         outcome.detail = "needed --data" + (f": {outcome.detail}" if outcome.detail else "")
     outcome.seconds = time.perf_counter() - start
     return outcome
 
 
-def _build(case, model_path: Path, op: str, bench: bool, data: Path | None) -> Outcome:
+def _build(case, model_path: Path, op: str, bench: bool, runtime: str, data: Path | None) -> Outcome:
     from deployopt import api
     from deployopt.errors import DeployoptError
 
     config = api.BuildConfig(
         out=model_path.parent / ("run-data" if data else "run"),
         skip_bench=not bench,
+        runtime=runtime,
         verify=api.VerifyConfig(data=data),
         bench=api.BenchConfig(batch_sizes=(1,), min_seconds=0.05, warmup_seconds=0.01),
     )
