@@ -251,6 +251,7 @@ def measure(name: str, repeats: int, threads: int, work: Path, build_args: tuple
         "build_stderr": result.stderr[-2000:],
         "int8": int8,
         "int8_step": next((s["summary"] for s in report["stages"] if s["stage"] == "int8"), ""),
+        "not_kept": [n for n in report["notes"] if n.startswith("openvino") and " not " in n.split(":")[0]],
     }
 
 
@@ -342,6 +343,8 @@ def to_markdown(results: list[dict], command: str, repeats: int, threads: int) -
     lines += ["", *failures] if failures else []
     lines += ["", "Recommended (fastest passing artifact per batch, this run):", ""]
     lines += [line for r in results for line in recommended(r)]
+    not_kept = [f"- {r['model']}: {note}" for r in results for note in r.get("not_kept", [])]
+    lines += ["", "OpenVINO candidates not made or not kept (the build's notes):", "", *not_kept] if not_kept else []
     lines += ["", "| model | int8 search time | kept | nodes in float |", "|---|---|---|---|"]
     lines += [
         f"| {r['model']} | {r['int8'].get('search_seconds', float('nan')):.0f} s | {r['int8'].get('chosen', '–')} "

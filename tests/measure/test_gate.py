@@ -114,8 +114,18 @@ def test_cli_gate_fails_on_each_regression_kind(run_cli, digits_checkpoint, base
     assert code == 1
     for metric in ("accuracy", "size", "latency b32"):
         assert f"REGRESSION onnx-fp32 {metric}" in err
-    failures = ET.parse(junit).getroot().findall(".//failure[@type='regression']")
-    assert len(failures) == 3
+    failing = [
+        case.get("name")
+        for case in ET.parse(junit).getroot().iter("testcase")
+        if case.find("failure[@type='regression']") is not None
+    ]
+    assert sorted(n for n in failing if n.startswith("onnx-fp32")) == [
+        "onnx-fp32 accuracy",
+        "onnx-fp32 latency b32",
+        "onnx-fp32 size",
+    ]
+    # the undoctored variants can only regress in latency, when a loaded shared machine slows this run
+    assert all(" latency " in n for n in failing if not n.startswith("onnx-fp32")), failing
     assert "❌ FAIL" in (tmp_path / "s.md").read_text()
 
 
