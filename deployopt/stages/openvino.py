@@ -103,14 +103,20 @@ def convert_onnx(onnx_path: Path) -> Any:
 
 
 def nncf_quantize(onnx_path: Path, calibration, transformer: bool) -> Any:
-    """NNCF's default post-training int8 on the fp32 IR, calibrated one sample at a time on ``calibration``."""
+    """NNCF's default post-training int8 on the fp32 IR, calibrated one sample at a time on ``calibration``.
+    NNCF draws progress bars on stdout, which is the command's result (``--json``): they are swallowed; the
+    step's own progress line says what runs."""
+    import contextlib
+    import io
+
     import nncf
 
     samples = [batch for _, batch in zip(range(NNCF_MAX_SAMPLES), calibration.batches(1), strict=False)]
     options: dict[str, Any] = {"subset_size": len(samples)}
     if transformer:
         options["model_type"] = nncf.ModelType.TRANSFORMER
-    return nncf.quantize(convert_onnx(onnx_path), nncf.Dataset(samples), **options)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return nncf.quantize(convert_onnx(onnx_path), nncf.Dataset(samples), **options)
 
 
 class OpenVinoStep:
