@@ -115,8 +115,13 @@ def nncf_quantize(onnx_path: Path, calibration, transformer: bool) -> Any:
     options: dict[str, Any] = {"subset_size": len(samples)}
     if transformer:
         options["model_type"] = nncf.ModelType.TRANSFORMER
-    with contextlib.redirect_stdout(io.StringIO()):
-        return nncf.quantize(convert_onnx(onnx_path), nncf.Dataset(samples), **options)
+    model = convert_onnx(onnx_path)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return nncf.quantize(model, nncf.Dataset(samples), **options)
+    except Exception as exc:  # NNCF's own errors on a graph it cannot handle: the candidate is not made (a note)
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise StageError(f"{onnx_path}: NNCF cannot quantize this graph ({first})") from exc
 
 
 class OpenVinoStep:

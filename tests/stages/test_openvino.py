@@ -302,3 +302,17 @@ def test_bench_runs_an_onnx_model_on_the_runtime_asked_for(digits_onnx, run_cli,
         code, out, _ = run_cli("bench", digits_onnx, "--runtime", runtime, "--batch-sizes", "2", "--min-seconds", "0.1")
         assert code == 0 and "digits.onnx" in out
     assert seen == ["openvino", "onnxruntime"]
+
+
+def test_nncf_failing_on_a_graph_is_a_note(digits_checkpoint, tmp_path, run_cli, monkeypatch):
+    nncf = pytest.importorskip("nncf", reason="nncf is not installed (pip install 'deployopt[nncf]')")
+
+    def refuses(*args, **kwargs):
+        raise RuntimeError("unsupported pattern\ndetails")
+
+    monkeypatch.setattr(nncf, "quantize", refuses)
+    code, _, err = run_cli("build", digits_checkpoint, "-o", tmp_path / "run", "--no-fp16", "--no-bench")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert code == 0, err
+    (note,) = [n for n in report["notes"] if n.startswith("openvino-int8-nncf not made")]
+    assert "NNCF cannot quantize this graph (unsupported pattern)" in note
