@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data.calibration import Preprocess
-from deployopt.data.eval_data import EvalData, data_fingerprint
+from deployopt.data.eval_data import EvalData
 from deployopt.data.plan import DataPlan, DataSources
 from deployopt.errors import InputFileError
 from deployopt.fsutil import write_json_atomic, write_text_atomic
@@ -241,13 +241,7 @@ def _verify_artifacts(ctx: BuildContext, report: BuildReport) -> None:
 
 def _verify_variant(ctx: BuildContext, name: str, path: Path, precision: str) -> VerifyResult:
     judge = ctx.judge(precision)
-    key = {
-        "reference": ctx.source.sha256,
-        "candidate": ctx.run.manifest["artifacts"][name]["sha256"],
-        "data": data_fingerprint(judge.data),
-        "budget": judge.budget.model_dump(),
-        "batch": judge.batch_size,
-    }
+    key = ctx.verification_key(ctx.run.manifest["artifacts"][name]["sha256"], judge)
     cached = ctx.run.cached_result(f"verify:{name}", key)
     if cached is not None:
         return dataclasses.replace(VerifyResult.from_json(cached), cached=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from deployopt.data.eval_data import data_fingerprint
 from deployopt.measure.budgets import resolve_budget
 from deployopt.measure.verify import CollectedOutputs, Judge, collect_outputs
 from deployopt.rundir import RunDirectory, StageOutcome
@@ -83,6 +84,17 @@ class BuildContext:
         verify = self.config.verify
         budget = resolve_budget(precision, verify.budget, pruned=self.config.prune)
         return Judge(self.reference, self.data.verification, budget, verify.batch_size, self.reference_outputs)
+
+    def verification_key(self, artifact_sha256: str, judge: Judge) -> dict:
+        """What a verification result depends on: the original, the artifact's bytes, the data, the budget and
+        the batch — the cache key of ``verify:<variant>`` in the run directory."""
+        return {
+            "reference": self.source.sha256,
+            "candidate": artifact_sha256,
+            "data": data_fingerprint(judge.data),
+            "budget": judge.budget.model_dump(),
+            "batch": judge.batch_size,
+        }
 
     def add_artifact(self, name: str, outcome: StageOutcome, label: str = "model") -> Artifact:
         artifact = Artifact(outcome.output(label), outcome.record["outputs"][label]["sha256"])

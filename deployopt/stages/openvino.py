@@ -194,7 +194,7 @@ class OpenVinoStep:
 
         def judged(path: Path) -> dict:
             result = judge(spec_for_model(str(path)))
-            return {"passed": result.passed, "failures": result.failures, "verify": result.summary()}
+            return {"passed": result.passed, "failures": result.failures, "verify": result.to_json()}
 
         def work(out: dict[str, Path]) -> dict:
             if candidate.method == "nncf":
@@ -217,8 +217,11 @@ class OpenVinoStep:
         summary = f"{outputs['model']} + .bin, {made} {source.path.name} ({d['ops']} ops"
         summary += f", {d['fake_quantize']} FakeQuantize)" if d["fake_quantize"] else ")"
         if d["passed"]:
-            ctx.add_artifact(variant, outcome)
+            artifact = ctx.add_artifact(variant, outcome)
             ctx.record(variant, outcome, summary)
+            # the final verification would repeat this very judgement: hand it over under its cache key
+            verdict = d["verify"] | {"candidate": str(artifact.path)}
+            ctx.run.record_result(f"verify:{variant}", ctx.verification_key(artifact.sha256, judge), verdict)
         else:
             why = "; ".join(d["failures"])
             ctx.record(variant, outcome, f"{summary}; not kept as a variant: misses its budget ({why})")
