@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data.calibration import Preprocess
-from deployopt.data.plan import DataPlan
+from deployopt.data.plan import DataPlan, DataSources
 from deployopt.errors import InputFileError, UsageError
 from deployopt.flow.build import VARIANT_STEPS, BuildConfig, QuantizedVariants, build, require_signature
 from deployopt.flow.demo import run_demo
@@ -99,10 +99,9 @@ def export(
     config: ExportConfig = ExportConfig(),
     data: str | Path | None = None,
 ) -> ExportResult:
-    """Export a PyTorch model file to ONNX at ``out`` (written atomically); the result names the exporter used.
-    With ``data`` (an .npz by input name) the model is run on its first samples instead of generated inputs."""
-    from deployopt.data.eval_data import load_data, sized_to_data
-
+    """Export a PyTorch model file or Hugging Face folder to ONNX at ``out`` (written atomically); the result names
+    the exporter used. With ``data`` (an .npz by input name, or text for a text model) the model is run on its first
+    samples instead of generated inputs; a text model without data runs on the built-in sentences."""
     source = inspect_source(Path(model), options)
     if source.kind is SourceKind.ONNX:
         raise UsageError(f"{model}: already an ONNX model; use `deployopt optimize` to optimise it")
@@ -110,9 +109,8 @@ def export(
         raise UsageError(f"{model}: already a {source.kind.value} model; export takes a PyTorch model")
     _refuse_overwrite_of_input(source.path, Path(out))
     signature = require_signature(source)
-    example = None
-    if data is not None:
-        example = next(sized_to_data(load_data(signature, data)).batches(2))
+    real = DataPlan(signature, DataSources(data=Path(data) if data else None, text=source.text)).real_inputs
+    example = next(real.batches(2)) if real is not None else None
     with atomic_path(out) as tmp:
         result = export_onnx(source, signature, tmp, config, example)
     return result
@@ -193,7 +191,7 @@ def verify_models(
         )
     precision = Precision.FP16 if runtime.torch_precision == "fp16" and cand.source is not None else cand.precision
     budget = resolve_budget(precision, config.budget)
-    data = DataPlan(signature, config.data_sources(ref.dataset)).verification
+    data = DataPlan(signature, config.data_sources(ref.dataset, text=ref.source.text)).verification
     return run_verify(reference_spec(ref.source), runtime.spec(cand.path, options), data, budget, config.batch_size)
 
 
@@ -207,8 +205,6 @@ def bench_models(
 ) -> list[Measurement]:
     """Measure every model in one invocation, each in its own worker process, at each batch size; on the real
     inputs in ``data`` (cycled to each batch size) when given, else on generated ones."""
-    from deployopt.data.eval_data import load_data, sized_to_data
-
     if not models:
         raise UsageError("bench needs at least one model file")
     opened = [_open_model(m, options) for m in models]
@@ -217,7 +213,8 @@ def bench_models(
         raise InputFileError(
             f"{models[0]}: no input signature is saved with this model; pass --input NAME:SHAPE[:DTYPE]"
         )
-    real = sized_to_data(load_data(signature, data)) if data is not None else None
+    text = next((m.source.text for m in opened if m.source is not None and m.source.text is not None), None)
+    real = DataPlan(signature, DataSources(data=Path(data) if data else None, text=text)).real_inputs
     labels = _unique_labels([m.path for m in opened])
     variants = [BenchVariant(label, runtime.spec(m.path, options)) for label, m in zip(labels, opened, strict=True)]
     return bench(variants, signature, config, progress, real)

@@ -23,7 +23,7 @@ _OUT = click.option("-o", "--out", type=click.Path(path_type=Path), required=Tru
 @g.EXPORT_DATA
 @g.json_option("the result")
 def export(model: Path, out: Path, as_json: bool, **kw: Any) -> int:
-    """Export a PyTorch MODEL to ONNX (dynamic batch, checked with onnx.checker)."""
+    """Export a PyTorch MODEL or Hugging Face folder to ONNX (dynamic batch, checked with onnx.checker)."""
     from deployopt.api import export as run_export
 
     data = g.EXPORT_DATA.build(kw).data

@@ -39,9 +39,9 @@ from deployopt.errors import UsageError
 
 SOURCE = OptionGroup(
     BuildConfig,
-    only=("arch", "inputs", "trust_pickle"),
+    only=("arch", "inputs", "trust_pickle", "task", "max_length"),
     names={"inputs": "--input", "trust_pickle": "--trust-pickle"},
-    metavars={"inputs": "NAME:SHAPE[:DTYPE]", "arch": "NAME"},
+    metavars={"inputs": "NAME:SHAPE[:DTYPE]", "arch": "NAME", "max_length": "TOKENS"},
 )
 INPUT = OptionGroup(  # verbs that take ONNX only: the signature, refined within the graph's own inputs
     BuildConfig, only=("inputs",), names={"inputs": "--input"}, metavars={"inputs": "NAME:SHAPE[:DTYPE]"}
@@ -58,10 +58,14 @@ DATA = OptionGroup(
     helps={"samples": "generated verification samples when no real data is given"},
 )
 BENCH_DATA = OptionGroup(  # bench: the same --data as build and verify, to measure on real inputs
-    VerifyConfig, only=("data",), helps={"data": "real inputs (.npz by input name) to measure on, cycled to each batch"}
+    VerifyConfig,
+    only=("data",),
+    helps={"data": "real inputs (.npz by input name; text for a text model) to measure on, cycled to each batch"},
 )
 EXPORT_DATA = OptionGroup(  # export: the same --data, to run the model on real inputs while exporting
-    VerifyConfig, only=("data",), helps={"data": "real inputs (.npz by input name) to run the model on while exporting"}
+    VerifyConfig,
+    only=("data",),
+    helps={"data": "real inputs (.npz by input name; text for a text model) to run the model on while exporting"},
 )
 BUDGET = OptionGroup(BudgetOverrides)
 CALIBRATION = OptionGroup(

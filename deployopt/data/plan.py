@@ -8,6 +8,9 @@ Precedence (the same for ``build``, ``quantize`` and ``verify``):
 * **verification**: ``--data`` (with ``--labels``), else the ``test`` split of the model's dataset, else the
   calibration data (int8 must be judged on the inputs it will see: generated noise lies outside every
   calibrated range), else seeded generated inputs (``--samples`` of them).
+* **text models** (Hugging Face folders with a tokenizer): ``--data`` / ``--calibration`` may also be a text file
+  (one example per line) or ``.jsonl``; without them, the built-in English sentences take the place of the
+  dataset — one half calibrates, the other verifies — never generated token ids.
 
 Each source is opened once per plan, however many stages ask for it.
 """
@@ -20,7 +23,9 @@ from pathlib import Path
 
 from deployopt.data.calibration import BatchSource, Preprocess, as_eval_data, load_calibration
 from deployopt.data.eval_data import EvalData, dataset_data, generate_data, load_data, sized_to_data
+from deployopt.data.text import builtin_sentences, is_text_file, text_data
 from deployopt.errors import UsageError
+from deployopt.sources.huggingface import TextEncoding
 from deployopt.sources.signature import Signature
 
 
@@ -37,6 +42,7 @@ class DataSources:
     calibration_samples: int = 128
     split: str = "test"
     seed: int = 0
+    text: TextEncoding | None = None  # a text model's tokenizer: text files and the built-in sentences
 
 
 @dataclass
@@ -50,14 +56,29 @@ class DataPlan:
         s = self.sources
         if s.labels is not None and s.data is None and s.dataset is None:
             raise UsageError("--labels needs --data: labels only make sense for real validation inputs")
+        if s.labels is not None and s.data is not None and is_text_file(s.data):
+            raise UsageError(f'--labels: the labels of {s.data} go in its lines (.jsonl with a "label" field)')
+        for path in (s.data, s.calibration):
+            if path is not None and is_text_file(path) and s.text is None:
+                raise UsageError(
+                    f"{path}: text files feed Hugging Face text models (a folder with a tokenizer); for this model "
+                    "pass an .npz with one array per input name"
+                )
+
+    def _text(self, path: Path) -> EvalData:
+        return sized_to_data(text_data(self.sources.text, self.signature, path))
 
     @cached_property
     def _calibration_source(self) -> BatchSource | None:
         s = self.sources
         if s.calibration is not None:
+            if is_text_file(s.calibration):
+                return self._text(s.calibration)
             return load_calibration(self.signature, s.calibration, s.preprocess)
         if s.dataset is not None:
             return dataset_data(self.signature, s.dataset, "val")
+        if s.text is not None:
+            return sized_to_data(builtin_sentences(s.text, self.signature, "calibration"))
         return None
 
     def check(self) -> None:
@@ -85,12 +106,16 @@ class DataPlan:
     def verification(self) -> EvalData:
         s = self.sources
         if s.data is not None:
+            if is_text_file(s.data):
+                return self._text(s.data)
             return sized_to_data(load_data(self.signature, s.data, s.labels))
         if s.dataset is not None:
             return sized_to_data(dataset_data(self.signature, s.dataset, s.split, s.seed))
         if self._verifies_on_calibration:
             limit = max(s.samples, s.calibration_samples)
             return sized_to_data(as_eval_data(self._calibration_source, self.signature, limit))
+        if s.text is not None:
+            return sized_to_data(builtin_sentences(s.text, self.signature, "verification"))
         return generate_data(self.signature, s.samples, s.seed)
 
     def calibration_overlap_note(self) -> str | None:
@@ -108,9 +133,9 @@ class DataPlan:
 
     @property
     def real_inputs(self) -> EvalData | None:
-        """The verification data when it is real (a file, a dataset, calibration), else None (generated)."""
+        """The verification data when it is real (a file, a dataset, calibration, text), else None (generated)."""
         s = self.sources
-        return self.verification if (s.data or s.dataset or s.calibration) else None
+        return self.verification if (s.data or s.dataset or s.calibration or s.text) else None
 
     @property
     def signature_for_generated_inputs(self) -> Signature:

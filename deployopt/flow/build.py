@@ -40,12 +40,14 @@ from deployopt.sources.detect import (
     inspect_source,
     model_name,
 )
+from deployopt.sources.huggingface import TASKS
 from deployopt.sources.signature import Signature
 from deployopt.stages.base import BuildContext, Progress, Step
 from deployopt.stages.engine.build import EngineConfig
 from deployopt.stages.export import ExportConfig, ExportStep
 from deployopt.stages.fp16 import Fp16Config, Fp16Step
 from deployopt.stages.graph import GraphConfig, GraphStep
+from deployopt.stages.huggingface_files import HuggingFaceFilesStep
 from deployopt.stages.int8 import Int8Step
 from deployopt.stages.int8.quantize import Int8Config
 from deployopt.stages.openvino import OpenVinoStep, Runtime
@@ -59,6 +61,7 @@ REPORT_FILES = {"report.md": render_markdown, "report.html": render_html}
 # The low-precision variants a build can make beside fp32, each one step; a new variant is one entry here.
 VARIANT_STEPS: dict[str, type] = {"fp16": Fp16Step, "int8": Int8Step}
 Variant = Literal[tuple(VARIANT_STEPS)]  # type: ignore[valid-type]
+HfTask = Literal[TASKS]  # type: ignore[valid-type]
 
 
 def _silent(message: str) -> None:
@@ -74,7 +77,9 @@ class QuantizedVariants(BaseModel):
     fp16: Fp16Config = Fp16Config()
     int8: Int8Config = Int8Config()
     calibration: Path | None = Field(
-        None, description="int8 calibration data: .npz/.npy or an image folder [default: the model's dataset]"
+        None,
+        description="int8 calibration data: .npz/.npy, an image folder, or text (.txt/.jsonl) for a text model "
+        "[default: the model's dataset; the built-in sentences for a text model]",
     )
     preprocess: Preprocess | None = Field(
         None, description="for an image-folder calibration, e.g. resize=256,crop=224,mean=0.485:0.456:0.406"
@@ -95,6 +100,12 @@ class BuildConfig(BaseModel):
         (), description="input signature, repeatable; symbolic dims (batch, seq=128) are dynamic"
     )
     trust_pickle: bool = Field(False, description="allow loading a whole pickled nn.Module (runs code from the file)")
+    task: HfTask | None = Field(
+        None, description="Hugging Face folders: the task to export for [default: from config.json]"
+    )
+    max_length: int | None = Field(
+        None, ge=1, description="Hugging Face text models: tokens per example [default: the model's limit, at most 256]"
+    )
     out: Path | None = Field(None, description="run directory [default: deployopt-out/<model name>]")
     export: ExportConfig = ExportConfig()
     graph: GraphConfig = GraphConfig()
@@ -113,13 +124,23 @@ class BuildConfig(BaseModel):
 
     @property
     def source_options(self) -> SourceOptions:
-        return SourceOptions(arch=self.arch, inputs=self.inputs, trust_pickle=self.trust_pickle)
+        return SourceOptions(
+            arch=self.arch,
+            inputs=self.inputs,
+            trust_pickle=self.trust_pickle,
+            task=self.task,
+            max_length=self.max_length,
+        )
 
-    def data_sources(self, dataset: str | None) -> DataSources:
+    def data_sources(self, source: ModelSource) -> DataSources:
         """Where this build's data comes from (see :mod:`deployopt.data.plan` for the precedence)."""
         q = self.quantize
         return self.verify.data_sources(
-            dataset, calibration=q.calibration, preprocess=q.preprocess, calibration_samples=q.int8.samples
+            source.dataset,
+            calibration=q.calibration,
+            preprocess=q.preprocess,
+            calibration_samples=q.int8.samples,
+            text=source.text,
         )
 
 
@@ -140,7 +161,7 @@ def require_signature(source: ModelSource) -> Signature:
 def plan(config: BuildConfig) -> list[Step]:
     """The steps of a build, in order; verification and benchmarking of every artifact follow them."""
     steps: list[Step] = [PruneStep()] if config.prune is not None else []
-    steps += [ExportStep(), GraphStep()]
+    steps += [HuggingFaceFilesStep(), ExportStep(), GraphStep()]
     if config.prune is not None and config.prune.method == "2:4":
         steps.append(SparsityCheckStep())
     steps += [step() for variant, step in VARIANT_STEPS.items() if variant in config.quantize.make]
@@ -170,7 +191,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
 
         import_openvino()
     steps = plan(config)
-    data = DataPlan(signature, config.data_sources(source.dataset))
+    data = DataPlan(signature, config.data_sources(source))
     data.check()
     run_root = config.out or DEFAULT_OUT_ROOT / model_name(source)
     with RunDirectory(run_root, force=config.force) as run:
@@ -192,11 +213,12 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
             stages=ctx.steps,
             notes=ctx.notes,
         )
+        facts = artifact_facts(source.path)
         reference = VariantReport(
             REFERENCE if source.kind.is_torch else "onnx-original",
             str(source.path),
-            "fp32" if source.kind.is_torch else artifact_facts(source.path)["precision"],
-            source.path.stat().st_size,
+            facts["precision"],
+            facts["size_bytes"],
             role="reference",
             runtime=ctx.reference.backend,
         )

@@ -298,7 +298,9 @@ class VerifyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     data: Path | None = Field(
-        None, description="verification inputs: .npz with one array per input name (and 'labels')"
+        None,
+        description="verification inputs: .npz with one array per input name (and 'labels'); for a text model also "
+        ".txt (one example per line) or .jsonl (text, label)",
     )
     labels: Path | None = Field(None, description=".npz/.npy with integer labels, one per sample")
     dataset_split: str = Field("test", description="split of the model's registered dataset, when it has one")

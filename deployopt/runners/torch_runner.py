@@ -14,7 +14,7 @@ import numpy as np
 from deployopt.errors import UsageError
 from deployopt.runners.base import Runner
 from deployopt.sources.detect import SourceOptions, inspect_source
-from deployopt.sources.loading import load_torch_model
+from deployopt.sources.loading import load_torch_model, output_names
 
 
 class TorchRunner(Runner):
@@ -40,6 +40,7 @@ class TorchRunner(Runner):
         if self.spec.precision == "fp16":
             model = model.half()
         self._model = torch.compile(model) if self.spec.compile else model
+        self._module = model
         self._names = self._source.signature.names if self._source.signature else None
         self._stream = torch.cuda.Stream(device=self.spec.device) if self._cuda else None
 
@@ -68,9 +69,7 @@ class TorchRunner(Runner):
                 leaves = [leaf.cpu() for leaf in torch.utils._pytree.tree_leaves(result)]
             self.last_compute_ms = timer.elapsed_ms()
         arrays = [leaf.float().numpy() if leaf.dtype == torch.float16 else leaf.numpy() for leaf in leaves]
-        if len(arrays) == 1:
-            return {"output": arrays[0]}
-        return {f"output_{i}": array for i, array in enumerate(arrays)}
+        return dict(zip(output_names(self._module, len(arrays)), arrays, strict=True))
 
     def deactivate(self) -> None:
-        self._model = None
+        self._model = self._module = None

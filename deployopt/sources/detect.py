@@ -2,8 +2,9 @@
 
 Supported kinds (see :class:`SourceKind`): TorchScript archives, ``torch.export`` archives (.pt2),
 state_dict checkpoints (with ``--arch``, or deployopt checkpoints that name their own), whole pickled
-``nn.Module`` files (only with ``trust_pickle``), ONNX models and OpenVINO IR (``.xml`` + ``.bin``). Detection
-reads the file's bytes, so a misnamed file is still recognised, and every failure names the file and the fix.
+``nn.Module`` files (only with ``trust_pickle``), ONNX models, OpenVINO IR (``.xml`` + ``.bin``) and Hugging Face
+model folders (:mod:`~deployopt.sources.huggingface`). Detection reads the file's bytes, so a misnamed file is still
+recognised, and every failure names the file and the fix.
 Building the PyTorch module from a source is :mod:`deployopt.sources.loading`.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from deployopt.errors import InputFileError, UsageError, file_error
 from deployopt.fsutil import sha256_file
+from deployopt.sources import huggingface as hf
 from deployopt.sources.openvino_ir import check_ir, ir_facts, ir_signature, looks_like_ir
 from deployopt.sources.signature import Signature, refine
 
@@ -31,6 +33,7 @@ class SourceKind(str, enum.Enum):
     PICKLED_MODULE = "pickled-module"
     ONNX = "onnx"
     OPENVINO_IR = "openvino-ir"
+    HUGGINGFACE = "huggingface"  # a transformers / sentence-transformers folder
 
     @property
     def is_torch(self) -> bool:
@@ -39,14 +42,22 @@ class SourceKind(str, enum.Enum):
 
 @dataclass(frozen=True)
 class SourceOptions:
-    """How to interpret a model file: the CLI's --arch, --input and --trust-pickle."""
+    """How to interpret a model file: the CLI's --arch, --input, --trust-pickle, --task and --max-length."""
 
     arch: str | None = None
     inputs: tuple[str, ...] = ()
     trust_pickle: bool = False
+    task: str | None = None  # Hugging Face folders: the task to export for [default: from the config]
+    max_length: int | None = None  # Hugging Face text models: tokens per example [default: from the tokenizer]
 
     def to_json(self) -> dict:
-        return {"arch": self.arch, "inputs": list(self.inputs), "trust_pickle": self.trust_pickle}
+        return {
+            "arch": self.arch,
+            "inputs": list(self.inputs),
+            "trust_pickle": self.trust_pickle,
+            "task": self.task,
+            "max_length": self.max_length,
+        }
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,12 @@ class ModelSource:
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     dataset: str | None = None
     options: SourceOptions = SourceOptions()
+    huggingface: hf.HuggingFaceModel | None = None
+
+    @property
+    def text(self) -> hf.TextEncoding | None:
+        """How text becomes this model's inputs (Hugging Face text models only)."""
+        return self.huggingface.text if self.huggingface else None
 
     def to_json(self) -> dict:
         return {
@@ -74,7 +91,7 @@ class ModelSource:
             "dataset": self.dataset,
             "signature": self.signature.to_json() if self.signature else None,
             "options": self.options.to_json(),
-        }
+        } | ({"huggingface": self.huggingface.to_json()} if self.huggingface else {})
 
 
 # ---------------------------------------------------------------------------------------------- detect
@@ -82,9 +99,17 @@ class ModelSource:
 
 def _check_readable(path: Path) -> None:
     if not path.exists():
+        if hf.looks_like_hub_id(str(path)):
+            raise hf.hub_id_error(path)
         raise file_error(path, "model file not found", "check the path (relative paths start at the current directory)")
     if path.is_dir():
-        raise file_error(path, "is a directory, not a model file", "pass the model file inside it")
+        if hf.looks_like_folder_model(path):
+            return
+        raise file_error(
+            path,
+            "is a directory but not a Hugging Face model folder (no config.json, modules.json or weights)",
+            "pass the model file inside it, or a folder saved with save_pretrained",
+        )
     try:
         size = path.stat().st_size
         with open(path, "rb"):
@@ -129,6 +154,8 @@ def _looks_like_onnx(path: Path) -> bool:
 def detect_kind(path: Path) -> SourceKind:
     """Recognise a model file from its bytes; raise a one-line :class:`InputFileError` otherwise."""
     _check_readable(path)
+    if path.is_dir():
+        return SourceKind.HUGGINGFACE
     with open(path, "rb") as handle:
         head = handle.read(4)
     if head.startswith(b"PK\x03\x04") or zipfile.is_zipfile(path):
@@ -171,6 +198,10 @@ def inspect_source(path: str | Path, options: SourceOptions = SourceOptions()) -
 
     path = Path(path)
     kind = detect_kind(path)
+    if (options.task or options.max_length) and kind is not SourceKind.HUGGINGFACE:
+        raise UsageError(f"--task / --max-length: {path} is a {kind.value} file; they apply to Hugging Face folders")
+    if kind is SourceKind.HUGGINGFACE:
+        return _inspect_folder(path, options)
     source = ModelSource(path=path, kind=kind, sha256=sha256_file(path), name=path.stem, options=options)
     if kind is SourceKind.CHECKPOINT:
         source = _inspect_checkpoint(source)
@@ -201,6 +232,17 @@ def inspect_source(path: str | Path, options: SourceOptions = SourceOptions()) -
             given = refine(source.signature, given, path)
         source = replace(source, signature=given)
     return source
+
+
+def _inspect_folder(path: Path, options: SourceOptions) -> ModelSource:
+    if options.arch or options.inputs:
+        raise UsageError(
+            f"--arch / --input: {path} is a Hugging Face folder, which names its own architecture and inputs"
+        )
+    model, signature = hf.inspect_folder(path, options.task, options.max_length)
+    name = path.resolve().parent.name if path.resolve().name in ("model", "models") else path.resolve().name
+    sha256 = hf.folder_sha256(model)
+    return ModelSource(path, SourceKind.HUGGINGFACE, sha256, name, signature, options=options, huggingface=model)
 
 
 def torch_load(path: Path, *, weights_only: bool) -> Any:
@@ -304,10 +346,10 @@ def _torch_export_signature(path: Path) -> Signature:
 def _onnx_signature(path: Path) -> Signature:
     import onnx
 
-    from deployopt.sources.onnxutil import signature_from_onnx
+    from deployopt.sources.onnxutil import check_external_data, signature_from_onnx
 
     model = onnx.load_model(str(path), load_external_data=False)
-    _check_external_data(model, path)
+    check_external_data(model, path)
     weights = {init.name for init in model.graph.initializer}
     if all(value.name in weights for value in model.graph.input):
         raise InputFileError(
@@ -315,47 +357,6 @@ def _onnx_signature(path: Path) -> Signature:
             "optimise or verify — export the model with its inputs"
         )
     return signature_from_onnx(model)
-
-
-def _check_external_data(model: Any, path: Path) -> None:
-    """Every external-data file the graph names must be a file inside the model's folder, large enough for the
-    bytes it is said to hold: checked now, before any stage runs, instead of failing half-way through a build."""
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-    def tensors(graph):
-        yield from graph.initializer
-        for node in graph.node:
-            for attribute in node.attribute:
-                if attribute.HasField("t"):
-                    yield attribute.t
-                yield from attribute.tensors
-                for subgraph in [attribute.g] if attribute.HasField("g") else attribute.graphs:
-                    yield from tensors(subgraph)
-
-    folder = path.resolve().parent
-    for tensor in tensors(model.graph):
-        if not uses_external_data(tensor):
-            continue
-        info = ExternalDataInfo(tensor)
-        data = (folder / info.location).resolve()
-        if not data.is_relative_to(folder):
-            raise file_error(
-                path,
-                f"tensor '{tensor.name}' points to external data outside the model's folder ({info.location})",
-                "keep the weight files beside the model (onnx.save_model(..., save_as_external_data=True))",
-            )
-        if not data.is_file():
-            raise file_error(
-                path,
-                f"tensor '{tensor.name}' needs external data file {info.location}, which is missing",
-                "copy the weight file(s) saved with the model next to it",
-            )
-        if info.length and data.stat().st_size < (info.offset or 0) + info.length:
-            raise file_error(
-                path,
-                f"external data file {info.location} is shorter than tensor '{tensor.name}' needs (truncated)",
-                "copy the weight file(s) again",
-            )
 
 
 def artifact_facts(path: Path) -> dict:
@@ -366,6 +367,8 @@ def artifact_facts(path: Path) -> dict:
     if is_engine_file(path):
         return {"precision": read_sidecar(path).source_precision, "size_bytes": path.stat().st_size}
     kind = detect_kind(path)
+    if kind is SourceKind.HUGGINGFACE:
+        return {"precision": "fp32", "size_bytes": hf.folder_size(hf.inspect_folder(path)[0])}
     if kind is SourceKind.ONNX:
         from deployopt.sources.onnxutil import describe
 

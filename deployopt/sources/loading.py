@@ -105,9 +105,22 @@ def load_torch_model(source: ModelSource) -> Any:
             )
     elif kind is SourceKind.CHECKPOINT:
         module = _module_from_checkpoint(source)
+    elif kind is SourceKind.HUGGINGFACE:
+        from deployopt.sources.huggingface_module import load_module
+
+        module = load_module(source.huggingface)
     else:
         raise UsageError(f"{source.path}: an ONNX model has no PyTorch module; use the ONNX Runtime runner")
     return module.eval()
+
+
+def output_names(module: Any, count: int) -> list[str]:
+    """Names of a module's ``count`` (flattened) outputs: its own ``output_names`` when it declares them (Hugging
+    Face tasks: ``logits``, ``sentence_embedding``), else 'output' for one and 'output_0..' for several."""
+    declared = list(getattr(module, "output_names", ()) or ())
+    if len(declared) == count:
+        return declared
+    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
 
 
 def _module_from_checkpoint(source: ModelSource) -> Any:

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from deployopt.errors import InputFileError
+from deployopt.errors import InputFileError, file_error
 from deployopt.sources.signature import Signature, TensorSpec
 from deployopt.types import Precision
 
@@ -168,3 +168,44 @@ def name_nodes(model: Any) -> Any:
             node.name = f"{node.op_type}_{index}"
         seen.add(node.name)
     return model
+
+
+def check_external_data(model: Any, path: Path) -> None:
+    """Every external-data file the graph names must be a file inside the model's folder, large enough for the
+    bytes it is said to hold: checked now, before any stage runs, instead of failing half-way through a build."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    def tensors(graph):
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                for subgraph in [attribute.g] if attribute.HasField("g") else attribute.graphs:
+                    yield from tensors(subgraph)
+
+    folder = path.resolve().parent
+    for tensor in tensors(model.graph):
+        if not uses_external_data(tensor):
+            continue
+        info = ExternalDataInfo(tensor)
+        data = (folder / info.location).resolve()
+        if not data.is_relative_to(folder):
+            raise file_error(
+                path,
+                f"tensor '{tensor.name}' points to external data outside the model's folder ({info.location})",
+                "keep the weight files beside the model (onnx.save_model(..., save_as_external_data=True))",
+            )
+        if not data.is_file():
+            raise file_error(
+                path,
+                f"tensor '{tensor.name}' needs external data file {info.location}, which is missing",
+                "copy the weight file(s) saved with the model next to it",
+            )
+        if info.length and data.stat().st_size < (info.offset or 0) + info.length:
+            raise file_error(
+                path,
+                f"external data file {info.location} is shorter than tensor '{tensor.name}' needs (truncated)",
+                "copy the weight file(s) again",
+            )

@@ -22,7 +22,7 @@ from deployopt.errors import StageError, UsageError
 from deployopt.fsutil import sha256_json
 from deployopt.quiet import capture_output
 from deployopt.sources.detect import ModelSource, SourceKind
-from deployopt.sources.loading import load_torch_model
+from deployopt.sources.loading import load_torch_model, output_names
 from deployopt.sources.signature import Signature
 from deployopt.stages.base import Artifact, BuildContext
 from deployopt.stages.fused_symbolics import register_fused_symbolics
@@ -162,7 +162,7 @@ def _check_arguments(model: Any, signature: Signature, source: ModelSource) -> N
 
 
 def _output_names(model: Any, args: tuple, source: ModelSource) -> list[str]:
-    """Run the model once to count its (flattened) outputs: 'output' for one, 'output_0..' for several."""
+    """Run the model once to count its (flattened) outputs, and name them (:func:`output_names`)."""
     import torch
 
     try:
@@ -175,8 +175,7 @@ def _output_names(model: Any, args: tuple, source: ModelSource) -> list[str]:
             f"{source.path}: the model fails on inputs of its signature "
             f"({_first_line(exc)}); check the --input shapes and dtypes"
         ) from exc
-    count = len(torch.utils._pytree.tree_leaves(outputs))
-    return ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    return output_names(model, len(torch.utils._pytree.tree_leaves(outputs)))
 
 
 def _run_exporter(
@@ -325,8 +324,11 @@ class ExportStep:
         ctx.progress("export: PyTorch → ONNX")
         config = ctx.config.export
 
+        # Token ids must lie in the vocabulary and attention masks be 0/1: text models trace on their real text.
+        example = next(ctx.data.verification.batches(2)) if source.kind is SourceKind.HUGGINGFACE else None
+
         def work(out: dict[str, Path]) -> dict:
-            result = export_onnx(source, ctx.signature, out["model"], config)
+            result = export_onnx(source, ctx.signature, out["model"], config, example)
             out["log"].write_text(result.log, encoding="utf-8")
             return result.to_json()
 
