@@ -29,6 +29,7 @@ from deployopt.platform.tensorrt import EngineSidecar, is_engine_file, read_side
 from deployopt.reports.model import BuildReport
 from deployopt.runners import RunnerSpec, reference_spec
 from deployopt.runners.options import RuntimeOptions
+from deployopt.serving.triton import TritonConfig, TritonModel, write_repository
 from deployopt.sources.detect import ModelSource, SourceKind, SourceOptions, artifact_facts, inspect_source
 from deployopt.sources.signature import Signature
 from deployopt.stages.engine.build import EngineConfig, build_engine
@@ -61,6 +62,7 @@ __all__ = [
     "RuntimeOptions",
     "SourceOptions",
     "TrainConfig",
+    "TritonConfig",
     "VerifyConfig",
     "bench_models",
     "build",
@@ -78,8 +80,18 @@ __all__ = [
     "run_pipeline",
     "save_pipeline",
     "train",
+    "triton_repository",
     "verify_models",
 ]
+
+
+def triton_repository(
+    run_dir: str | Path, repository: str | Path, config: TritonConfig = TritonConfig()
+) -> list[TritonModel]:
+    """Write a finished build's recommended artifact (``config.all_variants``: every passing variant) as Triton model
+    folders ``repository/<name>/config.pbtxt`` + ``1/<model file>``; each config is checked against Triton's
+    ModelConfig schema before it is moved into place."""
+    return write_repository(run_dir, repository, config)
 
 
 def save_pipeline(model: str | Path, config: BuildConfig, path: str | Path) -> None:

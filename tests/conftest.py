@@ -10,6 +10,8 @@ import pytest
 
 from deployopt.sources.signature import Signature
 
+pytest_plugins = ["tests.hf_models"]  # the Hugging Face folders, shared by tests/huggingface and tests/serving
+
 DIGITS_INPUT = "input:batch,1,8,8:float32"
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 needs_torchvision = pytest.mark.skipif(

@@ -22,6 +22,7 @@ from deployopt.cli import convert as cli_convert
 from deployopt.cli import engine as cli_engine
 from deployopt.cli import measure as cli_measure
 from deployopt.cli import model as cli_model
+from deployopt.cli import serve as cli_serve
 from deployopt.cli.console import configure_logging, end_progress
 from deployopt.errors import EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DeployoptError
 
@@ -89,6 +90,7 @@ for command in (
     cli_model.train,
     cli_engine.engine,
     cli_engine.doctor,
+    cli_serve.triton,
 ):
     cli.add_command(command)
 

@@ -30,6 +30,7 @@ def _variants_made(kw: dict[str, Any]) -> tuple[str, ...]:
 @click.argument("model", type=click.Path(path_type=Path))
 @g.SOURCE
 @g.OUT
+@g.TRITON_OUT
 @g.EXPORT
 @g.GRAPH
 @g.DATA
@@ -66,6 +67,7 @@ def build(model: Path, as_json: bool, pipeline_file: Path | None, **kw: Any) -> 
     config = BuildConfig(
         **g.SOURCE.values(kw),
         **g.OUT.values(kw),
+        **g.TRITON_OUT.values(kw),
         **g.BUILD.values(kw),
         **g.NO_BENCH.values(kw),
         export=g.EXPORT.build(kw, verbose=console.verbose()),

@@ -32,6 +32,7 @@ from deployopt.api import (
     RuntimeOptions,
     SourceOptions,
     TrainConfig,
+    TritonConfig,
     VerifyConfig,
 )
 from deployopt.cli.fields import OptionGroup, unwrap_optional
@@ -47,6 +48,8 @@ INPUT = OptionGroup(  # verbs that take ONNX only: the signature, refined within
     BuildConfig, only=("inputs",), names={"inputs": "--input"}, metavars={"inputs": "NAME:SHAPE[:DTYPE]"}
 )
 OUT = OptionGroup(BuildConfig, only=("out",), names={"out": "-o --out"})
+TRITON = OptionGroup(TritonConfig, names={"all_variants": "--all", "force": "--force"})
+TRITON_OUT = OptionGroup(BuildConfig, only=("triton_repo",), names={"triton_repo": "--triton-repo"})
 BUILD = OptionGroup(BuildConfig, only=("target", "runtime", "force"), names={"force": "--force"})
 NO_BENCH = OptionGroup(BuildConfig, only=("skip_bench",), names={"skip_bench": "--no-bench"})
 EXPORT = OptionGroup(ExportConfig, exclude=("verbose",))  # verbose is the global -v
@@ -167,7 +170,7 @@ def prune_config(kw: dict[str, Any], group: OptionGroup = PRUNE) -> PruneConfig 
 
 # Where each group's fields live in a pipeline file, for the reference README prints (``deployopt schema --markdown``).
 PIPELINE_SECTIONS: dict[str, tuple[OptionGroup, ...]] = {
-    "build": (SOURCE, OUT, BUILD, NO_BENCH),
+    "build": (SOURCE, OUT, TRITON_OUT, BUILD, NO_BENCH),
     "build.export": (EXPORT,),
     "build.graph": (GRAPH,),
     "build.verify": (DATA,),

@@ -107,6 +107,9 @@ class BuildConfig(BaseModel):
         None, ge=1, description="Hugging Face text models: tokens per example [default: the model's limit, at most 256]"
     )
     out: Path | None = Field(None, description="run directory [default: deployopt-out/<model name>]")
+    triton_repo: Path | None = Field(
+        None, description="also write the recommended artifact as a Triton model repository here (deployopt triton)"
+    )
     export: ExportConfig = ExportConfig()
     graph: GraphConfig = GraphConfig()
     verify: VerifyConfig = VerifyConfig()
@@ -186,6 +189,10 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
         from deployopt.stages.engine import require_tensorrt_target
 
         require_tensorrt_target(config.engine)
+    if config.triton_repo is not None:  # asked for: a missing schema package is an error now, not after the build
+        from deployopt.serving.triton import model_config_pb2
+
+        model_config_pb2()
     if config.runtime == "openvino":  # asked for by name: missing is an error now, not a skipped step later
         from deployopt.runners.openvino_runner import import_openvino
 
@@ -231,12 +238,28 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
             )
             report.notes += fp16_speed_note(report)
             report.recommendations = recommend(report, recommended_runtimes(config))
+        if config.triton_repo is not None:
+            report.notes.append(_triton_repository(report, run.root, config.triton_repo, progress))
         write_json_atomic(run.path("report.json"), report.to_json())
         for filename, render in REPORT_FILES.items():
             write_text_atomic(run.path(filename), render(report))
         run.manifest["result"] = {"passed": report.passed, "failures": report.failures}
         run.save()
     return report
+
+
+def _triton_repository(report: BuildReport, run_dir: Path, repository: Path, progress: Progress) -> str:
+    """``--triton-repo``: the recommended artifact as a Triton model folder, only when every budget held."""
+    from deployopt.serving.triton import TritonConfig, write_models
+
+    if not report.passed:
+        return f"triton: no model repository written to {repository}: the build missed a budget"
+    (model,) = write_models(report.to_json(), run_dir, repository, TritonConfig(force=True))
+    note = (
+        f"triton: {model.folder} serves {model.variant} ({model.runtime}); config.pbtxt checked against Triton's schema"
+    )
+    progress(note)
+    return note
 
 
 def recommended_runtimes(config: BuildConfig) -> tuple[str, ...]:

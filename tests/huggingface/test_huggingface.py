@@ -11,7 +11,7 @@ import pytest
 
 from deployopt.api import BuildConfig, QuantizedVariants, SourceOptions, VerifyConfig, build, export, verify_models
 from deployopt.sources.detect import inspect_source
-from tests.huggingface.conftest import needs_minilm, needs_transformers
+from tests.hf_models import needs_minilm, needs_transformers
 
 pytestmark = needs_transformers
 
