@@ -53,6 +53,7 @@ from deployopt.stages.int8.quantize import Int8Config
 from deployopt.stages.openvino import OpenVinoStep, Runtime
 from deployopt.stages.prune import PruneStep, SparsityCheckStep
 from deployopt.stages.prune.methods import PruneConfig
+from deployopt.stages.transformer_fusion import TransformerFusionStep
 from deployopt.types import StepRecord
 
 DEFAULT_OUT_ROOT = Path("deployopt-out")
@@ -112,6 +113,11 @@ class BuildConfig(BaseModel):
     )
     export: ExportConfig = ExportConfig()
     graph: GraphConfig = GraphConfig()
+    transformer_fusion: bool = Field(
+        True,
+        description="Hugging Face transformers: try ONNX Runtime's attention/LayerNorm/GELU fusions as "
+        "onnx-fp32-fused, kept only when faster at every benchmarked batch and within the fp32 budget",
+    )
     verify: VerifyConfig = VerifyConfig()
     prune: PruneConfig | None = Field(None, description="prune the PyTorch model before export")
     quantize: QuantizedVariants = QuantizedVariants()
@@ -164,7 +170,7 @@ def require_signature(source: ModelSource) -> Signature:
 def plan(config: BuildConfig) -> list[Step]:
     """The steps of a build, in order; verification and benchmarking of every artifact follow them."""
     steps: list[Step] = [PruneStep()] if config.prune is not None else []
-    steps += [HuggingFaceFilesStep(), ExportStep(), GraphStep()]
+    steps += [HuggingFaceFilesStep(), ExportStep(), GraphStep(), TransformerFusionStep()]
     if config.prune is not None and config.prune.method == "2:4":
         steps.append(SparsityCheckStep())
     steps += [step() for variant, step in VARIANT_STEPS.items() if variant in config.quantize.make]
