@@ -167,10 +167,13 @@ def require_signature(source: ModelSource) -> Signature:
     return source.signature
 
 
-def plan(config: BuildConfig) -> list[Step]:
-    """The steps of a build, in order; verification and benchmarking of every artifact follow them."""
+def plan(config: BuildConfig, huggingface: bool = False) -> list[Step]:
+    """The steps of a build, in order; verification and benchmarking of every artifact follow them. A Hugging Face
+    folder adds the copy of its tokenizer/processor files and the transformer-fusion candidate."""
     steps: list[Step] = [PruneStep()] if config.prune is not None else []
-    steps += [HuggingFaceFilesStep(), ExportStep(), GraphStep(), TransformerFusionStep()]
+    steps += [HuggingFaceFilesStep()] if huggingface else []
+    steps += [ExportStep(), GraphStep()]
+    steps += [TransformerFusionStep()] if huggingface and config.transformer_fusion else []
     if config.prune is not None and config.prune.method == "2:4":
         steps.append(SparsityCheckStep())
     steps += [step() for variant, step in VARIANT_STEPS.items() if variant in config.quantize.make]
@@ -203,7 +206,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
         from deployopt.runners.openvino_runner import import_openvino
 
         import_openvino()
-    steps = plan(config)
+    steps = plan(config, source.kind is SourceKind.HUGGINGFACE)
     data = DataPlan(signature, config.data_sources(source))
     data.check()
     run_root = config.out or DEFAULT_OUT_ROOT / model_name(source)

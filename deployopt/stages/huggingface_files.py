@@ -8,7 +8,6 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from deployopt.sources.detect import SourceKind
 from deployopt.stages.base import BuildContext
 
 SUPPORT_FOLDER = "preprocessing"
@@ -29,8 +28,6 @@ class HuggingFaceFilesStep:
 
     def run(self, ctx: BuildContext) -> None:
         source = ctx.source
-        if source.kind is not SourceKind.HUGGINGFACE:
-            return
         files = source.huggingface.support_files()
         outputs = {
             f"file{i}": f"{SUPPORT_FOLDER}/{path.relative_to(source.huggingface.root)}" for i, path in enumerate(files)

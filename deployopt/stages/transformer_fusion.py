@@ -20,7 +20,6 @@ from deployopt.data.eval_data import cycled_batch
 from deployopt.errors import DeployoptError, StageError
 from deployopt.quiet import capture_output
 from deployopt.runners import create_runner, spec_for_model
-from deployopt.sources.detect import SourceKind
 from deployopt.stages.base import BuildContext
 from deployopt.types import ONNX_FP32, Precision
 
@@ -88,8 +87,6 @@ class TransformerFusionStep:
 
     def run(self, ctx: BuildContext) -> None:
         source = ctx.source.huggingface
-        if not ctx.config.transformer_fusion or ctx.source.kind is not SourceKind.HUGGINGFACE:
-            return
         if ctx.config.runtime == "openvino":
             return ctx.skip(self.name, "--runtime openvino (the fused graph runs on ONNX Runtime only)")
         model_type = OPTIMIZER_MODEL_TYPES.get(source.config.get("model_type", ""))

@@ -8,8 +8,8 @@ from deployopt.stages.prune.methods import PruneConfig
 from deployopt.types import Precision, StepRecord
 
 
-def _names(config: BuildConfig) -> list[str]:
-    return [step.name for step in plan(config)]
+def _names(config: BuildConfig, huggingface: bool = False) -> list[str]:
+    return [step.name for step in plan(config, huggingface)]
 
 
 def test_default_plan():
@@ -22,6 +22,13 @@ def test_plan_follows_the_config():
     assert _names(pruned) == ["prune", "export", "graph", "2:4 check", "int8", "openvino"]
     tensorrt = _names(BuildConfig(target="tensorrt"))
     assert tensorrt == ["export", "graph", "fp16", "int8", "openvino", "int8-tensorrt", "trt-fp16", "trt-int8"]
+
+
+def test_a_hugging_face_folder_adds_its_files_and_the_fusion_candidate():
+    assert _names(BuildConfig(), huggingface=True) == [
+        "preprocessing", "export", "graph", "transformer-fusion", "fp16", "int8", "openvino"
+    ]  # fmt: skip
+    assert "transformer-fusion" not in _names(BuildConfig(transformer_fusion=False), huggingface=True)
 
 
 def test_budgets_resolve_in_one_place():
