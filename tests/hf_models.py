@@ -75,6 +75,10 @@ def save_tiny_vit(folder: Path) -> Path:
         intermediate_size=64, id2label={0: "cat", 1: "dog", 2: "bird"}, label2id={"cat": 0, "dog": 1, "bird": 2},
     )  # fmt: skip
     transformers.ViTForImageClassification(config).eval().save_pretrained(str(folder))
+    processor = transformers.ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    processor.save_pretrained(str(folder))
     return folder
 
 

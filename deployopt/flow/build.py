@@ -144,10 +144,11 @@ class BuildConfig(BaseModel):
     def data_sources(self, source: ModelSource) -> DataSources:
         """Where this build's data comes from (see :mod:`deployopt.data.plan` for the precedence)."""
         q = self.quantize
+        processor = source.huggingface.image_preprocess if source.huggingface else None
         return self.verify.data_sources(
             source.dataset,
             calibration=q.calibration,
-            preprocess=q.preprocess,
+            preprocess=q.preprocess or (Preprocess(**processor) if processor else None),
             calibration_samples=q.int8.samples,
             text=source.text,
         )

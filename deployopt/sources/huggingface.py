@@ -94,6 +94,7 @@ class HuggingFaceModel:
     pooling: str | None = None  # sentence-transformers pooling mode
     normalize: bool = False  # sentence-transformers Normalize module
     text: TextEncoding | None = None
+    image_preprocess: dict | None = None  # image models: --preprocess settings from preprocessor_config.json
 
     @property
     def output_name(self) -> str:
@@ -114,6 +115,7 @@ class HuggingFaceModel:
             "pooling": self.pooling,
             "normalize": self.normalize,
             "text": self.text.to_json() if self.text else None,
+            "image_preprocess": self.image_preprocess,
         }
 
 
@@ -302,6 +304,29 @@ def _text_encoding(
     return TextEncoding(tokenizer_dir, max_length or min(limit, MAX_LENGTH_CAP), names, task, names_by_index)
 
 
+def _image_preprocess(root: Path) -> dict | None:
+    """The image processor's resize, crop, rescale and normalisation as ``--preprocess`` settings (an image folder
+    given for calibration is then prepared as the model was trained). Processors that resize to an exact
+    height × width are approximated by a short-side resize and a centre crop (the same for square photos)."""
+    path = root / "preprocessor_config.json"
+    if not path.is_file():
+        return None
+    processor = _json(path)
+    size = processor.get("size") or {}
+    size = {"shortest_edge": size} if isinstance(size, int) else size
+    resize = size.get("shortest_edge") or size.get("height")
+    crop = processor.get("crop_size") if processor.get("do_center_crop") else resize
+    crop = crop.get("height") if isinstance(crop, dict) else crop
+    normalize = processor.get("do_normalize", True) and "image_mean" in processor
+    return {
+        "resize": resize if processor.get("do_resize", True) else None,
+        "crop": crop,
+        "scale": processor.get("rescale_factor", 1 / 255) if processor.get("do_rescale", True) else 1.0,
+        "mean": list(processor["image_mean"]) if normalize else [0.0],
+        "std": list(processor["image_std"]) if normalize else [1.0],
+    }
+
+
 def _image_signature(config: dict, folder: Path) -> Signature:
     size = config.get("image_size")
     size = (size, size) if isinstance(size, int) else tuple(size or ())
@@ -336,7 +361,9 @@ def inspect_folder(
     if task in IMAGE_TASKS:
         if max_length is not None:
             raise UsageError("--max-length applies to text models; this is an image model")
-        model = HuggingFaceModel(root, model_dir, config, task, architecture, weights)
+        model = HuggingFaceModel(
+            root, model_dir, config, task, architecture, weights, image_preprocess=_image_preprocess(root)
+        )
         return model, _image_signature(config, root)
     text = _text_encoding(model_dir, root, config, task, class_name, max_length)
     model = HuggingFaceModel(root, model_dir, config, task, architecture, weights, pooling, normalize, text)

@@ -92,6 +92,36 @@ def test_tiny_models_build_for_their_task(request, tmp_path, fixture, task, inpu
         assert (tmp_path / "run" / "preprocessing" / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow
+def test_an_image_model_calibrates_on_photos_prepared_by_its_processor(tiny_vit, tmp_path):
+    """preprocessor_config.json's resize, rescale and normalisation prepare an image folder given for int8."""
+    import shutil
+
+    from tests.natural_data import CALIBRATION_PHOTOS, photo_folder
+
+    if photo_folder() is None:
+        pytest.skip("scikit-image's photographs are not installed (tests/model-packages.txt)")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in CALIBRATION_PHOTOS[:6]:
+        shutil.copy(photo_folder() / name, photos / name)
+    config = BuildConfig(
+        out=tmp_path / "run",
+        skip_bench=True,
+        runtime="onnxruntime",
+        quantize=QuantizedVariants(make=("int8",), calibration=photos),
+    )
+    report = build(tiny_vit, config)
+    assert report.passed and "onnx-int8" in [v.name for v in report.variants]
+    assert report.source["huggingface"]["image_preprocess"] == {
+        "resize": 32, "crop": 32, "scale": pytest.approx(1 / 255), "mean": [0.5] * 3, "std": [0.5] * 3
+    }  # fmt: skip
+    assert (
+        report.data.startswith(str(photos))
+        and (tmp_path / "run" / "preprocessing" / "preprocessor_config.json").is_file()
+    )
+
+
 def test_text_classification_is_judged_on_jsonl_labels(tiny_bert_classifier, tmp_path):
     rows = [{"text": "The museum closes early on Sundays.", "label": "positive"}, {"text": "Rain again.", "label": 0}]
     data = tmp_path / "reviews.jsonl"
