@@ -40,7 +40,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-def fidelity(folder: Path, run_dir: Path, sentences: list[str], report: dict) -> dict[str, tuple[float, float]]:
+def fidelity(folder: Path, sentences: list[str], report: dict) -> dict[str, tuple[float, float]]:
     """Per variant: (mean, min) cosine of its embeddings against SentenceTransformer.encode."""
     from sentence_transformers import SentenceTransformer
 
@@ -85,8 +85,10 @@ def main() -> None:
         if not (run_dir / "report.json").is_file():
             sys.exit(f"deployopt build exited {build.returncode}:\n{build.stderr}")
         report = json.loads((run_dir / "report.json").read_text())
+        for variant in report["variants"]:  # the build ran in `work`: its paths are relative to it
+            variant["path"] = str(Path(work) / variant["path"])
         sentences = [" ".join(s.split()) for s in english_sentences(256)]  # one per line in the text file
-        cosines = fidelity(folder, run_dir, sentences, report)
+        cosines = fidelity(folder, sentences, report)
         data = Path(work) / "sentences.txt"
         data.write_text("\n".join(sentences) + "\n", encoding="utf-8")
         artifacts = [v["path"] for v in report["variants"] if v["role"] != "reference"]

@@ -5,10 +5,13 @@ built-in sentences), and the real all-MiniLM-L6-v2 sentence-transformers folder 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # sentence-transformers, the reference, must not look for a hub either
 
 needs_transformers = pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None,

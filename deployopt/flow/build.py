@@ -249,7 +249,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
             report.notes += fp16_speed_note(report)
             report.recommendations = recommend(report, recommended_runtimes(config))
         if config.triton_repo is not None:
-            report.notes.append(_triton_repository(report, run.root, config.triton_repo, progress))
+            report.notes.append(_triton_repository(report, run.root, config.triton_repo))
         write_json_atomic(run.path("report.json"), report.to_json())
         for filename, render in REPORT_FILES.items():
             write_text_atomic(run.path(filename), render(report))
@@ -258,18 +258,16 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
     return report
 
 
-def _triton_repository(report: BuildReport, run_dir: Path, repository: Path, progress: Progress) -> str:
+def _triton_repository(report: BuildReport, run_dir: Path, repository: Path) -> str:
     """``--triton-repo``: the recommended artifact as a Triton model folder, only when every budget held."""
     from deployopt.serving.triton import TritonConfig, write_models
 
     if not report.passed:
         return f"triton: no model repository written to {repository}: the build missed a budget"
     (model,) = write_models(report.to_json(), run_dir, repository, TritonConfig(force=True))
-    note = (
+    return (
         f"triton: {model.folder} serves {model.variant} ({model.runtime}); config.pbtxt checked against Triton's schema"
     )
-    progress(note)
-    return note
 
 
 def recommended_runtimes(config: BuildConfig) -> tuple[str, ...]:

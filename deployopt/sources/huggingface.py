@@ -258,11 +258,15 @@ def model_class(config: dict, task: str, folder: Path) -> str:
     return name
 
 
-def _forward_parameters(class_name: str) -> set[str]:
+def _forward_parameters(class_name: str, folder: Path) -> set[str]:
     import inspect
 
     transformers = _require_transformers()
-    return set(inspect.signature(getattr(transformers, class_name).forward).parameters)
+    try:
+        model_type = getattr(transformers, class_name)
+    except (ImportError, AttributeError) as exc:  # a class that needs an optional package transformers lacks
+        raise BackendUnavailableError(f"{folder}: transformers cannot provide {class_name} here ({exc})") from exc
+    return set(inspect.signature(model_type.forward).parameters)
 
 
 def _text_encoding(
@@ -288,7 +292,7 @@ def _text_encoding(
             "different models",
             "copy the tokenizer files saved with this model",
         )
-    accepted = _forward_parameters(class_name)
+    accepted = _forward_parameters(class_name, root)
     names = tuple(n for n in TEXT_INPUTS if n in tokenizer.model_input_names and n in accepted)
     if "input_ids" not in names:
         raise file_error(root, f"the tokenizer gives {tokenizer.model_input_names}, not input_ids", "use a text model")

@@ -72,7 +72,7 @@ def load_module(model: HuggingFaceModel) -> Any:
             ignore_mismatched_sizes=True,  # reported below, by name, instead of "look at the above report"
             output_loading_info=True,
         )
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+    except (OSError, ValueError, RuntimeError, KeyError, ImportError, AttributeError, TypeError) as exc:
         raise file_error(
             model.weights,
             f"cannot be loaded into {class_name} ({str(exc).splitlines()[0][:300]})",

@@ -108,7 +108,10 @@ def nncf_quantize(onnx_path: Path, calibration, transformer: bool) -> Any:
     step's own progress line says what runs."""
     import contextlib
     import io
+    import logging
 
+    # NNCF imports torch's C++ extension loader, which warns "No CUDA runtime is found" on every CPU machine
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import nncf
 
     samples = [batch for _, batch in zip(range(NNCF_MAX_SAMPLES), calibration.batches(1), strict=False)]
