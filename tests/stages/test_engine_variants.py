@@ -3,6 +3,7 @@ directory (cached per source graph, options and GPU), driven by the fake tensorr
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -47,7 +48,7 @@ def _context(run, fp32, config=None, engine=EngineConfig()):
 
     config = config or BuildConfig()
     source = inspect_source(fp32)
-    data = DataPlan(source.signature, config.data_sources("digits"))
+    data = DataPlan(source.signature, config.data_sources(dataclasses.replace(source, dataset="digits")))
     ctx = BuildContext(run, source, source.signature, config, data, lambda message: None, engine=engine)
     for name in ("onnx-fp32", "onnx-fp16"):
         ctx.artifacts[name] = Artifact(fp32, sha256_file(fp32))
