@@ -44,8 +44,7 @@ def test_the_fused_graph_is_a_variant_only_when_it_measures_faster(
         assert any(n.startswith("onnx-fp32-fused not kept: fused SkipLayerNormalization ×4") for n in report.notes)
 
 
-def test_fusion_is_not_tried_when_switched_off_or_without_a_pattern(tiny_bert_classifier, tiny_vit, tmp_path):
-    off = build(tiny_bert_classifier, BuildConfig(out=tmp_path / "off", transformer_fusion=False, **FAST))
-    assert all(s.stage != "transformer-fusion" for s in off.stages)
+def test_fusion_is_skipped_with_the_reason_when_only_openvino_may_run_it(tiny_vit, tmp_path):
+    """(Switched off, the step is not in the plan at all: tests/flow/test_plan.py.)"""
     only_openvino = build(tiny_vit, BuildConfig(out=tmp_path / "ov", **(FAST | {"runtime": "openvino"})))
     assert "ONNX Runtime only" in _stage(only_openvino).summary
