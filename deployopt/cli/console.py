@@ -319,6 +319,11 @@ def describe_model(info: dict) -> str:
     for key in ("arch", "dataset", "opset", "ir_version", "producer", "nodes"):
         if info.get(key) not in (None, "", {}):
             lines.append(f"  {key:<10} {info[key]}")
+    if hf := info.get("huggingface"):
+        text = hf["text"]
+        lines.append(f"  task       {hf['task']} ({hf['architecture']}), outputs {hf['output']}")
+        if text:
+            lines.append(f"  text       tokenizer in {text['tokenizer']}, max_length {text['max_length']}")
     if info.get("op_counts"):
         lines.append("  ops        " + ", ".join(f"{op} {n}" for op, n in info["op_counts"].items()))
     if "external_data" in info:

@@ -110,6 +110,7 @@ class HuggingFaceModel:
         return {
             "task": self.task,
             "architecture": self.architecture,
+            "output": self.output_name,
             "model_type": self.config.get("model_type"),
             "weights": self.weights.name,
             "pooling": self.pooling,

