@@ -204,7 +204,10 @@ def write_repository(
     report_path = run_dir / "report.json"
     if not report_path.is_file():
         raise file_error(run_dir, "has no report.json", "pass the run directory of a finished `deployopt build`")
-    return write_models(read_json(report_path), run_dir, Path(repository), config)
+    report = read_json(report_path)
+    if not isinstance(report, dict) or not {"model", "variants", "threads", "batch_sizes"} <= set(report):
+        raise file_error(report_path, "is damaged or not a deployopt report", "rerun `deployopt build` for this run")
+    return write_models(report, run_dir, Path(repository), config)
 
 
 def write_models(report: dict, run_dir: Path, repository: Path, config: TritonConfig) -> list[TritonModel]:

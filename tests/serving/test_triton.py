@@ -154,6 +154,9 @@ def test_a_tensorrt_engine_is_a_gpu_plan_batched_up_to_its_profile(fake_trt, dig
 def test_bad_run_directories_and_a_missing_schema_are_one_line(run_cli, digits_checkpoint, tmp_path, monkeypatch):
     code, _, err = run_cli("triton", tmp_path, tmp_path / "repo")
     assert code == 3 and "has no report.json" in err
+    (tmp_path / "report.json").write_text('{"model": "cut off', encoding="utf-8")
+    code, _, err = run_cli("triton", tmp_path, tmp_path / "repo")
+    assert code == 3 and "report.json: is damaged or not a deployopt report" in err
     run = tmp_path / "run"
     assert (
         run_cli(
