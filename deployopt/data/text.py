@@ -35,7 +35,7 @@ def load_tokenizer(folder: Path) -> Any:
 
     try:
         return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except Exception as exc:  # the tokenizers library raises bare Exception on a damaged tokenizer.json
         raise file_error(
             folder,
             f"its tokenizer cannot be loaded ({str(exc).splitlines()[0][:200]})",

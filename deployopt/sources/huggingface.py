@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from deployopt.errors import BackendUnavailableError, UsageError, file_error
+from deployopt.sources.huggingface_vision import image_preprocess, image_signature
 from deployopt.sources.signature import Signature, TensorSpec
 
 TEXT_TASKS = ("feature-extraction", "sentence-embedding", "text-classification", "token-classification")
@@ -158,6 +159,10 @@ def _sentence_transformer_modules(root: Path) -> tuple[Path, str | None, bool]:
         raise file_error(root / "modules.json", "is not a list of modules", "re-save it with SentenceTransformer.save")
     model_dir, pooling, normalize = None, None, False
     for module in modules:
+        if not isinstance(module, dict):
+            raise file_error(
+                root / "modules.json", f"lists {module!r}, not a module", "re-save it with SentenceTransformer.save"
+            )
         kind = str(module.get("type", "")).rsplit(".", 1)[-1]
         folder = root / str(module.get("path", ""))
         if kind == "Transformer":
@@ -309,38 +314,6 @@ def _text_encoding(
     return TextEncoding(tokenizer_dir, max_length or min(limit, MAX_LENGTH_CAP), names, task, names_by_index)
 
 
-def _image_preprocess(root: Path) -> dict | None:
-    """The image processor's resize, crop, rescale and normalisation as ``--preprocess`` settings (an image folder
-    given for calibration is then prepared as the model was trained). Processors that resize to an exact
-    height × width are approximated by a short-side resize and a centre crop (the same for square photos)."""
-    path = root / "preprocessor_config.json"
-    if not path.is_file():
-        return None
-    processor = _json(path)
-    size = processor.get("size") or {}
-    size = {"shortest_edge": size} if isinstance(size, int) else size
-    resize = size.get("shortest_edge") or size.get("height")
-    crop = processor.get("crop_size") if processor.get("do_center_crop") else resize
-    crop = crop.get("height") if isinstance(crop, dict) else crop
-    normalize = processor.get("do_normalize", True) and "image_mean" in processor
-    return {
-        "resize": resize if processor.get("do_resize", True) else None,
-        "crop": crop,
-        "scale": processor.get("rescale_factor", 1 / 255) if processor.get("do_rescale", True) else 1.0,
-        "mean": list(processor["image_mean"]) if normalize else [0.0],
-        "std": list(processor["image_std"]) if normalize else [1.0],
-    }
-
-
-def _image_signature(config: dict, folder: Path) -> Signature:
-    size = config.get("image_size")
-    size = (size, size) if isinstance(size, int) else tuple(size or ())
-    channels = config.get("num_channels", 3)
-    if len(size) != 2:
-        raise file_error(folder / "config.json", "names no image_size", "set image_size in config.json")
-    return Signature((TensorSpec("pixel_values", ("batch", channels, *size), "float32"),))
-
-
 def inspect_folder(
     root: Path, task: str | None = None, max_length: int | None = None
 ) -> tuple[HuggingFaceModel, Signature]:
@@ -359,6 +332,8 @@ def inspect_folder(
         )
     _require_transformers()
     config = _json(model_dir / "config.json")
+    if not isinstance(config, dict):
+        raise file_error(model_dir / "config.json", "is not a JSON object", "re-save the model with save_pretrained")
     weights = _weights(model_dir, root)
     task = _task(config, root, sentence_transformers, task)
     class_name = model_class(config, task, root)
@@ -366,10 +341,10 @@ def inspect_folder(
     if task in IMAGE_TASKS:
         if max_length is not None:
             raise UsageError("--max-length applies to text models; this is an image model")
-        model = HuggingFaceModel(
-            root, model_dir, config, task, architecture, weights, image_preprocess=_image_preprocess(root)
-        )
-        return model, _image_signature(config, root)
+        processor = root / "preprocessor_config.json"
+        preprocess = image_preprocess(_json(processor)) if processor.is_file() else None
+        model = HuggingFaceModel(root, model_dir, config, task, architecture, weights, image_preprocess=preprocess)
+        return model, image_signature(config, root)
     text = _text_encoding(model_dir, root, config, task, class_name, max_length)
     model = HuggingFaceModel(root, model_dir, config, task, architecture, weights, pooling, normalize, text)
     signature = Signature(tuple(TensorSpec(n, ("batch", "seq"), "int64") for n in text.input_names))

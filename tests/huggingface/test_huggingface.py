@@ -170,6 +170,8 @@ def _edit_config(folder: Path, **changes) -> None:
         (lambda f: _edit_config(f, architectures=["BertForMaskedLM"]), "BertForMaskedLM has no supported task"),
         (lambda f: _edit_config(f, model_type="made-up-net"), "model_type 'made-up-net') is not supported"),
         (lambda f: (f / "tokenizer.json").unlink(), "has no tokenizer"),
+        (lambda f: (f / "tokenizer.json").write_text("{not json"), "its tokenizer cannot be loaded"),
+        (lambda f: (f / "config.json").write_text("[1, 2]"), "config.json: is not a JSON object"),
     ],
 )
 def test_a_broken_folder_is_one_line_and_nothing_is_written(run_cli, tiny_bert_classifier, tmp_path, damage, message):
