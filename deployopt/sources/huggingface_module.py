@@ -56,6 +56,8 @@ def _check_loading(model: HuggingFaceModel, class_name: str, loading: dict) -> N
 
 def load_module(model: HuggingFaceModel) -> Any:
     """The task module in eval mode; ``output_names`` names what it returns (the exported graph's outputs)."""
+    import pickle
+
     import torch
     import transformers
 
@@ -72,6 +74,13 @@ def load_module(model: HuggingFaceModel) -> Any:
             ignore_mismatched_sizes=True,  # reported below, by name, instead of "look at the above report"
             output_loading_info=True,
         )
+    except pickle.UnpicklingError as exc:
+        raise file_error(
+            model.weights,
+            "holds pickled objects beyond tensors, which torch.load(weights_only=True) refuses (loading it would run "
+            "code from the file)",
+            "if you trust it, convert it to model.safetensors on a machine of yours (save_pretrained writes it)",
+        ) from exc
     except (OSError, ValueError, RuntimeError, KeyError, ImportError, AttributeError, TypeError) as exc:
         raise file_error(
             model.weights,

@@ -183,6 +183,27 @@ def test_a_broken_folder_is_one_line_and_nothing_is_written(run_cli, tiny_bert_c
     assert not (tmp_path / "run").exists() and sorted(p.name for p in folder.iterdir()) == before
 
 
+def test_bin_weights_load_only_as_tensors(tiny_bert_classifier, tmp_path, run_cli):
+    """pytorch_model.bin goes through torch.load(weights_only=True): tensors export, pickled code is refused."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder = _copy(tiny_bert_classifier, tmp_path)
+    weights = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save(weights, folder / "pytorch_model.bin")
+    assert run_cli("export", folder, "-o", tmp_path / "bin.onnx")[0] == 0
+    assert inspect_source(folder).huggingface.weights.name == "pytorch_model.bin"
+    torch.save({"payload": _Payload()}, folder / "pytorch_model.bin")
+    code, _, err = run_cli("export", folder, "-o", tmp_path / "evil.onnx")
+    assert code == 3 and "weights_only=True) refuses" in err and not (tmp_path / "evil.onnx").exists()
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this would run on load",))
+
+
 def _drop_head(folder: Path) -> None:
     from safetensors.numpy import load_file, save_file
 
