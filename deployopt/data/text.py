@@ -30,17 +30,28 @@ def is_text_file(path: Path) -> bool:
 
 @cache
 def load_tokenizer(folder: Path) -> Any:
-    """The folder's tokenizer (fast when it has one), read from disk only."""
+    """The folder's tokenizer (fast when it has one), read from disk only. Examples are padded to a common length
+    (the attention mask hides the padding): a tokenizer without a padding token pads with its end-of-text token,
+    as is usual for GPT-style models; one with neither is refused."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:  # the tokenizers library raises bare Exception on a damaged tokenizer.json
         raise file_error(
             folder,
             f"its tokenizer cannot be loaded ({str(exc).splitlines()[0][:200]})",
             "re-save it with save_pretrained",
         ) from exc
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise file_error(
+                folder,
+                "its tokenizer has neither a padding nor an end-of-text token, so examples cannot share one length",
+                "set tokenizer.pad_token and save it with save_pretrained",
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def encode(encoding: TextEncoding, texts: list[str], pairs: list[str] | None = None) -> dict[str, np.ndarray]:

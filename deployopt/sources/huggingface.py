@@ -302,16 +302,17 @@ def _text_encoding(
     names = tuple(n for n in TEXT_INPUTS if n in tokenizer.model_input_names and n in accepted)
     if "input_ids" not in names:
         raise file_error(root, f"the tokenizer gives {tokenizer.model_input_names}, not input_ids", "use a text model")
+    sbert = _json(root / "sentence_bert_config.json") if (root / "sentence_bert_config.json").is_file() else {}
     limits = [config.get("max_position_embeddings"), getattr(tokenizer, "model_max_length", None)]
-    sbert = root / "sentence_bert_config.json"
-    if sbert.is_file():
-        limits.append(_json(sbert).get("max_seq_length"))
-    limit = min(v for v in limits if isinstance(v, int) and 0 < v < 1_000_000) if any(limits) else MAX_LENGTH_CAP
-    if max_length is not None and max_length > limit:
-        raise UsageError(f"--max-length {max_length}: the model takes at most {limit} tokens")
+    limits += [sbert.get("max_seq_length")] if isinstance(sbert, dict) else []
+    known = [v for v in limits if isinstance(v, int) and 0 < v < 1_000_000]  # tokenizers say 1e30 for "no limit"
+    if max_length is not None and known and max_length > min(known):
+        raise UsageError(f"--max-length {max_length}: the model takes at most {min(known)} tokens")
     labels = config.get("id2label") or {}
-    names_by_index = tuple(str(labels[k]) for k in sorted(labels, key=int)) if labels else ()
-    return TextEncoding(tokenizer_dir, max_length or min(limit, MAX_LENGTH_CAP), names, task, names_by_index)
+    indexed = isinstance(labels, dict) and all(str(k).isdigit() for k in labels)
+    names_by_index = tuple(str(labels[k]) for k in sorted(labels, key=int)) if labels and indexed else ()
+    default = min([*known, MAX_LENGTH_CAP])
+    return TextEncoding(tokenizer_dir, max_length or default, names, task, names_by_index)
 
 
 def inspect_folder(

@@ -137,6 +137,16 @@ def test_text_classification_is_judged_on_jsonl_labels(tiny_bert_classifier, tmp
     assert result.outputs[0].top1_agreement == 1.0
 
 
+def test_a_tokenizer_without_a_padding_token_pads_with_its_end_token(tiny_bert_classifier, tmp_path):
+    from deployopt.data.text import encode
+
+    folder = _copy(tiny_bert_classifier, tmp_path)
+    _edit_tokenizer(folder, pad_token=None, eos_token="[SEP]")
+    source = inspect_source(folder)
+    tokens = encode(source.text, ["the train", "the train leaves every morning"])
+    assert tokens["input_ids"][0, -1] == tokens["input_ids"][0, 3] and tokens["attention_mask"][0].tolist()[-1] == 0
+
+
 def test_a_text_file_is_one_example_per_line_at_the_chosen_length(tiny_distilbert_tokens, tmp_path):
     from deployopt.data.plan import DataPlan, DataSources
 
@@ -156,6 +166,11 @@ def _copy(folder: Path, tmp_path: Path, drop: str | None = None) -> Path:
     return target
 
 
+def _edit_tokenizer(folder: Path, **changes) -> None:
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps(config | changes))
+
+
 def _edit_config(folder: Path, **changes) -> None:
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps(config | changes))
@@ -172,6 +187,7 @@ def _edit_config(folder: Path, **changes) -> None:
         (lambda f: (f / "tokenizer.json").unlink(), "has no tokenizer"),
         (lambda f: (f / "tokenizer.json").write_text("{not json"), "its tokenizer cannot be loaded"),
         (lambda f: (f / "config.json").write_text("[1, 2]"), "config.json: is not a JSON object"),
+        (lambda f: _edit_tokenizer(f, pad_token=None), "has neither a padding nor an end-of-text token"),
     ],
 )
 def test_a_broken_folder_is_one_line_and_nothing_is_written(run_cli, tiny_bert_classifier, tmp_path, damage, message):
