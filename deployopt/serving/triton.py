@@ -125,6 +125,7 @@ def _engine_io(path: Path) -> tuple[list[TensorIO], list[TensorIO], int | None]:
         TensorIO(s.name, tuple(d if isinstance(d, int) else -1 for d in s.shape), s.dtype) for s in signature.inputs
     ]
     source = Path(sidecar.source_onnx)
+    source = source if source.is_file() else path.parent / source.name  # a run directory moved or seen elsewhere
     if not source.is_file():
         raise file_error(path, f"the ONNX graph it was built from ({source}) is gone", "rebuild the engine")
     profile_max = [shapes[2][0] for shapes in sidecar.profiles.values() if shapes]
@@ -211,30 +212,35 @@ def write_repository(
 
 
 def write_models(report: dict, run_dir: Path, repository: Path, config: TritonConfig) -> list[TritonModel]:
-    """The recommended artifact (or every passing variant) of ``report`` as Triton model folders; each folder is
-    assembled aside and renamed into place, so a failure leaves no half-written model."""
+    """The recommended artifact (or every passing variant) of ``report`` as Triton model folders. Every config is
+    made and checked before anything is written; each folder is assembled aside and renamed into place."""
     model_config_pb2()  # missing tritonclient: refused before anything is written
-    variants = _chosen(report, run_dir, config)
-    repository.mkdir(parents=True, exist_ok=True)
-    models = []
-    for variant in variants:
+    planned = []
+    for variant in _chosen(report, run_dir, config):
         name = report["model"] if not config.all_variants else f"{report['model']}-{variant['name']}"
-        target = repository / name
-        if target.exists() and not config.force:
-            raise UsageError(f"{target}: already exists; pass --force to replace it")
-        artifact = Path(variant["path"])
+        if (repository / name).exists() and not config.force:
+            raise UsageError(f"{repository / name}: already exists; pass --force to replace it")
+        # artifacts live in the run directory; the report's paths are relative to where the build ran
+        artifact = run_dir / Path(variant["path"]).name
+        if not artifact.is_file():
+            raise file_error(artifact, f"({variant['name']}) is missing from the run directory", "rerun the build")
         message = model_config(name, artifact, variant["runtime"], report["threads"], report["batch_sizes"], config)
-        text = _validated_text(message)
-        with tempfile.TemporaryDirectory(dir=repository, prefix=f".{name}.") as staging:
-            folder = Path(staging) / name
-            (folder / "1").mkdir(parents=True)
-            filename = BACKENDS[variant["runtime"]][2]
-            shutil.copyfile(artifact, folder / "1" / filename)
-            if variant["runtime"] == "openvino":
-                shutil.copyfile(artifact.with_suffix(".bin"), folder / "1" / Path(filename).with_suffix(".bin"))
-            (folder / "config.pbtxt").write_text(text, encoding="utf-8")
-            if target.exists():
-                shutil.rmtree(target)
-            folder.rename(target)
-        models.append(TritonModel(name, variant["name"], variant["runtime"], target, text))
-    return models
+        planned.append((name, variant, artifact, _validated_text(message)))
+    repository.mkdir(parents=True, exist_ok=True)
+    return [_write_model(repository, *plan) for plan in planned]
+
+
+def _write_model(repository: Path, name: str, variant: dict, artifact: Path, text: str) -> TritonModel:
+    target = repository / name
+    with tempfile.TemporaryDirectory(dir=repository, prefix=f".{name}.") as staging:
+        folder = Path(staging) / name
+        (folder / "1").mkdir(parents=True)
+        filename = BACKENDS[variant["runtime"]][2]
+        shutil.copyfile(artifact, folder / "1" / filename)
+        if variant["runtime"] == "openvino":  # the IR's weights
+            shutil.copyfile(artifact.with_suffix(".bin"), folder / "1" / Path(filename).with_suffix(".bin"))
+        (folder / "config.pbtxt").write_text(text, encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        folder.rename(target)
+    return TritonModel(name, variant["name"], variant["runtime"], target, text)

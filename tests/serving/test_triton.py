@@ -107,6 +107,14 @@ def test_build_writes_the_recommended_text_model_and_triton_writes_every_variant
     assert run_cli("triton", run, repo, "--all", "--force", "--instances", "2")[0] == 0
     assert _parse(repo / "tiny-bert-onnx-fp32" / "config.pbtxt").instance_group[0].count == 2
 
+    moved = tmp_path / "moved-run"  # the report's paths point into the old place: artifacts are found by name
+    run.rename(moved)
+    assert run_cli("triton", moved, tmp_path / "repo2")[0] == 0
+    assert (tmp_path / "repo2" / "tiny-bert" / "config.pbtxt").is_file()
+    (moved / "model-int8.onnx").unlink()  # not the first variant: still nothing is written
+    code, _, err = run_cli("triton", moved, tmp_path / "repo3", "--all")
+    assert code == 3 and "(onnx-int8) is missing from the run directory" in err and not (tmp_path / "repo3").exists()
+
 
 def _fixed_batch_onnx(path: Path) -> Path:
     import onnx
