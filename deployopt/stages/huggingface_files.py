@@ -39,9 +39,6 @@ class HuggingFaceFilesStep:
             return {"files": sorted(outputs.values())}
 
         outcome = ctx.run.run_stage(self.name, SupportFiles(), {"source": source.sha256}, outputs, work)
-        ctx.record(
-            self.name,
-            outcome,
-            f"{len(files)} tokenizer/processor files copied to {SUPPORT_FOLDER}/ (load them with "
-            f"AutoTokenizer.from_pretrained('{SUPPORT_FOLDER}'))",
-        )
+        loader = "AutoTokenizer" if source.text else "AutoImageProcessor"
+        summary = f"{len(files)} tokenizer/processor files copied to {SUPPORT_FOLDER}/ (load them with "
+        ctx.record(self.name, outcome, summary + f"{loader}.from_pretrained('{SUPPORT_FOLDER}'))")
