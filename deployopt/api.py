@@ -32,6 +32,7 @@ from deployopt.runners.options import RuntimeOptions
 from deployopt.serving.triton import TritonConfig, TritonModel, write_repository
 from deployopt.sources.detect import ModelSource, SourceKind, SourceOptions, artifact_facts, inspect_source
 from deployopt.sources.signature import Signature
+from deployopt.stages.bf16 import Bf16Config
 from deployopt.stages.engine.build import EngineConfig, build_engine
 from deployopt.stages.export import ExportConfig, ExportResult, export_onnx
 from deployopt.stages.fp16 import Fp16Config, convert_fp16_within_budget
@@ -47,6 +48,7 @@ from deployopt.types import Precision
 __all__ = [
     "VARIANT_STEPS",
     "BenchConfig",
+    "Bf16Config",
     "BudgetOverrides",
     "BuildConfig",
     "EngineConfig",

@@ -18,6 +18,7 @@ class Precision(str, enum.Enum):
 
     FP32 = "fp32"
     FP16 = "fp16"
+    BF16 = "bf16"
     INT8 = "int8"
 
     __str__ = str.__str__

@@ -17,10 +17,23 @@ HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 needs_torchvision = pytest.mark.skipif(
     not HAS_TORCHVISION, reason="torchvision is not installed (pip install 'deployopt[vision]')"
 )
-# what a default build adds beside the ONNX Runtime variants when openvino is installed (--runtime auto)
-# (NNCF's candidate too when nncf is installed: on the digits CNN it passes its budget)
-OPENVINO_VARIANTS = ["openvino-fp32", "openvino-int8"] if importlib.util.find_spec("openvino") else []
-OPENVINO_VARIANTS += ["openvino-int8-nncf"] if OPENVINO_VARIANTS and importlib.util.find_spec("nncf") else []
+
+
+def openvino_variants(*make: str, float_source: bool = True, calibrated: bool = True) -> list[str]:
+    """The OpenVINO variants a build adds beside the ONNX Runtime ones (--runtime auto), in report order, as the
+    build's own plan decides them on this machine — openvino-bf16 where the CPU computes in bf16, openvino-fp16
+    where in fp16, NNCF's candidate where nncf is installed; never a list fixed on one CPU. ``make``: the
+    build's variants (default: every one); ``float_source``: the model is not already int8."""
+    if importlib.util.find_spec("openvino") is None:
+        return []
+    from deployopt.flow.build import VARIANT_STEPS, BuildConfig, QuantizedVariants
+    from deployopt.stages.openvino import IrCandidate, openvino_candidates
+
+    make = make or tuple(VARIANT_STEPS)
+    config = BuildConfig(quantize=QuantizedVariants(make=make))
+    made = {"onnx-fp32"} | ({"onnx-int8"} if "int8" in make and float_source else set())
+    plan = openvino_candidates(config, made, float_source, calibrated)
+    return [variant for variant, candidate in plan.items() if isinstance(candidate, IrCandidate)]
 
 
 @pytest.fixture(scope="session", autouse=True)

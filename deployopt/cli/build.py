@@ -22,8 +22,17 @@ def _variant_flags(func):
     return func
 
 
-def _variants_made(kw: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(variant for variant in VARIANT_STEPS if kw.pop(f"make_{variant}"))
+def _variants_made(kw: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The variants to make, and those asked for by name on the command line (``--bf16``): a variant this
+    machine cannot make is a note by default, an error when asked for."""
+    context = click.get_current_context()
+    named = {
+        variant
+        for variant in VARIANT_STEPS
+        if context.get_parameter_source(f"make_{variant}") is click.core.ParameterSource.COMMANDLINE
+    }
+    made = tuple(variant for variant in VARIANT_STEPS if kw.pop(f"make_{variant}"))
+    return {"make": made, "required": tuple(variant for variant in made if variant in named)}
 
 
 @click.command()
@@ -38,6 +47,7 @@ def _variants_made(kw: dict[str, Any]) -> tuple[str, ...]:
 @g.CALIBRATION
 @g.INT8
 @g.FP16
+@g.BF16
 @g.PRUNE
 @g.BUDGET
 @g.BENCH
@@ -62,7 +72,11 @@ def build(model: Path, as_json: bool, pipeline_file: Path | None, **kw: Any) -> 
 
     gate = (kw.pop("baseline"), g.GATE.build(kw), kw.pop("junit"), kw.pop("summary"))
     quantize = QuantizedVariants(
-        make=_variants_made(kw), int8=g.INT8.build(kw), fp16=g.FP16.build(kw), **g.CALIBRATION.values(kw)
+        **_variants_made(kw),
+        int8=g.INT8.build(kw),
+        fp16=g.FP16.build(kw),
+        bf16=g.BF16.build(kw),
+        **g.CALIBRATION.values(kw),
     )
     config = BuildConfig(
         **g.SOURCE.values(kw),

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from deployopt.api import (
     VARIANT_STEPS,
     BenchConfig,
+    Bf16Config,
     BudgetOverrides,
     BuildConfig,
     EngineConfig,
@@ -100,6 +101,7 @@ INT8_VERB = OptionGroup(  # quantize: the same options, plus the int8 target; th
     },
 )
 FP16 = OptionGroup(Fp16Config, prefix="fp16-", aliases={"block": "--block"})
+BF16 = OptionGroup(Bf16Config, prefix="bf16-")
 PRUNE = OptionGroup(  # build: pruning happens when --prune-method is given
     PruneConfig,
     prefix="prune-",
@@ -178,6 +180,7 @@ PIPELINE_SECTIONS: dict[str, tuple[OptionGroup, ...]] = {
     "build.quantize": (CALIBRATION,),
     "build.quantize.int8": (INT8,),
     "build.quantize.fp16": (FP16,),
+    "build.quantize.bf16": (BF16,),
     "build.prune": (PRUNE,),
     "build.bench": (BENCH,),
     "build.engine": (ENGINE,),
@@ -185,6 +188,7 @@ PIPELINE_SECTIONS: dict[str, tuple[OptionGroup, ...]] = {
 }
 _HAND_WRITTEN = {
     "build.quantize.make": ", ".join(f"--{v}/--no-{v}" for v in VARIANT_STEPS),
+    "build.quantize.required": ", ".join(f"--{v}" for v in VARIANT_STEPS),
     "train.arch_kwargs": "--arch-arg",
 }
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from deployopt.data.calibration import Preprocess
 from deployopt.data.eval_data import EvalData
 from deployopt.data.plan import DataPlan, DataSources
-from deployopt.errors import InputFileError
+from deployopt.errors import InputFileError, UsageError
 from deployopt.fsutil import write_json_atomic, write_text_atomic
 from deployopt.measure.bench import BenchConfig, BenchVariant, bench, measurable_batches
 from deployopt.measure.verify import VerifyConfig, VerifyResult
@@ -43,6 +43,7 @@ from deployopt.sources.detect import (
 from deployopt.sources.huggingface import TASKS
 from deployopt.sources.signature import Signature
 from deployopt.stages.base import BuildContext, Progress, Step
+from deployopt.stages.bf16 import Bf16Config, Bf16Step
 from deployopt.stages.engine.build import EngineConfig
 from deployopt.stages.export import ExportConfig, ExportStep
 from deployopt.stages.fp16 import Fp16Config, Fp16Step
@@ -60,7 +61,7 @@ DEFAULT_OUT_ROOT = Path("deployopt-out")
 # The human-readable reports every build writes beside report.json; a new format is one entry here.
 REPORT_FILES = {"report.md": render_markdown, "report.html": render_html}
 # The low-precision variants a build can make beside fp32, each one step; a new variant is one entry here.
-VARIANT_STEPS: dict[str, type] = {"fp16": Fp16Step, "int8": Int8Step}
+VARIANT_STEPS: dict[str, type] = {"fp16": Fp16Step, "int8": Int8Step, "bf16": Bf16Step}
 Variant = Literal[tuple(VARIANT_STEPS)]  # type: ignore[valid-type]
 HfTask = Literal[TASKS]  # type: ignore[valid-type]
 
@@ -74,9 +75,18 @@ class QuantizedVariants(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    make: tuple[Variant, ...] = Field(tuple(VARIANT_STEPS), description="variants beside fp32")
+    make: tuple[Variant, ...] = Field(
+        tuple(VARIANT_STEPS),
+        description="variants beside fp32; those this machine cannot make are skipped with the reason",
+    )
+    required: tuple[Variant, ...] = Field(
+        (),
+        description="variants asked for by name: one this machine cannot make (bf16 on a CPU without it) stops "
+        "the build before it starts, where it would otherwise be a note [on the command line: those named, --bf16]",
+    )
     fp16: Fp16Config = Fp16Config()
     int8: Int8Config = Int8Config()
+    bf16: Bf16Config = Bf16Config()
     calibration: Path | None = Field(
         None,
         description="int8 calibration data: .npz/.npy, an image folder, or text (.txt/.jsonl) for a text model "
@@ -85,6 +95,15 @@ class QuantizedVariants(BaseModel):
     preprocess: Preprocess | None = Field(
         None, description="for an image-folder calibration, e.g. resize=256,crop=224,mean=0.485:0.456:0.406"
     )
+
+    def check_required(self, config: BuildConfig) -> None:
+        """Stop before anything runs when a variant asked for by name cannot be made on this machine."""
+        for variant in self.required:
+            if variant not in self.make:
+                raise UsageError(f"--{variant} is required but left out of the variants to make (--no-{variant})")
+            check = getattr(VARIANT_STEPS[variant], "check_available", None)  # only some depend on the machine
+            if check is not None:
+                check(config)
 
 
 class BuildConfig(BaseModel):
@@ -207,6 +226,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
         from deployopt.runners.openvino_runner import import_openvino
 
         import_openvino()
+    config.quantize.check_required(config)
     steps = plan(config, source.kind is SourceKind.HUGGINGFACE)
     data = DataPlan(signature, config.data_sources(source))
     data.check()
@@ -282,8 +302,15 @@ def _verify_artifacts(ctx: BuildContext, report: BuildReport) -> None:
     for name, artifact in ctx.artifacts.items():
         facts = artifact_facts(artifact.path)
         ctx.run.record_artifact(name, artifact.path, precision=facts["precision"])
-        runtime = spec_for_model(str(artifact.path)).backend
-        variant = VariantReport(name, str(artifact.path), facts["precision"], facts["size_bytes"], runtime=runtime)
+        spec = spec_for_model(str(artifact.path))
+        variant = VariantReport(
+            name,
+            str(artifact.path),
+            facts["precision"],
+            facts["size_bytes"],
+            runtime=spec.backend,
+            inference_precision=spec.precision if spec.backend == "openvino" else "",
+        )
         result = _verify_variant(ctx, name, artifact.path, facts["precision"])
         variant.verify, variant.accuracy = result, result.candidate_accuracy
         report.variants[0].accuracy = result.reference_accuracy

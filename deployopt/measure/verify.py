@@ -2,8 +2,11 @@
 
 Per output (matched by position) it reports the max absolute error, the max error relative to the
 reference's range (``max|c−r| / max|r|``, a scale-free figure that does not explode near zero), the mean
-per-sample cosine similarity and, for classifier logits (2-D, more than one class), top-1 agreement.
-With labels, both models' task accuracy. Budgets default by the candidate's precision and every field
+per-sample cosine similarity and, for classifier scores (2-D, more than one class), four views of the decision:
+raw top-1 agreement, agreement on the *decisive* samples (the reference's top-1 leads its runner-up by a margin
+of probability; a near-tie that any rounding flips does not count), whether the reference's top-1 stays in the
+candidate's top-5, and the mean KL divergence between the two class distributions (damage spread over every
+sample). With labels, both models' task accuracy. Budgets default by the candidate's precision and every field
 can be overridden; a miss names the metric, its value and its limit.
 """
 
@@ -19,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from deployopt.data.eval_data import EvalData
 from deployopt.data.plan import DataSources
 from deployopt.errors import DeployoptError, InputFileError, StageError, UsageError
-from deployopt.measure.budgets import Budget, BudgetOverrides
+from deployopt.measure.budgets import DECISIVE_MARGIN, Budget, BudgetOverrides
 from deployopt.runners import Runner, RunnerSpec, create_runner
 
 
@@ -31,6 +34,10 @@ class OutputMetrics:
     cosine: float  # mean over samples
     top1_agreement: float | None = None
     worst_cosine: float | None = None  # the least similar sample (None in results saved before it was measured)
+    decisive_agreement: float | None = None  # top-1 agreement where the reference leads by the decisive margin
+    decisive_samples: int | None = None  # how many samples were decisive
+    top5_containment: float | None = None  # the reference's top-1 among the candidate's five best
+    mean_kl: float | None = None  # mean KL(reference ‖ candidate) of the class probabilities
 
 
 @dataclass
@@ -101,10 +108,34 @@ class VerifyResult:
                 text += f" (worst sample {o.worst_cosine:.6f})"
             if o.top1_agreement is not None:
                 text += f", top-1 agreement {o.top1_agreement * 100:.2f}%"
+            if o.decisive_samples is not None:
+                decisive = f"{o.decisive_agreement * 100:.2f}%" if o.decisive_agreement is not None else "–"
+                text += f" ({decisive} on {o.decisive_samples} decisive samples)"
+            if o.top5_containment is not None:
+                text += f", top-5 containment {o.top5_containment * 100:.2f}%, mean KL {o.mean_kl:.3g}"
             parts.append(text)
         if self.candidate_accuracy is not None:
             parts.append(f"accuracy {self.candidate_accuracy:.2f}% vs reference {self.reference_accuracy:.2f}%")
         return f"{'; '.join(parts)} on {self.samples} samples of {self.data_origin} → {self.verdict}"
+
+    def headline(self) -> dict[str, float]:
+        """The judge's numbers in brief, worst over the outputs: what a search's attempt table shows."""
+        worst = {
+            "cosine": min,
+            "worst_cosine": min,
+            "top1_agreement": min,
+            "decisive_agreement": min,
+            "top5_containment": min,
+            "mean_kl": max,
+        }
+        numbers = {}
+        for metric, pick in worst.items():
+            values = [getattr(o, metric) for o in self.outputs if getattr(o, metric) is not None]
+            if values:
+                numbers[metric] = pick(values)
+        if self.candidate_accuracy is not None:
+            numbers["accuracy"] = self.candidate_accuracy
+        return numbers
 
     @property
     def verdict(self) -> str:
@@ -200,6 +231,7 @@ def compare_outputs(
         if _are_logits(ref, budget.outputs or "auto"):
             ref_top, cand_top = ref.argmax(1), cand.argmax(1)
             item.top1_agreement = float((ref_top == cand_top).mean())
+            _decision_metrics(item, ref, cand, budget.decisive_margin or DECISIVE_MARGIN)
             if labels is not None and ref_acc is None:
                 ref_acc = float((ref_top == labels).mean() * 100)
                 cand_acc = float((cand_top == labels).mean() * 100)
@@ -213,6 +245,33 @@ def compare_outputs(
     return metrics, failures, ref_acc, cand_acc
 
 
+def class_probabilities(scores: np.ndarray) -> np.ndarray:
+    """Rows of class scores as probabilities: as they are when they already are (non-negative, summing to 1 —
+    a model ending in Softmax), else their softmax."""
+    x = scores.astype(np.float64)
+    if (x >= 0).all() and np.allclose(x.sum(axis=1), 1.0, atol=1e-3):
+        return x
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _decision_metrics(item: OutputMetrics, ref: np.ndarray, cand: np.ndarray, margin: float) -> None:
+    """Decisive-sample agreement, top-5 containment and mean KL of one classifier output (see the module
+    docstring); decisive agreement is None when no sample is decisive."""
+    p, q = class_probabilities(ref), class_probabilities(cand)
+    ref_top, cand_top = ref.argmax(1), cand.argmax(1)
+    two_best = np.sort(p, axis=1)[:, -2:]
+    decisive = (two_best[:, 1] - two_best[:, 0]) >= margin
+    item.decisive_samples = int(decisive.sum())
+    item.decisive_agreement = float((ref_top == cand_top)[decisive].mean()) if decisive.any() else None
+    k = min(5, cand.shape[1])
+    top_k = np.argpartition(-cand, k - 1, axis=1)[:, :k]
+    item.top5_containment = float((top_k == ref_top[:, None]).any(axis=1).mean())
+    tiny = 1e-12  # a probability that underflowed to 0 in the candidate: bounded, not infinite, divergence
+    kl = (p * (np.log(np.maximum(p, tiny)) - np.log(np.maximum(q, tiny)))).sum(axis=1)
+    item.mean_kl = float(np.maximum(kl, 0.0).mean())
+
+
 def _are_logits(ref: np.ndarray, kind: str) -> bool:
     """Top-1 agreement only means something for class scores: 2-D with several columns, and under 'auto'
     not L2-normalised rows (sentence embeddings are; their argmax is noise)."""
@@ -223,21 +282,52 @@ def _are_logits(ref: np.ndarray, kind: str) -> bool:
     return not np.allclose(np.linalg.norm(ref.astype(np.float64), axis=1), 1.0, atol=1e-3)
 
 
+# Each per-output check: the metric, the budget field that limits it, and the side of the limit that misses.
+CHECKS = (
+    ("max_abs_error", "max_abs_error", "above"),
+    ("max_rel_error", "max_rel_error", "above"),
+    ("cosine", "min_cosine", "below"),
+    ("worst_cosine", "min_worst_cosine", "below"),
+    ("top1_agreement", "min_top1_agreement", "below"),
+    ("decisive_agreement", "min_decisive_agreement", "below"),
+    ("mean_kl", "max_mean_kl", "above"),
+)
+
+
 def _budget_misses(item: OutputMetrics, budget: Budget) -> list[str]:
-    checks = [
-        ("max_abs_error", item.max_abs_error, budget.max_abs_error, "above"),
-        ("max_rel_error", item.max_rel_error, budget.max_rel_error, "above"),
-        ("cosine", item.cosine, budget.min_cosine, "below"),
-        ("worst_cosine", item.worst_cosine, budget.min_worst_cosine, "below"),
-        ("top1_agreement", item.top1_agreement, budget.min_top1_agreement, "below"),
-    ]
     misses = []
-    for metric, value, limit, bad_side in checks:
+    for metric, limit_field, bad_side in CHECKS:
+        value, limit = getattr(item, metric), getattr(budget, limit_field)
         if value is None or limit is None:
             continue
         if (bad_side == "above" and value > limit) or (bad_side == "below" and value < limit):
             misses.append(f"{item.name}: {metric} {value:.6g} {bad_side} budget {limit:g}")
     return misses
+
+
+def budget_slack(
+    metrics: list[OutputMetrics],
+    failures: list[str],
+    budget: Budget,
+    reference_accuracy: float | None,
+    candidate_accuracy: float | None,
+) -> float:
+    """The judge's verdict as one number: the smallest margin to a budget limit over every checked metric, as a
+    fraction of the way from a perfect value (1, or 0 for an error) to the limit. 1: as the original; 0: exactly
+    at a limit; negative: a miss (-1 for a miss no metric measures, such as a shape or NaN mismatch)."""
+    margins = []
+
+    def toward(value: float | None, limit: float | None, perfect: float) -> None:
+        if value is not None and limit is not None and limit != perfect:
+            margins.append((value - limit) / (perfect - limit))
+
+    for m in metrics:
+        for metric, limit_field, bad_side in CHECKS:
+            toward(getattr(m, metric), getattr(budget, limit_field), 0.0 if bad_side == "above" else 1.0)
+    if reference_accuracy is not None and candidate_accuracy is not None:
+        toward(reference_accuracy - candidate_accuracy, budget.max_accuracy_drop, 0.0)
+    slack = min(margins, default=1.0)
+    return min(slack, -1.0) if failures and slack >= 0 else slack
 
 
 def verify(

@@ -93,16 +93,28 @@ def _tensorrt_check(gpu_usable: bool) -> Check:
     return Check("tensorrt", True, f"TensorRT {trt.__version__}")
 
 
-def _openvino_check() -> Check:
-    """OpenVINO's CPU plugin and the precisions it runs natively here (FP16 only with AVX512-FP16/AMX-FP16)."""
+def _openvino_checks() -> list[Check]:
+    """OpenVINO's CPU plugin, the precisions it runs natively here, and whether build makes its bf16 and fp16
+    variants on this CPU (the build's own decision: BF16 with AMX-BF16/AVX512-BF16, FP16 with
+    AVX512-FP16/AMX-FP16)."""
     from deployopt.errors import BackendUnavailableError
-    from deployopt.runners.openvino_runner import cpu_capabilities, import_openvino
+    from deployopt.runners.openvino_runner import (
+        NATIVE_PRECISIONS,
+        cpu_capabilities,
+        import_openvino,
+        native_precision_problem,
+    )
 
     try:
         ov = import_openvino()
     except BackendUnavailableError as exc:
-        return Check("openvino", False, str(exc))
-    return Check("openvino", True, f"{ov.__version__}, CPU runs: {', '.join(cpu_capabilities())}")
+        return [Check("openvino", False, str(exc))]
+    checks = [Check("openvino", True, f"{ov.__version__}, CPU runs: {', '.join(cpu_capabilities())}")]
+    for precision in NATIVE_PRECISIONS:
+        problem = native_precision_problem(precision)
+        detail = problem or f"build makes openvino-{precision}: the CPU computes in {precision}"
+        checks.append(Check(f"openvino-{precision}", problem is None, detail))
+    return checks
 
 
 def diagnose() -> list[Check]:
@@ -115,6 +127,6 @@ def diagnose() -> list[Check]:
     checks += _torch_checks()
     gpu_usable = any(c.name == "cuda-gpu" and c.usable for c in checks)
     checks += _onnxruntime_checks(gpu_usable)
-    checks.append(_openvino_check())
+    checks += _openvino_checks()
     checks.append(_tensorrt_check(gpu_usable))
     return checks

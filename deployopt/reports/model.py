@@ -28,6 +28,7 @@ class VariantReport:
     size_bytes: int
     role: str = "artifact"  # "reference" for the model everything is verified against
     runtime: str = ""  # the backend that verified and benchmarked it (deployopt.runners.BACKENDS)
+    inference_precision: str = ""  # OpenVINO: the precision its float layers are compiled in (RunnerSpec.precision)
     latency: dict[int, dict] = field(default_factory=dict)  # batch → Measurement.to_json()
     verify: VerifyResult | None = None  # None for the reference
     accuracy: float | None = None
@@ -41,6 +42,7 @@ class VariantReport:
             "name": self.name,
             "role": self.role,
             "runtime": self.runtime,
+            "inference_precision": self.inference_precision,
             "path": self.path,
             "precision": self.precision,
             "size_bytes": self.size_bytes,
@@ -59,6 +61,7 @@ class VariantReport:
             size_bytes=data["size_bytes"],
             role=data.get("role", "artifact"),
             runtime=data.get("runtime", ""),
+            inference_precision=data.get("inference_precision", ""),
             latency={int(b): m for b, m in data.get("latency", {}).items()},
             verify=VerifyResult.from_json(data["verify"]) if data.get("verify") else None,
             accuracy=data.get("accuracy"),

@@ -8,6 +8,7 @@ the recommendation says so: on a shared machine such a gap is not a real differe
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -31,8 +32,7 @@ _LOAD_CODE = {
     ),
     "openvino": (
         "import openvino as ov\n"
-        'compiled = ov.Core().compile_model("{path}", "CPU", {{"PERFORMANCE_HINT": "LATENCY", '
-        '"INFERENCE_NUM_THREADS": "{threads}", "INFERENCE_PRECISION_HINT": "{inference_precision}"}})\n'
+        'compiled = ov.Core().compile_model("{path}", "CPU", {compile_settings})\n'
         "outputs = compiled({{{feeds}}})"
     ),
     "tensorrt": (
@@ -101,11 +101,11 @@ def _load_code(report: BuildReport, variant) -> str:
     template = _LOAD_CODE.get(variant.runtime)
     if template is None:
         return ""
+    from deployopt.runners.openvino_runner import compile_config
+
     names = [spec["name"] for spec in report.source.get("signature") or []]
     feeds = ", ".join(f'"{name}": {_IDENTIFIER.sub("_", name)}' for name in names)
-    return template.format(
-        path=variant.path,
-        threads=report.threads or 1,
-        feeds=feeds,
-        inference_precision="f16" if variant.precision == "fp16" else "f32",
-    )
+    threads = report.threads or 1
+    # the very settings the runner compiled it with when it was judged and timed (a bf16 IR in bf16, …)
+    settings = compile_config(threads, variant.inference_precision or "fp32") if variant.runtime == "openvino" else {}
+    return template.format(path=variant.path, threads=threads, feeds=feeds, compile_settings=json.dumps(settings))

@@ -71,11 +71,11 @@ def spec_for_model(
     if runtime not in ONNX_RUNTIMES:
         raise UsageError(f"unknown runtime '{runtime}'; known: {', '.join(ONNX_RUNTIMES)}")
     kind = detect_kind(Path(path))
-    if kind is SourceKind.OPENVINO_IR:  # an IR with fp16 weights is the fp16 variant: computed in fp16
+    if kind is SourceKind.OPENVINO_IR:  # compiled in the precision it was judged at (fp16 weights: fp16)
         from deployopt.sources.openvino_ir import ir_facts
 
-        fp16 = ir_facts(Path(path))["precision"] == "fp16"
-        return RunnerSpec("openvino", str(path), threads=threads, precision="fp16" if fp16 else "fp32")
+        inference = ir_facts(Path(path))["inference_precision"]
+        return RunnerSpec("openvino", str(path), threads=threads, precision=inference)
     if kind is SourceKind.ONNX and runtime == "openvino":
         return RunnerSpec("openvino", str(path), threads=threads)
     if kind is SourceKind.ONNX:

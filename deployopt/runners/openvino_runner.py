@@ -2,7 +2,10 @@
 
 Compiled with the latency hint (one stream, all ``threads`` on one request — how ``verify`` and ``bench`` call
 it) and an explicit inference precision: OpenVINO's CPU plugin otherwise runs fp32 models in bf16 on CPUs that
-have AMX/AVX512-BF16, which would change an fp32 artifact's numbers behind the user's back.
+have AMX/AVX512-BF16, which would change an fp32 artifact's numbers behind the user's back. A bf16 or fp16
+artifact is compiled in that precision; layers its IR marks (``DisablePrecisionConversion``) stay in f32.
+:func:`compile_config` is the one place those settings are made: the runner, the recommended load code and the
+Triton config all take them from it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from deployopt.errors import BackendUnavailableError, InputFileError
 from deployopt.runners.base import Runner
 
 # RunnerSpec.precision → OpenVINO's INFERENCE_PRECISION_HINT
-INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16"}
+INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+# a low inference precision → (OpenVINO's OPTIMIZATION_CAPABILITIES entry, the CPU features that give it)
+NATIVE_PRECISIONS = {"bf16": ("BF16", "AMX-BF16 or AVX512-BF16"), "fp16": ("FP16", "AVX512-FP16 or AMX-FP16")}
 
 
 def import_openvino():
@@ -28,12 +33,29 @@ def import_openvino():
 
 def cpu_capabilities() -> list[str]:
     """The precisions OpenVINO's CPU plugin runs natively on this CPU, e.g. ``['FP32', 'INT8', 'BIN', ...]``;
-    FP16 appears only where the CPU computes in it (AVX512-FP16 / AMX-FP16)."""
+    BF16 appears with AMX-BF16/AVX512-BF16, FP16 only where the CPU computes in it (AVX512-FP16 / AMX-FP16)."""
     ov = import_openvino()
     return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
+def native_precision_problem(precision: str) -> str | None:
+    """None when OpenVINO's CPU plugin computes in ``precision`` (bf16, fp16) on this CPU; otherwise why not, in
+    one line naming the CPU and its flags. Every decision to make, expect or refuse a bf16/fp16 OpenVINO artifact
+    goes through here (the build, its tests, ``doctor``). Raises BackendUnavailableError without openvino."""
+    from deployopt.platform.cpu import describe_cpu
+
+    capability, needs = NATIVE_PRECISIONS[precision]
+    capabilities = cpu_capabilities()
+    if capability in capabilities:
+        return None
+    return (
+        f"OpenVINO's CPU plugin computes in {precision} only on CPUs with {needs}; this one ({describe_cpu()}) "
+        f"runs {', '.join(capabilities)}"
+    )
+
+
 def compile_config(threads: int | None, precision: str) -> dict[str, str]:
+    """The compile settings of an artifact judged at ``precision`` (RunnerSpec.precision)."""
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision]}
     if threads:
         config["INFERENCE_NUM_THREADS"] = str(threads)
@@ -57,7 +79,7 @@ class OpenVinoRunner(Runner):
         if ran_in != INFERENCE_PRECISION[self.spec.precision]:  # the plugin silently overrides a hint it cannot honour
             raise BackendUnavailableError(
                 f"{self.spec.path}: OpenVINO's CPU plugin runs this model in {ran_in}, not {self.spec.precision} as "
-                "asked; fp16 needs a CPU with AVX512-FP16 or AMX-FP16 (deployopt doctor lists what this one runs)"
+                f"asked; {_why_not(self.spec.precision)}"
             )
         self._request = self._compiled.create_infer_request()
         self._outputs = [(port, port.get_any_name()) for port in self._compiled.outputs]
@@ -69,3 +91,8 @@ class OpenVinoRunner(Runner):
 
     def deactivate(self) -> None:
         self._request = self._compiled = None
+
+
+def _why_not(precision: str) -> str:
+    problem = native_precision_problem(precision) if precision in NATIVE_PRECISIONS else None
+    return problem or "deployopt doctor lists the precisions this CPU runs"

@@ -163,11 +163,20 @@ def model_config(
     message.instance_group.add(count=config.instances, kind=kind)
     parameters = {
         "onnxruntime": {"intra_op_thread_count": threads, "inter_op_thread_count": 1, "execution_mode": 0},
-        "openvino": {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads},
+        "openvino": _openvino_parameters(artifact, threads) if runtime == "openvino" else {},
     }.get(runtime, {})
     for key, setting in parameters.items():
         message.parameters[key].string_value = str(setting)
     return message
+
+
+def _openvino_parameters(artifact: Path, threads: int) -> dict[str, Any]:
+    """The runner's own compile settings (the precision the IR was judged in: an fp32 IR must not run in
+    OpenVINO's default bf16), one stream as the benchmark ran it."""
+    from deployopt.runners import spec_for_model
+    from deployopt.runners.openvino_runner import compile_config
+
+    return compile_config(threads, spec_for_model(str(artifact)).precision) | {"NUM_STREAMS": 1}
 
 
 def _validated_text(message: Any) -> str:

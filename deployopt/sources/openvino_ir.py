@@ -20,6 +20,7 @@ from deployopt.sources.signature import Signature, TensorSpec
 RT_INFO_SECTION = "deployopt"
 RT_INFO_SIGNATURE = "signature"
 RT_INFO_PRECISION = "precision"  # the precision deployopt judged the IR at
+RT_INFO_INFERENCE = "inference_precision"  # the precision it is compiled in (fp32, bf16, fp16: its float layers)
 # IR element types → numpy dtype names (the ones a model input can have)
 _DTYPES = {
     "f32": "float32",
@@ -119,14 +120,15 @@ def ir_signature(path: Path, root: ElementTree.Element) -> Signature:
 
 
 def ir_facts(path: Path) -> dict:
-    """Precision (int8 when it has FakeQuantize or 8-bit constants, fp16 when its weights are fp16), layer
-    counts and size (``.xml`` + ``.bin``) of an IR, for reports and the manifest."""
+    """Precision (int8 when it has FakeQuantize or 8-bit constants, fp16 when its weights are fp16), the precision
+    it is compiled in (``inference_precision``: what deployopt judged it at, else fp16 for fp16 weights, else
+    fp32), layer counts and size (``.xml`` + ``.bin``) of an IR, for reports and the manifest."""
     root = check_ir(path)
     layers = list(root.iter("layer"))
     types = [layer.get("type") for layer in layers]
     const_types = {(layer.find("data").get("element_type") or "") for layer in layers if layer.get("type") == "Const"}
     saved = root.find(f"rt_info/{RT_INFO_SECTION}/{RT_INFO_PRECISION}")
-    if saved is not None and saved.get("value") in ("fp32", "fp16", "int8"):
+    if saved is not None and saved.get("value") in ("fp32", "fp16", "bf16", "int8"):
         precision = saved.get("value")
     elif "FakeQuantize" in types or const_types & _INT8_TYPES:
         precision = "int8"
@@ -137,9 +139,15 @@ def ir_facts(path: Path) -> dict:
     counts: dict[str, int] = {}
     for kind in types:
         counts[kind] = counts.get(kind, 0) + 1
+    inference = root.find(f"rt_info/{RT_INFO_SECTION}/{RT_INFO_INFERENCE}")
+    if inference is not None and inference.get("value") in ("fp32", "fp16", "bf16"):
+        inference_precision = inference.get("value")
+    else:  # an IR deployopt did not make, or made before it recorded this: fp16 weights are computed in fp16
+        inference_precision = "fp16" if precision == "fp16" else "fp32"
     weights = weights_path(path)
     return {
         "precision": precision,
+        "inference_precision": inference_precision,
         "size_bytes": path.stat().st_size + (weights.stat().st_size if weights.is_file() else 0),
         "nodes": len(layers),
         "op_counts": dict(sorted(counts.items())),

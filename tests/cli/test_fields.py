@@ -83,7 +83,8 @@ def test_build_options_fill_the_same_config_a_pipeline_file_does(tmp_path, monke
     config: BuildConfig = captured["c"]
     assert config.bench.batch_sizes == (1, 8) and config.quantize.int8.mode == "static"
     assert config.quantize.int8.samples == 64 and config.verify.budget.min_cosine == 0.98
-    assert config.prune.method == "magnitude" and config.quantize.make == ("int8",)
+    assert config.prune.method == "magnitude" and config.quantize.make == ("int8", "bf16")
+    assert config.quantize.required == ()  # none named on the command line: one this CPU lacks is a note
     _, from_file = load_pipeline(tmp_path / "p.yaml")
     assert from_file == config
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deployopt.fsutil import sha256_file
-from tests.conftest import DIGITS_INPUT, OPENVINO_VARIANTS, needs_torchvision
+from tests.conftest import DIGITS_INPUT, needs_torchvision, openvino_variants
 
 NO_BENCH = ("--no-bench",)
 
@@ -140,7 +140,7 @@ def test_build_makes_fp16_and_int8_variants_by_default(digits_checkpoint, run_cl
     assert code == 0, err
     report = _report(run)
     variants = {v["name"]: v for v in report["variants"]}
-    assert set(variants) == {"pytorch", "onnx-fp32", "onnx-fp16", "onnx-int8", *OPENVINO_VARIANTS}
+    assert set(variants) == {"pytorch", "onnx-fp32", "onnx-fp16", "onnx-int8", *openvino_variants()}
     assert variants["onnx-fp16"]["precision"] == "fp16" and variants["onnx-int8"]["precision"] == "int8"
     assert variants["pytorch"]["accuracy"] - variants["onnx-int8"]["accuracy"] <= 0.5
     assert variants["onnx-int8"]["size_bytes"] < variants["onnx-fp32"]["size_bytes"] / 2
@@ -183,7 +183,7 @@ def test_calibration_file_enables_int8_for_any_model(digits_torchscript, run_cli
     )
     assert code == 0, err
     names = {v["name"] for v in _report(tmp_path / "run")["variants"]}
-    assert names == {"pytorch", "onnx-fp32", "onnx-int8", *OPENVINO_VARIANTS}
+    assert names == {"pytorch", "onnx-fp32", "onnx-int8", *openvino_variants("int8", "bf16")}
 
 
 def test_killed_build_resumes_from_finished_stages(digits_checkpoint, run_cli, tmp_path):
@@ -226,7 +226,7 @@ def test_same_inputs_give_byte_identical_artifacts_and_manifest_hashes(digits_ch
         assert code == 0, err
     artifacts = sorted(p.name for suffix in ("onnx", "xml", "bin") for p in runs[0].glob(f"*.{suffix}"))
     onnx = ["model-fp16.onnx", "model-fp32.onnx", "model-int8-qdq.onnx", "model-int8.onnx", "model.onnx"]
-    ir = [f"model-{variant}.{suffix}" for variant in OPENVINO_VARIANTS for suffix in ("xml", "bin")]
+    ir = [f"model-{variant}.{suffix}" for variant in openvino_variants() for suffix in ("xml", "bin")]
     assert artifacts == sorted(onnx + ir)
     for name in artifacts:
         assert sha256_file(runs[0] / name) == sha256_file(runs[1] / name), name

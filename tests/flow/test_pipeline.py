@@ -9,7 +9,7 @@ import pytest
 
 from deployopt.errors import InputFileError, UsageError
 from deployopt.flow.pipeline import TrainStep, load_pipeline, to_yaml
-from tests.conftest import OPENVINO_VARIANTS, needs_torchvision
+from tests.conftest import needs_torchvision, openvino_variants
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "pipelines"
 
@@ -113,7 +113,7 @@ def test_resnet18_pruned_int8_example_runs(workspace, run_cli):
     assert code == 0, err
     report = json.loads((workspace / "deployopt-out" / "resnet18-pipeline" / "report.json").read_text())
     names = [v["name"] for v in report["variants"]]
-    assert names == ["pytorch", "pytorch-pruned", "onnx-fp32", "onnx-int8", *OPENVINO_VARIANTS]
+    assert names == ["pytorch", "pytorch-pruned", "onnx-fp32", "onnx-int8", *openvino_variants("int8")]
     assert "channels 0.3" in next(s for s in report["stages"] if s["stage"] == "prune")["summary"]
 
 

@@ -13,7 +13,7 @@ def _names(config: BuildConfig, huggingface: bool = False) -> list[str]:
 
 
 def test_default_plan():
-    assert _names(BuildConfig()) == ["export", "graph", "fp16", "int8", "openvino"]
+    assert _names(BuildConfig()) == ["export", "graph", "fp16", "int8", "bf16", "openvino"]
 
 
 def test_plan_follows_the_config():
@@ -21,12 +21,12 @@ def test_plan_follows_the_config():
     pruned = BuildConfig(prune=PruneConfig(method="2:4"), quantize=QuantizedVariants(make=("int8",)))
     assert _names(pruned) == ["prune", "export", "graph", "2:4 check", "int8", "openvino"]
     tensorrt = _names(BuildConfig(target="tensorrt"))
-    assert tensorrt == ["export", "graph", "fp16", "int8", "openvino", "int8-tensorrt", "trt-fp16", "trt-int8"]
+    assert tensorrt == ["export", "graph", "fp16", "int8", "bf16", "openvino", "int8-tensorrt", "trt-fp16", "trt-int8"]
 
 
 def test_a_hugging_face_folder_adds_its_files_and_the_fusion_candidate():
     assert _names(BuildConfig(), huggingface=True) == [
-        "preprocessing", "export", "graph", "transformer-fusion", "fp16", "int8", "openvino"
+        "preprocessing", "export", "graph", "transformer-fusion", "fp16", "int8", "bf16", "openvino"
     ]  # fmt: skip
     assert "transformer-fusion" not in _names(BuildConfig(transformer_fusion=False), huggingface=True)
 

@@ -20,6 +20,7 @@ def test_doctor_lists_every_backend_with_a_reason(run_cli):
         "onnxruntime-cuda",
         "onnxruntime-tensorrt",
         "openvino",
+        *(["openvino-bf16", "openvino-fp16"] if importlib.util.find_spec("openvino") else []),
         "tensorrt",
     ]
     checks = {c.name: c for c in doctor.diagnose()}

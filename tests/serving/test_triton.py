@@ -56,7 +56,13 @@ def _check_against_artifact(folder: Path, variant: dict, report: dict) -> None:
     assert model_file.read_bytes() == Path(variant["path"]).read_bytes()
     if runtime == "openvino":
         assert config.backend == "openvino" and (folder / "1" / "model.bin").is_file()
-        expected = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(report["threads"])}
+        expected = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": "1",
+            "INFERENCE_NUM_THREADS": str(report["threads"]),
+            # the precision it was judged in: an fp32 IR must not run in OpenVINO's default bf16 under Triton
+            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[variant["inference_precision"]],
+        }
     else:
         assert config.platform == "onnxruntime_onnx"
         expected = {

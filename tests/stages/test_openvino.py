@@ -57,14 +57,25 @@ def test_openvino_runs_the_same_onnx_as_onnx_runtime(digits_onnx, digits_signatu
     np.testing.assert_allclose(results["openvino"]["output"], results["onnxruntime"]["output"], atol=1e-4)
 
 
-def test_fp16_is_refused_where_the_cpu_would_silently_run_fp32(digits_onnx):
-    from deployopt.runners.openvino_runner import cpu_capabilities
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_a_low_precision_runs_where_the_cpu_computes_in_it_and_is_refused_elsewhere(
+    digits_onnx, digits_signature, precision
+):
+    """Through the build's own capability function: present, the model is compiled and runs in that precision;
+    absent, the runner refuses in one line naming the CPU's flags instead of letting the plugin run another."""
+    from deployopt.runners.openvino_runner import native_precision_problem
 
-    if "FP16" in cpu_capabilities():
-        pytest.skip("this CPU computes in fp16 natively")
-    fp16 = RunnerSpec("openvino", str(digits_onnx), precision="fp16")
-    with pytest.raises(BackendUnavailableError, match="runs this model in f32, not fp16"), create_runner(fp16):
-        pass
+    problem = native_precision_problem(precision)
+    spec = RunnerSpec("openvino", str(digits_onnx), precision=precision)
+    if problem is None:
+        feeds = generate_data(digits_signature, 4).inputs
+        with create_runner(spec) as runner:
+            assert runner.infer(feeds)["output"].shape == (4, 10)
+            assert runner._compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == precision.replace("p", "")
+    else:
+        with pytest.raises(BackendUnavailableError, match=f"not {precision} as asked") as refused, create_runner(spec):
+            pass
+        assert problem in str(refused.value) and "flags:" in str(refused.value)
 
 
 def test_build_makes_verifies_and_benchmarks_openvino_variants(digits_build):
@@ -223,10 +234,23 @@ def test_bad_ir_files_are_one_line_each(digits_build, digits_checkpoint, tmp_pat
 
 
 def test_doctor_lists_openvino_and_the_cpu(run_cli):
+    """Content, not order (OpenVINO lists BF16 first on AMX); the bf16/fp16 lines say what the build decides on
+    this CPU, through the build's own capability function — present or absent, each side has its line."""
+    from deployopt.platform.cpu import isa_flags
+    from deployopt.runners.openvino_runner import NATIVE_PRECISIONS, cpu_capabilities, native_precision_problem
+
     code, out, _ = run_cli("doctor")
     assert code == 0
-    assert any(line.startswith("ok  openvino") and "CPU runs: FP32" in line for line in out.splitlines())
-    assert any(line.startswith("ok  cpu") and "flags:" in line for line in out.splitlines())
+    lines = {line[4:].split()[0]: line for line in out.splitlines()}
+    listed = lines["openvino"].split("CPU runs: ", 1)[1].split(", ")
+    assert lines["openvino"].startswith("ok") and "FP32" in listed and sorted(listed) == sorted(cpu_capabilities())
+    assert lines["cpu"].startswith("ok") and all(flag in lines["cpu"] for flag in isa_flags())
+    for precision in NATIVE_PRECISIONS:
+        line, problem = lines[f"openvino-{precision}"], native_precision_problem(precision)
+        if problem is None:
+            assert line.startswith("ok") and f"build makes openvino-{precision}" in line
+        else:
+            assert line.startswith("no") and "flags:" in line and problem in line
 
 
 def test_a_graph_openvino_cannot_convert_is_a_note_not_a_failed_build(tmp_path, run_cli):
@@ -258,27 +282,52 @@ def test_nncf_candidate_is_judged_and_kept_when_it_passes(digits_build):
     nncf = next(v for v in report["variants"] if v["name"] == "openvino-int8-nncf")
     assert nncf["precision"] == "int8" and nncf["passed"] and nncf["runtime"] == "openvino"
     summary = next(s["summary"] for s in report["stages"] if s["stage"] == "openvino-int8-nncf")
-    assert "NNCF int8 of model-fp32.onnx" in summary and "FakeQuantize" in summary
+    # NNCF's default int8, or — where that misses on this CPU — its accuracy control judged by the build's judge
+    assert "int8 of model-fp32.onnx" in summary and "NNCF" in summary and "FakeQuantize" in summary
 
 
-def test_an_openvino_candidate_that_misses_its_budget_is_not_kept(digits_checkpoint, tmp_path, run_cli, monkeypatch):
-    """A candidate whose numbers are wrong (here: the NNCF step handed a graph with one convolution's weights
-    tripled) is measured by the judge, reported with its failing metric, and left out of the variants."""
-    pytest.importorskip("nncf", reason="nncf is not installed (pip install 'deployopt[nncf]')")
+def _damaged(tmp_path, onnx_path):
+    """``onnx_path``'s fp32 IR with one convolution's weights tripled: a candidate whose numbers are wrong."""
     import onnx
     from onnx import numpy_helper
 
-    from deployopt.stages import openvino
+    from deployopt.stages.openvino.ir import convert_onnx
 
-    def damaged(onnx_path, calibration, transformer):
-        model = onnx.load(str(onnx_path))
-        conv = next(n for n in model.graph.node if n.op_type == "Conv")
-        weight = next(i for i in model.graph.initializer if i.name == conv.input[1])
-        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 3, weight.name))
-        onnx.save(model, str(tmp_path / "damaged.onnx"))
-        return openvino.convert_onnx(tmp_path / "damaged.onnx")
+    model = onnx.load(str(onnx_path))
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    weight = next(i for i in model.graph.initializer if i.name == conv.input[1])
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 3, weight.name))
+    onnx.save(model, str(tmp_path / "damaged.onnx"))
+    return convert_onnx(tmp_path / "damaged.onnx")
 
-    monkeypatch.setattr(openvino, "nncf_quantize", damaged)
+
+def test_nncf_accuracy_control_restores_a_default_int8_that_misses(digits_checkpoint, tmp_path, run_cli, monkeypatch):
+    """NNCF's default int8 misses (here: handed a damaged graph): its quantize_with_accuracy_control, validated by
+    the build's judge, makes the candidate from the original graph instead; both verdicts are in the report."""
+    pytest.importorskip("nncf", reason="nncf is not installed (pip install 'deployopt[nncf]')")
+    from deployopt.stages.openvino import nncf
+
+    monkeypatch.setattr(nncf, "nncf_quantize", lambda onnx_path, *args: _damaged(tmp_path, onnx_path))
+    code, _, err = run_cli("build", digits_checkpoint, "-o", tmp_path / "run", "--no-fp16", "--no-bench")
+    assert code == 0, err
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    kept = next(v for v in report["variants"] if v["name"] == "openvino-int8-nncf")
+    assert kept["passed"] and kept["verify"]["outputs"][0]["cosine"] >= 0.995
+    details = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["openvino-int8-nncf"]["details"]
+    assert details["method"] == "nncf accuracy control" and details["fake_quantize"] > 0
+    assert not details["nncf_default"]["passed"] and details["nncf_default"]["verify"]["failures"]
+    summary = next(s["summary"] for s in report["stages"] if s["stage"] == "openvino-int8-nncf")
+    assert "NNCF's default int8 missed (output: cosine" in summary and "accuracy control" in summary
+
+
+def test_an_openvino_candidate_that_misses_its_budget_is_not_kept(digits_checkpoint, tmp_path, run_cli, monkeypatch):
+    """A candidate whose numbers are wrong (NNCF's default and its accuracy control both handed a damaged graph) is
+    measured by the judge, reported with its failing metric, and left out of the variants."""
+    pytest.importorskip("nncf", reason="nncf is not installed (pip install 'deployopt[nncf]')")
+    from deployopt.stages.openvino import nncf
+
+    monkeypatch.setattr(nncf, "nncf_quantize", lambda onnx_path, *args: _damaged(tmp_path, onnx_path))
+    monkeypatch.setattr(nncf, "nncf_accuracy_control", lambda onnx_path, *args: _damaged(tmp_path, onnx_path))
     code, _, err = run_cli("build", digits_checkpoint, "-o", tmp_path / "run", "--no-fp16", "--no-bench")
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert code == 0, err

@@ -9,7 +9,7 @@ from typing import Any
 
 from deployopt.measure.verify import Judge, VerifyResult
 from deployopt.platform.cpu import x86_without_vnni
-from deployopt.stages.int8.sensitivity import NodeDamage
+from deployopt.stages.precision_search import NodeDamage
 
 COSTLIEST_SHOWN = 6  # nodes named in the report when the budget cannot be met
 

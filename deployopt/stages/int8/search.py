@@ -59,8 +59,9 @@ from deployopt.stages.int8.quantize import (
     supports_ranges_cache,
     upgraded_for_int8,
 )
-from deployopt.stages.int8.sensitivity import NodeDamage, rank_by_output, rank_nodes
+from deployopt.stages.int8.sensitivity import rank_by_output, rank_nodes
 from deployopt.stages.int8.switchboard import SimulationError
+from deployopt.stages.precision_search import NodeDamage, fewest_passing
 
 # A QOperator twin replaces the QDQ model only when it is clearly faster: timing noise then cannot flip the
 # choice between two runs, so the same inputs give the same int8 artifact, byte for byte.
@@ -247,36 +248,14 @@ def _mixed_precision(search: _Search, user_excluded: list[str], notes: list[str]
     if compute <= {n for d in ranking for n in d.nodes}:
         least = next(d for d in reversed(ranking) if compute & set(d.nodes))
         ranking = [d for d in ranking if d is not least]
-    limit = len(ranking)
-    failing, passing, rounds = 0, None, 0
-    count = 1
-    while rounds < search.config.max_rounds and limit > 0:
-        if passing is None:
-            count = min(count, limit)
-        else:
-            if passing - failing <= 1:
-                break
-            count = (failing + passing) // 2
+
+    def attempt(count: int) -> bool:
         excluded = sorted(set(user_excluded).union(*(d.nodes for d in ranking[:count])))
-        rounds += 1
-        if search.attempt("mixed precision", candidate, excluded).passed:
-            passing = count
-        else:
-            failing = count
-            if count == limit:
-                break
-            count *= 2
-    if passing is None:
-        notes.append(
-            f"mixed precision: {rounds} round(s) kept up to {failing} of {len(ranking)} ranked blocks in float "
-            + "without meeting the budget"
-            + (" (--int8-max-rounds reached)" if rounds == search.config.max_rounds else "")
-        )
-    elif passing - failing > 1:
-        notes.append(
-            f"mixed precision stopped at --int8-max-rounds {search.config.max_rounds}: the top {passing} ranked "
-            f"blocks in float pass, the top {failing} miss; the fewest lies between"
-        )
+        return search.attempt("mixed precision", candidate, excluded).passed
+
+    ended = fewest_passing(len(ranking), attempt, search.config.max_rounds)
+    if note := ended.note(len(ranking), "float", "--int8-max-rounds"):
+        notes.append(f"mixed precision: {note}")
     return ranking
 
 

@@ -14,7 +14,6 @@ Both measure over verification samples, not one batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,28 +21,9 @@ import numpy as np
 
 from deployopt.data.eval_data import EvalData
 from deployopt.stages.int8.quantize import COMPUTE_OPS
+from deployopt.stages.precision_search import NodeDamage, output_damage, ranking_sample_indices, seconds_per_sample
 
 ANALYSIS_BATCH = 8  # samples per call: bounds the memory of every exposed activation
-# Samples (evenly spread over the verification data) each node is judged on by rank_by_output: one simulated
-# run per node, so this bounds the ranking's time on a large CNN.
-OUTPUT_RANKING_SAMPLES = 32
-MIN_RANKING_SAMPLES = 8
-OUTPUT_RANKING_SECONDS = 60.0  # the ranking's time budget; the sample count shrinks (not below 8) to fit it
-
-
-@dataclass(frozen=True)
-class NodeDamage:
-    node: str
-    op_type: str
-    damage: float  # at the outputs (rank_by_output) or the extra local error over its input's (rank_nodes)
-    members: list[str] | None = None  # the nodes kept in float with it (its block); None: the node alone
-
-    @property
-    def nodes(self) -> list[str]:
-        return self.members or [self.node]
-
-    def to_json(self) -> dict:
-        return {"node": self.node, "op_type": self.op_type, "damage": self.damage, "nodes": self.nodes}
 
 
 FUSED_ACTIVATIONS = ("Relu", "Clip")  # the quantizer folds these into the producer's output range
@@ -143,17 +123,6 @@ def rank_nodes(fp32: Path, quantized: Path, model: Any, excluded: list[str], dat
     return sorted(damages, key=lambda d: d.damage, reverse=True)
 
 
-def output_damage(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
-    """How far ``candidate`` is from ``reference`` in the verification's terms: the sum over outputs of
-    (1 − mean cosine) and, for class scores, (1 − top-1 agreement)."""
-    from deployopt.measure.budgets import Budget
-    from deployopt.measure.verify import compare_outputs
-
-    names = [str(i) for i in range(len(reference))]
-    metrics, _, _, _ = compare_outputs(reference, candidate, names, None, Budget())
-    return sum((1.0 - m.cosine) + (1.0 - m.top1_agreement if m.top1_agreement is not None else 0.0) for m in metrics)
-
-
 def rank_by_output(fp32: Any, qdq: Path, excluded: list[str], data: EvalData) -> list[NodeDamage] | None:
     """Blocks of the Q/DQ candidate ``qdq`` by the damage each does alone at the outputs, most damaging first;
     None when the candidate has no Q/DQ pairs to simulate.
@@ -161,8 +130,6 @@ def rank_by_output(fp32: Any, qdq: Path, excluded: list[str], data: EvalData) ->
     A block is a compute node with the quantized elementwise nodes it feeds up to the next compute node
     (a convolution's Add, Clip, Div and Mul of hard-swish): ranking blocks rather than single nodes keeps the
     simulated runs to about one per convolution. The sample count is fitted to a time budget."""
-    import time
-
     from deployopt.stages.int8.switchboard import build_switchboard
 
     board = build_switchboard(fp32, qdq)
@@ -170,14 +137,8 @@ def rank_by_output(fp32: Any, qdq: Path, excluded: list[str], data: EvalData) ->
         return None
     blocks = _blocks(fp32, [name for name in board.nodes if name not in excluded])
     outputs = [o.name for o in fp32.graph.output]
-    probe = data.take(range(min(data.num_samples, 4)))
-    started = time.perf_counter()
-    board.run(probe, set(), outputs)
-    per_sample = (time.perf_counter() - started) / min(data.num_samples, 4)
-    affordable = int(OUTPUT_RANKING_SECONDS / max(per_sample * len(blocks), 1e-9))
-    count = max(MIN_RANKING_SAMPLES, min(OUTPUT_RANKING_SAMPLES, affordable, data.num_samples))
-    step = max(1, data.num_samples // count)
-    feeds = data.take(range(0, data.num_samples, step)[:count])
+    per_sample = seconds_per_sample(lambda feeds: board.run(feeds, set(), outputs), data)
+    feeds = data.take(ranking_sample_indices(data, per_sample, len(blocks)))
     reference = board.run(feeds, set(), outputs)
     op_types = {n.name: n.op_type for n in fp32.graph.node}
     damages = [
