@@ -263,8 +263,17 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
         _verify_artifacts(ctx, report)
         if not config.skip_bench:
             sized = data.signature_for_generated_inputs
+            contenders = {v.name for v in report.variants[1:] if v.passed and v.runtime in recommended_runtimes(config)}
             _bench_variants(
-                run, report, reference_spec(source), ctx.artifacts, sized, config.bench, progress, data.real_inputs
+                run,
+                report,
+                reference_spec(source),
+                ctx.artifacts,
+                sized,
+                config.bench,
+                progress,
+                data.real_inputs,
+                contenders,
             )
             report.notes += fp16_speed_note(report)
             report.recommendations = recommend(report, recommended_runtimes(config))
@@ -341,12 +350,13 @@ def _bench_variants(
     config: BenchConfig,
     progress: Progress,
     real_inputs: EvalData | None,
+    contenders: set[str],
 ) -> None:
     report.batches_not_measured = measurable_batches(signature, config.batch_sizes)[1]
     variants = [BenchVariant(report.variants[0].name, ref_spec)]
     variants += [BenchVariant(name, spec_for_model(str(a.path))) for name, a in artifacts.items()]
     started = time.perf_counter()
-    measurements = bench(variants, signature, config, progress, real_inputs)
+    measurements = bench(variants, signature, config, progress, real_inputs, contenders)
     for m in measurements:
         report.variant(m.variant).latency[m.batch] = m.to_json()
     run.manifest["metrics"]["bench"] = {
@@ -354,9 +364,16 @@ def _bench_variants(
         "measurements": [m.to_json() for m in measurements],
     }
     run.save()
+    rounds = max(m.repeats for m in measurements) if measurements else 0
     summary = (
         f"{len(variants)} variants × batch {list(config.batch_sizes)}, {config.resolved_threads()} threads, "
-        f"{config.repeats} worker process(es) each, on "
+        f"{config.repeats} interleaved round(s) of one worker process each"
+        + (
+            f", up to {rounds} for the fastest until their order is clear of the noise"
+            if rounds > config.repeats
+            else ""
+        )
+        + ", on "
         + (f"the inputs of {real_inputs.origin}, cycled to each batch" if real_inputs else "generated inputs")
         + "; always re-measured (timings are never cached)"
     )

@@ -1,10 +1,15 @@
 """Benchmarking: latency percentiles, throughput and peak memory, each model in its own process.
 
 Measuring PyTorch and ONNX Runtime in one process distorts both (thread pools fight over the cores),
-so every (variant, repeat) runs in a fresh worker (``python -m deployopt.measure.bench_worker``) and the
-workers run one after another. With ``repeats`` > 1 the variants are interleaved round-robin and the
-median over repeats is reported, which is what makes ratios between variants trustworthy on a noisy
-shared machine.
+so every (variant, round) runs in a fresh worker (``python -m deployopt.measure.bench_worker``) and the
+workers run one after another. The variants are interleaved in rounds (each round visits every variant,
+in alternating order) and the median over rounds is reported, which is what makes ratios between variants
+trustworthy on a noisy shared machine; the spread of the rounds says how noisy it was.
+
+Given the ``contenders`` (the artifacts a recommendation chooses between), rounds go on — for the fastest and
+those within reach of it only — until at every batch size the fastest's lead over the next exceeds the spread of
+their rounds (and both have at least :data:`ROUNDS_TO_CALL`), or ``max_repeats`` rounds or ``settle_seconds``
+are reached: a lead smaller than the noise is then a tie (:mod:`deployopt.reports.recommend`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,7 +52,15 @@ class BenchConfig(BaseModel):
     )
     min_seconds: float = Field(1.0, ge=0, description="time each batch size for at least this long")
     max_seconds: float = Field(30.0, gt=0, description="stop measuring one batch size after this long")
-    repeats: int = Field(1, ge=1, description="separate worker processes per variant; medians are reported")
+    repeats: int = Field(
+        2, ge=1, description="rounds: each variant timed once per round in its own worker process; medians reported"
+    )
+    max_repeats: int = Field(
+        6,
+        ge=1,
+        description="more rounds, of the fastest artifacts only, while the fastest's lead is within its rounds' spread",
+    )
+    settle_seconds: float = Field(120.0, ge=0, description="start no further round after this long")
     seed: int = Field(0, description="seed of the generated benchmark inputs")
 
     def resolved_threads(self) -> int:
@@ -71,8 +85,19 @@ class Measurement:
     gpu_p99_ms: float | None = None
     p50_per_repeat_ms: list[float] = field(default_factory=list)  # the spread the baseline gate reads as noise
 
+    @property
+    def spread(self) -> float | None:
+        return relative_spread(self.p50_per_repeat_ms)
+
     def to_json(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"spread": self.spread}
+
+
+def relative_spread(p50s: list[float]) -> float | None:
+    """(max − min) / median of the per-round p50s: how far apart the rounds were; None with fewer than two."""
+    if len(p50s) < 2:
+        return None
+    return (max(p50s) - min(p50s)) / statistics.median(p50s)
 
 
 @dataclass(frozen=True)
@@ -117,6 +142,17 @@ def _run_worker(
     return result["measurements"]
 
 
+# A lead is trusted only from this many rounds of both artifacts: two rounds agree by chance too often.
+ROUNDS_TO_CALL = 3
+
+
+def within_noise(fastest_p50s: list[float], other_p50s: list[float]) -> bool:
+    """Whether the other artifact is as fast as the fastest within the noise of this machine: the gap between their
+    median p50s is no larger than the spreads of their rounds together (one round each: no spread, no tie)."""
+    noise = (relative_spread(fastest_p50s) or 0.0) + (relative_spread(other_p50s) or 0.0)
+    return statistics.median(other_p50s) <= statistics.median(fastest_p50s) * (1 + noise)
+
+
 def measurable_batches(signature: Signature, requested: tuple[int, ...]) -> tuple[tuple[int, ...], dict[int, str]]:
     """The batch sizes a model can really run among ``requested``, and why each other one cannot run."""
     fixed = signature.fixed_batch
@@ -131,8 +167,10 @@ def bench(
     config: BenchConfig,
     progress=lambda message: None,
     data: EvalData | None = None,
+    contenders: set[str] | frozenset[str] = frozenset(),
 ) -> list[Measurement]:
-    """Measure every variant at every batch size it can run; medians over ``config.repeats`` worker processes.
+    """Measure every variant at every batch size it can run; medians over its rounds (see the module docstring for
+    the rounds, and for ``contenders``: the labels a recommendation chooses between).
 
     A model with a fixed batch is measured at that batch only (and labelled with it): the progress line says
     which requested batch sizes were not measured, so no table ever shows a batch that did not run. With
@@ -147,45 +185,76 @@ def bench(
             path = Path(tmp) / "inputs.npz"
             largest = max(signature.fixed_batch or b for b in config.batch_sizes)
             np.savez(path, **data.take(range(min(largest, data.num_samples))))
-            return _bench(variants, signature, config, progress, (path, data.origin))
-    return _bench(variants, signature, config, progress, None)
+            return _bench(variants, signature, config, progress, (path, data.origin), contenders)
+    return _bench(variants, signature, config, progress, None, contenders)
 
 
-def _bench(variants, signature: Signature, config: BenchConfig, progress, data: tuple[Path, str] | None):
+def _bench(variants, signature: Signature, config: BenchConfig, progress, data, contenders) -> list[Measurement]:
     batches, not_measured = measurable_batches(signature, config.batch_sizes)
     for batch, reason in not_measured.items():
         progress(f"batch {batch} not measured: {reason}")
-    config = config.model_copy(update={"batch_sizes": batches})
     runs: dict[tuple[str, int], list[dict]] = {}
-    for repeat in range(config.repeats):
-        for variant in variants:
-            progress(f"bench {variant.label} (repeat {repeat + 1}/{config.repeats})")
-            for row in _run_worker(variant, signature, config, data):
+    started = time.perf_counter()
+
+    def one_round(number: int, labels: set[str], at: tuple[int, ...]) -> None:
+        ordered = variants if number % 2 else variants[::-1]  # alternate the order: no variant always goes first
+        for variant in (v for v in ordered if v.label in labels):
+            progress(f"bench {variant.label} (round {number + 1})")
+            subset = config.model_copy(update={"batch_sizes": at})
+            for row in _run_worker(variant, signature, subset, data):
                 runs.setdefault((variant.label, row["batch"]), []).append(row)
-    measurements = []
-    for (label, batch), rows in runs.items():
 
-        def median(key: str, rows=rows) -> float | None:
-            values = [r[key] for r in rows if r.get(key) is not None]
-            return float(statistics.median(values)) if values else None
+    for number in range(config.repeats):
+        one_round(number, {v.label for v in variants}, batches)
+    rounds = config.repeats
+    while rounds < config.max_repeats and time.perf_counter() - started < config.settle_seconds:
+        again = _unsettled({key: [r["p50_ms"] for r in rows] for key, rows in runs.items()}, contenders, batches)
+        if not again:
+            break
+        at = tuple(b for b in batches if any(b in wanted for wanted in again.values()))
+        one_round(rounds, set(again), at)
+        rounds += 1
+    return [_summarised(label, batch, rows) for (label, batch), rows in runs.items()]
 
-        mean_ms = median("mean_ms")
-        measurements.append(
-            Measurement(
-                variant=label,
-                batch=batch,
-                p50_ms=median("p50_ms"),
-                p90_ms=median("p90_ms"),
-                p99_ms=median("p99_ms"),
-                mean_ms=mean_ms,
-                throughput=batch * 1000.0 / mean_ms,  # samples per second of the very calls the latency is of
-                iterations=int(median("iterations")),
-                peak_rss_mb=median("peak_rss_mb"),
-                repeats=len(rows),
-                gpu_p50_ms=median("gpu_p50_ms"),
-                gpu_p90_ms=median("gpu_p90_ms"),
-                gpu_p99_ms=median("gpu_p99_ms"),
-                p50_per_repeat_ms=[r["p50_ms"] for r in rows],
-            )
+
+def _unsettled(p50s: dict[tuple[str, int], list[float]], contenders, batches) -> dict[str, set[int]]:
+    """Which contenders need another round, at which batch sizes: the fastest and every contender within the noise
+    of it, and the fastest and the next while either has fewer than :data:`ROUNDS_TO_CALL` rounds."""
+    again: dict[str, set[int]] = {}
+    for batch in batches:
+        ranked = sorted(
+            (c for c in contenders if (c, batch) in p50s), key=lambda c: statistics.median(p50s[(c, batch)])
         )
-    return measurements
+        if len(ranked) < 2:
+            continue
+        leader, runner_up = ranked[:2]
+        rivals = [c for c in ranked[1:] if within_noise(p50s[(leader, batch)], p50s[(c, batch)])]
+        if min(len(p50s[(leader, batch)]), len(p50s[(runner_up, batch)])) < ROUNDS_TO_CALL:
+            rivals = list(dict.fromkeys([runner_up, *rivals]))
+        for label in [leader, *rivals] if rivals else []:
+            again.setdefault(label, set()).add(batch)
+    return again
+
+
+def _summarised(label: str, batch: int, rows: list[dict]) -> Measurement:
+    def median(key: str) -> float | None:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        return float(statistics.median(values)) if values else None
+
+    mean_ms = median("mean_ms")
+    return Measurement(
+        variant=label,
+        batch=batch,
+        p50_ms=median("p50_ms"),
+        p90_ms=median("p90_ms"),
+        p99_ms=median("p99_ms"),
+        mean_ms=mean_ms,
+        throughput=batch * 1000.0 / mean_ms,  # samples per second of the very calls the latency is of
+        iterations=int(median("iterations")),
+        peak_rss_mb=median("peak_rss_mb"),
+        repeats=len(rows),
+        gpu_p50_ms=median("gpu_p50_ms"),
+        gpu_p90_ms=median("gpu_p90_ms"),
+        gpu_p99_ms=median("gpu_p99_ms"),
+        p50_per_repeat_ms=[r["p50_ms"] for r in rows],
+    )

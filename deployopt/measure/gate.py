@@ -11,13 +11,13 @@ Variants missing from the current run fail (an artifact that disappeared is a re
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import asdict, dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.errors import InputFileError
 from deployopt.fsutil import read_json
+from deployopt.measure.bench import relative_spread
 from deployopt.types import REPORT_FORMAT
 
 
@@ -80,21 +80,13 @@ def load_baseline(path) -> dict:
     return data
 
 
-def relative_spread(measurement: dict) -> float | None:
-    """(max − min) / median of the per-repeat p50s; None with fewer than two repeats."""
-    values = measurement.get("p50_per_repeat_ms") or []
-    if len(values) < 2:
-        return None
-    return (max(values) - min(values)) / statistics.median(values)
-
-
 def _latency_checks(name: str, base: dict, current: dict, budget: RegressionBudget) -> list[GateCheck]:
     checks = []
     for batch, now in current.get("latency", {}).items():
         before = base.get("latency", {}).get(batch)
         if before is None:
             continue
-        spreads = [s for s in (relative_spread(before), relative_spread(now)) if s is not None]
+        spreads = [s for m in (before, now) if (s := relative_spread(m.get("p50_per_repeat_ms") or [])) is not None]
         margin = max([budget.max_latency_regression] + [budget.noise_factor * s for s in spreads])
         note = "" if len(spreads) == 2 else "single repeat in a run: noise unknown, fixed margin used (--repeats 3)"
         ratio = now["p50_ms"] / before["p50_ms"]

@@ -2,25 +2,32 @@
 the runtime that ran it, the code that loads it, and how much faster it is than the fp32 baselines.
 
 Only measured, passing artifacts compete (the reference is what they are judged against, not a candidate), so
-the choice is the benchmark's, never a rule of thumb. When the runner-up is within :data:`NOISE` of the winner
-the recommendation says so: on a shared machine such a gap is not a real difference.
+the choice is the benchmark's, never a rule of thumb. A lead within the spreads of the two artifacts' rounds is
+noise on this machine, not a difference (:func:`~deployopt.measure.bench.within_noise`): those artifacts are a
+tie, and the simplest of them is recommended — fp32 over bf16 over fp16 over int8 (fewer numbers changed,
+nothing lost to a precision), ONNX Runtime over OpenVINO (the more portable runtime) — and the recommendation
+names the tie and the spread.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
+
+from deployopt.measure.bench import relative_spread, within_noise
 
 if TYPE_CHECKING:
     from deployopt.reports.model import BuildReport
 
 _IDENTIFIER = re.compile(r"\W")
-NOISE = 0.05  # relative p50 gap below which two artifacts are called equally fast
 # fp32 baselines every recommendation is compared with, when the build measured them
 BASELINES = ("onnx-fp32", "openvino-fp32")
 RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT", "torch": "PyTorch"}
+# In a tie, the simpler artifact wins: the precision that changes fewer numbers, then the more portable runtime.
+SIMPLER_PRECISION = ("fp32", "bf16", "fp16", "int8")
+SIMPLER_RUNTIME = ("onnxruntime", "openvino", "tensorrt")
 
 _LOAD_CODE = {
     "onnxruntime": (
@@ -51,16 +58,25 @@ class Recommendation:
     path: str
     p50_ms: float
     speedups: dict[str, float] = field(default_factory=dict)  # baseline variant → its p50 / this p50
-    runner_up: str | None = None  # the next fastest, when it is within NOISE
+    runner_up: str | None = None  # the next fastest, when it is within the noise
     load_code: str = ""
+    tied: list[str] = field(default_factory=list)  # the others as fast within the noise, fastest first
+    spread: float | None = None  # (max − min) / median of the fastest's rounds; None after a single round
+    rounds: int = 1  # rounds the fastest was timed in
 
     def describe(self) -> str:
-        """One line: the winner, its runtime and latency, and its speed-up over each fp32 baseline."""
+        """One line: the chosen artifact, its runtime and latency, its speed-up over each fp32 baseline, the tie."""
         versus = ", ".join(f"{x:.2f}× {name}" for name, x in self.speedups.items())
         text = f"batch {self.batch}: {self.variant} on {RUNTIME_NAMES.get(self.runtime, self.runtime)}, "
         text += f"p50 {self.p50_ms:.2f} ms" + (f" ({versus})" if versus else "")
-        if self.runner_up:
-            text += f"; {self.runner_up} is within {NOISE:.0%} (as fast, within a shared machine's noise)"
+        noise = f"{self.spread:.0%} spread over {self.rounds} rounds" if self.spread is not None else "one round"
+        if self.tied:
+            text += (
+                f"; a tie with {', '.join(self.tied)} (within the noise: {noise} of the fastest), the simplest is "
+                "recommended"
+            )
+        else:
+            text += f" ({noise})"
         return text
 
     def to_json(self) -> dict:
@@ -68,11 +84,13 @@ class Recommendation:
 
     @classmethod
     def from_json(cls, data: dict) -> Recommendation:
-        return cls(**data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
 
 
 def recommend(report: BuildReport, runtimes: tuple[str, ...]) -> list[Recommendation]:
-    """The fastest passing artifact per measured batch size among those that run on ``runtimes``."""
+    """Per measured batch size: the fastest passing artifact among those that run on ``runtimes`` — or, when others
+    are as fast within the spread of its rounds, the simplest of that tie (see the module docstring)."""
     chosen = []
     for batch in report.batch_sizes:
         candidates = sorted(
@@ -85,16 +103,32 @@ def recommend(report: BuildReport, runtimes: tuple[str, ...]) -> list[Recommenda
         )
         if not candidates:
             continue
-        best = candidates[0]
+        rounds = _rounds(candidates[0], batch)
+        tie = [v for v in candidates if within_noise(rounds, _rounds(v, batch))]
+        best = min(tie, key=lambda v: (_simplicity(v), v.latency[batch]["p50_ms"]))
         p50 = best.latency[batch]["p50_ms"]
-        close = candidates[1] if len(candidates) > 1 else None
-        runner_up = close.name if close and close.latency[batch]["p50_ms"] <= p50 * (1 + NOISE) else None
         speedups = {
             name: round(x, 3) for name in BASELINES if (x := report.speedup(best.name, name, batch)) is not None
         }
-        code = _load_code(report, best)
-        chosen.append(Recommendation(batch, best.name, best.runtime, best.path, p50, speedups, runner_up, code))
+        tied = [v.name for v in tie if v is not best]
+        recommendation = Recommendation(batch, best.name, best.runtime, best.path, p50, speedups)
+        recommendation.runner_up, recommendation.tied = (tied[0] if tied else None), tied
+        recommendation.spread, recommendation.rounds = relative_spread(rounds), len(rounds)
+        recommendation.load_code = _load_code(report, best)
+        chosen.append(recommendation)
     return chosen
+
+
+def _rounds(variant, batch: int) -> list[float]:
+    measured = variant.latency[batch]
+    return measured.get("p50_per_repeat_ms") or [measured["p50_ms"]]
+
+
+def _simplicity(variant) -> tuple[int, int]:
+    def rank(order: tuple[str, ...], value: str) -> int:
+        return order.index(value) if value in order else len(order)
+
+    return rank(SIMPLER_PRECISION, variant.precision), rank(SIMPLER_RUNTIME, variant.runtime)
 
 
 def _load_code(report: BuildReport, variant) -> str:

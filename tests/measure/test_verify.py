@@ -132,3 +132,73 @@ def test_top1_checks_apply_to_logits_not_embeddings():
     assert plain.top1_agreement == 1.0
     (declared,), _, _, _ = compare_outputs([logits], [logits], ["y"], None, Budget(outputs="embedding"))
     assert declared.top1_agreement is None
+
+
+def _logits_with_margins(rng, samples: int, classes: int, decisive: int) -> np.ndarray:
+    """Class scores whose first ``decisive`` samples lead clearly (probability margin ≫ 0.1) and the rest are
+    near-ties between classes 0 and 1 (margin ≪ 0.1)."""
+    logits = rng.standard_normal((samples, classes)).astype(np.float32)
+    logits[:decisive, 2] += 6.0
+    logits[decisive:, :2] += 5.0
+    logits[decisive:, 1] = logits[decisive:, 0] + 0.01
+    return logits
+
+
+def test_near_tie_flips_are_not_damage_but_decisive_flips_and_spread_damage_are():
+    """A candidate that only flips near-ties (what bf16 does on an undecided model) keeps decisive agreement and
+    KL within the low-precision budget although raw top-1 agreement drops; one that flips decisive samples, or
+    moves every probability, misses — the metric, its value and its limit named."""
+    rng = np.random.default_rng(0)
+    ref = _logits_with_margins(rng, 100, 10, decisive=60)
+    ties_flipped = ref.copy()
+    ties_flipped[60:, 0] += 0.02  # each near-tie's top-1 flips to class 0; the probabilities barely move
+    budget = resolve_budget("bf16")
+    (m,), failures, _, _ = compare_outputs([ref], [ties_flipped], ["logits"], None, budget)
+    assert m.top1_agreement == pytest.approx(0.6) and m.decisive_samples == 60 and m.decisive_agreement == 1.0
+    assert m.top5_containment == 1.0 and m.mean_kl < 1e-3 and failures == []
+    assert (
+        "top1_agreement" in compare_outputs([ref], [ties_flipped], ["l"], None, Budget(min_top1_agreement=0.98))[1][0]
+    )
+    damaged = ref.copy()
+    damaged[:5, 2] -= 12.0  # five decisive samples lose their class
+    (m,), failures, _, _ = compare_outputs([ref], [damaged], ["logits"], None, budget)
+    assert m.decisive_agreement == pytest.approx(55 / 60) and any("decisive_agreement" in f for f in failures)
+    smeared = ref * 0.3  # every sample's probabilities flattened: no top-1 changes, the distribution does
+    (m,), failures, _, _ = compare_outputs([ref], [smeared], ["logits"], None, budget)
+    assert m.top1_agreement == 1.0 and m.mean_kl > 0.01 and any("mean_kl" in f for f in failures)
+
+
+def test_probability_outputs_are_read_as_probabilities_and_the_margin_is_a_budget_setting():
+    """A model ending in Softmax: its rows are used as they are (a second softmax would squash every margin);
+    --decisive-margin moves the line between decisive and near-tie."""
+    from deployopt.measure.verify import class_probabilities
+
+    probs = np.array([[0.7, 0.2, 0.1], [0.45, 0.4, 0.15], [0.1, 0.3, 0.6]], np.float32)
+    assert np.allclose(class_probabilities(probs), probs)
+    assert np.allclose(class_probabilities(np.log(probs)), probs, atol=1e-6)  # logits → their softmax
+    (m,), _, _, _ = compare_outputs([probs], [probs], ["p"], None, Budget(decisive_margin=0.1))
+    assert m.decisive_samples == 2  # margins 0.5, 0.05, 0.3
+    (m,), _, _, _ = compare_outputs([probs], [probs], ["p"], None, Budget(decisive_margin=0.04))
+    assert m.decisive_samples == 3 and m.mean_kl == pytest.approx(0.0, abs=1e-9)
+
+
+def test_budget_slack_is_the_judge_verdict_as_one_number():
+    """1 for a copy of the original, 0 at a limit, negative on a miss; a miss no metric measures is -1."""
+    from deployopt.measure.verify import budget_slack
+
+    rng = np.random.default_rng(0)
+    ref = _logits_with_margins(rng, 50, 10, decisive=50)
+    budget = resolve_budget("int8")
+
+    def slack(cand):
+        metrics, failures, ref_acc, cand_acc = compare_outputs([ref], [cand], ["l"], None, budget)
+        return budget_slack(metrics, failures, budget, ref_acc, cand_acc), failures
+
+    assert slack(ref.copy()) == (pytest.approx(1.0), [])
+    value, failures = slack(ref * 0.3)
+    assert value < 0 and failures
+    value, failures = slack(ref + 0.01 * rng.standard_normal(ref.shape).astype(np.float32))
+    assert 0 < value < 1 and not failures
+    bad = ref.copy()
+    bad[0, 0] = np.nan
+    assert slack(bad)[0] == -1.0
