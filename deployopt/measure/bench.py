@@ -56,9 +56,9 @@ class BenchConfig(BaseModel):
         2, ge=1, description="rounds: each variant timed once per round in its own worker process; medians reported"
     )
     max_repeats: int = Field(
-        6,
+        3,
         ge=1,
-        description="more rounds, of the fastest artifacts only, while the fastest's lead is within its rounds' spread",
+        description="rounds for the fastest artifacts while their order is unclear: up to this many in all",
     )
     settle_seconds: float = Field(120.0, ge=0, description="start no further round after this long")
     seed: int = Field(0, description="seed of the generated benchmark inputs")
@@ -153,6 +153,16 @@ def within_noise(fastest_p50s: list[float], other_p50s: list[float]) -> bool:
     return statistics.median(other_p50s) <= statistics.median(fastest_p50s) * (1 + noise)
 
 
+def tied_with_fastest(ranked: list[list[float]]) -> int:
+    """How many of ``ranked`` (each artifact's per-round p50s, fastest median first) are a tie: the longest run
+    from the fastest whose every member is within the noise of it — an artifact behind one that is clearly slower
+    than the fastest is never in the tie, however noisy its own rounds."""
+    count = 1
+    while count < len(ranked) and within_noise(ranked[0], ranked[count]):
+        count += 1
+    return count
+
+
 def measurable_batches(signature: Signature, requested: tuple[int, ...]) -> tuple[tuple[int, ...], dict[int, str]]:
     """The batch sizes a model can really run among ``requested``, and why each other one cannot run."""
     fixed = signature.fixed_batch
@@ -218,8 +228,8 @@ def _bench(variants, signature: Signature, config: BenchConfig, progress, data, 
 
 
 def _unsettled(p50s: dict[tuple[str, int], list[float]], contenders, batches) -> dict[str, set[int]]:
-    """Which contenders need another round, at which batch sizes: the fastest and every contender within the noise
-    of it, and the fastest and the next while either has fewer than :data:`ROUNDS_TO_CALL` rounds."""
+    """Which contenders need another round, at which batch sizes: the fastest and those tied with it, and the fastest
+    and the next while either has fewer than :data:`ROUNDS_TO_CALL` rounds."""
     again: dict[str, set[int]] = {}
     for batch in batches:
         ranked = sorted(
@@ -227,11 +237,10 @@ def _unsettled(p50s: dict[tuple[str, int], list[float]], contenders, batches) ->
         )
         if len(ranked) < 2:
             continue
-        leader, runner_up = ranked[:2]
-        rivals = [c for c in ranked[1:] if within_noise(p50s[(leader, batch)], p50s[(c, batch)])]
-        if min(len(p50s[(leader, batch)]), len(p50s[(runner_up, batch)])) < ROUNDS_TO_CALL:
-            rivals = list(dict.fromkeys([runner_up, *rivals]))
-        for label in [leader, *rivals] if rivals else []:
+        tie = ranked[: tied_with_fastest([p50s[(c, batch)] for c in ranked])]
+        if min(len(p50s[(c, batch)]) for c in ranked[:2]) < ROUNDS_TO_CALL:
+            tie = list(dict.fromkeys([*tie, ranked[1]]))  # the fastest and the next: too few rounds to call it
+        for label in tie if len(tie) > 1 else []:
             again.setdefault(label, set()).add(batch)
     return again
 

@@ -25,7 +25,12 @@ class _BudgetFields(BaseModel):
 
     max_abs_error: float | None = Field(None, ge=0, description="Max |candidate − reference| per output.")
     max_rel_error: float | None = Field(None, ge=0, description="Max |c − r| / max |r| per output.")
-    min_cosine: float | None = Field(None, ge=-1, le=1, description="Mean per-sample cosine similarity.")
+    min_cosine: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="Mean per-sample cosine similarity, less two standard errors of that mean (its sampling error).",
+    )
     min_worst_cosine: float | None = Field(
         None, ge=-1, le=1, description="Cosine similarity of the least similar sample (e.g. 0.99 for embeddings)."
     )

@@ -3,7 +3,7 @@ the runtime that ran it, the code that loads it, and how much faster it is than 
 
 Only measured, passing artifacts compete (the reference is what they are judged against, not a candidate), so
 the choice is the benchmark's, never a rule of thumb. A lead within the spreads of the two artifacts' rounds is
-noise on this machine, not a difference (:func:`~deployopt.measure.bench.within_noise`): those artifacts are a
+noise on this machine, not a difference (:func:`~deployopt.measure.bench.tied_with_fastest`): those artifacts are a
 tie, and the simplest of them is recommended — fp32 over bf16 over fp16 over int8 (fewer numbers changed,
 nothing lost to a precision), ONNX Runtime over OpenVINO (the more portable runtime) — and the recommendation
 names the tie and the spread.
@@ -16,7 +16,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
 
-from deployopt.measure.bench import relative_spread, within_noise
+from deployopt.measure.bench import relative_spread, tied_with_fastest
 
 if TYPE_CHECKING:
     from deployopt.reports.model import BuildReport
@@ -104,7 +104,7 @@ def recommend(report: BuildReport, runtimes: tuple[str, ...]) -> list[Recommenda
         if not candidates:
             continue
         rounds = _rounds(candidates[0], batch)
-        tie = [v for v in candidates if within_noise(rounds, _rounds(v, batch))]
+        tie = candidates[: tied_with_fastest([_rounds(v, batch) for v in candidates])]
         best = min(tie, key=lambda v: (_simplicity(v), v.latency[batch]["p50_ms"]))
         p50 = best.latency[batch]["p50_ms"]
         speedups = {

@@ -15,8 +15,9 @@ import numpy as np
 from deployopt.errors import BackendUnavailableError, InputFileError
 from deployopt.runners.base import Runner
 
-# RunnerSpec.precision → OpenVINO's INFERENCE_PRECISION_HINT
-INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+# RunnerSpec.precision → OpenVINO's INFERENCE_PRECISION_HINT; "default": OpenVINO's own choice (bf16 on CPUs
+# with AMX-BF16/AVX512-BF16), what a user gets who loads a model without settings — the benchmarks' baseline
+INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "default": None}
 # a low inference precision → (OpenVINO's OPTIMIZATION_CAPABILITIES entry, the CPU features that give it)
 NATIVE_PRECISIONS = {"bf16": ("BF16", "AMX-BF16 or AVX512-BF16"), "fp16": ("FP16", "AVX512-FP16 or AMX-FP16")}
 
@@ -56,7 +57,9 @@ def native_precision_problem(precision: str) -> str | None:
 
 def compile_config(threads: int | None, precision: str) -> dict[str, str]:
     """The compile settings of an artifact judged at ``precision`` (RunnerSpec.precision)."""
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision]}
+    config = {"PERFORMANCE_HINT": "LATENCY"}
+    if INFERENCE_PRECISION[precision] is not None:
+        config["INFERENCE_PRECISION_HINT"] = INFERENCE_PRECISION[precision]
     if threads:
         config["INFERENCE_NUM_THREADS"] = str(threads)
     return config
@@ -76,7 +79,8 @@ class OpenVinoRunner(Runner):
                 "check the file, or run it with --runtime onnxruntime"
             ) from exc
         ran_in = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-        if ran_in != INFERENCE_PRECISION[self.spec.precision]:  # the plugin silently overrides a hint it cannot honour
+        asked = INFERENCE_PRECISION[self.spec.precision]
+        if asked is not None and ran_in != asked:  # the plugin silently overrides a hint it cannot honour
             raise BackendUnavailableError(
                 f"{self.spec.path}: OpenVINO's CPU plugin runs this model in {ran_in}, not {self.spec.precision} as "
                 f"asked; {_why_not(self.spec.precision)}"

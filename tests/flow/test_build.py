@@ -9,6 +9,9 @@ from deployopt.fsutil import sha256_file
 from tests.conftest import DIGITS_INPUT, needs_torchvision, openvino_variants
 
 NO_BENCH = ("--no-bench",)
+# builds that check what a benchmark records, not how well it ranks: a short measurement (the ranking's own rules
+# are tested on synthetic timings in tests/reports/test_recommend.py)
+BRIEF_BENCH = ("--batch-sizes", "1,8", "--threads", "1", "--min-seconds", "0.2", "--warmup-seconds", "0.05")
 
 
 def _report(run_dir):
@@ -42,7 +45,7 @@ def test_every_source_kind_builds_and_verifies(fixture, extra, request, run_cli,
 
 def test_registered_dataset_gives_real_accuracy_and_manifest_lineage(digits_checkpoint, run_cli, tmp_path):
     run = tmp_path / "run"
-    code, _, err = run_cli("build", digits_checkpoint, "-o", run, "--batch-sizes", "1,8", "--threads", "1")
+    code, _, err = run_cli("build", digits_checkpoint, "-o", run, *BRIEF_BENCH)
     assert code == 0, err
     report = _report(run)
     assert report["data"] == "dataset:digits/test" and report["samples"] == 360
@@ -136,7 +139,7 @@ def test_torchvision_resnet18_builds(run_cli, tmp_path):
 
 def test_build_makes_fp16_and_int8_variants_by_default(digits_checkpoint, run_cli, tmp_path):
     run = tmp_path / "run"
-    code, _, err = run_cli("build", digits_checkpoint, "-o", run, "--batch-sizes", "1,8", "--threads", "1")
+    code, _, err = run_cli("build", digits_checkpoint, "-o", run, *BRIEF_BENCH)
     assert code == 0, err
     report = _report(run)
     variants = {v["name"]: v for v in report["variants"]}

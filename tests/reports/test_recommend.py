@@ -69,6 +69,20 @@ def test_a_lead_within_the_fastest_spread_is_a_tie_and_the_simplest_artifact_is_
     assert single.variant == "openvino-int8" and single.spread is None and "one round" in single.describe()
 
 
+def test_a_noisy_artifact_behind_a_clearly_slower_one_is_not_in_the_tie():
+    """The tie runs from the fastest while each next one is within the noise: bf16's wide rounds reach the fastest,
+    but fp32, clearly slower than the fastest, stands before it — so bf16 (simpler than int8) cannot win a tie
+    while being slower than fp32."""
+    report = _report(
+        _variant("onnx-int8", "onnxruntime", "int8", [0.215, 0.22, 0.225]),
+        _variant("openvino-int8", "openvino", "int8", [0.216, 0.221, 0.226]),
+        _variant("onnx-fp32", "onnxruntime", "fp32", [0.238, 0.24, 0.242]),
+        _variant("openvino-bf16", "openvino", "bf16", [0.2, 0.25, 0.3]),
+    )
+    (best,) = recommend(report, BOTH)
+    assert best.variant == "onnx-int8" and best.tied == ["openvino-int8"]  # ONNX Runtime over OpenVINO
+
+
 def test_openvino_load_code_carries_the_compile_settings_the_artifact_was_judged_with():
     from deployopt.runners.openvino_runner import compile_config
 
