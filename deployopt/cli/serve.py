@@ -29,4 +29,6 @@ def triton(run_dir: Path, repository: Path, as_json: bool, **kw: Any) -> int:
     for model in models:
         files = sorted(str(p.relative_to(repository)) for p in model.folder.rglob("*") if p.is_file())
         click.echo(f"{model.name}: {model.variant} on {model.runtime} → {', '.join(files)}")
+        if model.caveat:
+            click.echo(f"note: {model.caveat}", err=True)
     return EXIT_OK

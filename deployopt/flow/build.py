@@ -296,6 +296,7 @@ def _triton_repository(report: BuildReport, run_dir: Path, repository: Path) -> 
     (model,) = write_models(report.to_json(), run_dir, repository, TritonConfig(force=True))
     return (
         f"triton: {model.folder} serves {model.variant} ({model.runtime}); config.pbtxt checked against Triton's schema"
+        + (f"; {model.caveat}" if model.caveat else "")
     )
 
 

@@ -53,12 +53,16 @@ class BenchConfig(BaseModel):
     min_seconds: float = Field(1.0, ge=0, description="time each batch size for at least this long")
     max_seconds: float = Field(30.0, gt=0, description="stop measuring one batch size after this long")
     repeats: int = Field(
-        2, ge=1, description="rounds: each variant timed once per round in its own worker process; medians reported"
+        1,
+        ge=1,
+        description="rounds every variant is timed in, each time in its own worker process, interleaved; medians "
+        "are reported",
     )
     max_repeats: int = Field(
         3,
         ge=1,
-        description="rounds for the fastest artifacts while their order is unclear: up to this many in all",
+        description="rounds for the fastest contenders (the fastest, the next, and those within the noise of the "
+        "fastest): up to this many in all",
     )
     settle_seconds: float = Field(120.0, ge=0, description="start no further round after this long")
     seed: int = Field(0, description="seed of the generated benchmark inputs")

@@ -71,9 +71,11 @@ class TritonModel:
     runtime: str
     folder: Path
     config: str  # the config.pbtxt text
+    caveat: str = ""  # what Triton may run differently from what was verified (serving_caveat)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "variant": self.variant, "runtime": self.runtime, "folder": str(self.folder)}
+        fields = {"name": self.name, "variant": self.variant, "runtime": self.runtime, "folder": str(self.folder)}
+        return fields | ({"caveat": self.caveat} if self.caveat else {})
 
 
 def model_config_pb2() -> Any:
@@ -171,12 +173,34 @@ def model_config(
 
 
 def _openvino_parameters(artifact: Path, threads: int) -> dict[str, Any]:
-    """The runner's own compile settings (the precision the IR was judged in: an fp32 IR must not run in
-    OpenVINO's default bf16), one stream as the benchmark ran it."""
-    from deployopt.runners import spec_for_model
+    """The settings the benchmark compiled the IR with (the runner's own), in the keys Triton's OpenVINO backend
+    reads: the latency hint, one stream, the threads, and ``HINT_BF16`` for an IR judged in bf16. The backend
+    has no key for f32 (see :func:`serving_caveat`)."""
     from deployopt.runners.openvino_runner import compile_config
 
-    return compile_config(threads, spec_for_model(str(artifact)).precision) | {"NUM_STREAMS": 1}
+    precision = _inference_precision(artifact)
+    settings = compile_config(threads, precision)
+    parameters = {"PERFORMANCE_HINT": settings["PERFORMANCE_HINT"], "NUM_STREAMS": 1}
+    parameters["INFERENCE_NUM_THREADS"] = settings["INFERENCE_NUM_THREADS"]
+    return parameters | ({"HINT_BF16": "YES"} if precision == "bf16" else {})
+
+
+def _inference_precision(artifact: Path) -> str:
+    from deployopt.runners import spec_for_model
+
+    return spec_for_model(str(artifact)).precision
+
+
+def serving_caveat(variant: str, runtime: str, artifact: Path) -> str:
+    """What Triton may run differently from what deployopt verified: its OpenVINO backend cannot be told f32, so on
+    CPUs with AMX-BF16/AVX512-BF16 it runs an IR judged in f32 in OpenVINO's default bf16 there."""
+    if runtime != "openvino" or _inference_precision(artifact) != "fp32":
+        return ""
+    return (
+        f"{variant} was verified in f32; Triton's OpenVINO backend has no f32 setting, so on a CPU with AMX-BF16 or "
+        "AVX512-BF16 it runs it in bf16 — serve the openvino-bf16 or an ONNX Runtime artifact there to run what "
+        "was verified"
+    )
 
 
 def _validated_text(message: Any) -> str:
@@ -252,4 +276,5 @@ def _write_model(repository: Path, name: str, variant: dict, artifact: Path, tex
         if target.exists():
             shutil.rmtree(target)
         folder.rename(target)
-    return TritonModel(name, variant["name"], variant["runtime"], target, text)
+    caveat = serving_caveat(variant["name"], variant["runtime"], artifact)
+    return TritonModel(name, variant["name"], variant["runtime"], target, text, caveat)

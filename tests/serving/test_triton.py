@@ -56,13 +56,9 @@ def _check_against_artifact(folder: Path, variant: dict, report: dict) -> None:
     assert model_file.read_bytes() == Path(variant["path"]).read_bytes()
     if runtime == "openvino":
         assert config.backend == "openvino" and (folder / "1" / "model.bin").is_file()
-        expected = {
-            "PERFORMANCE_HINT": "LATENCY",
-            "NUM_STREAMS": "1",
-            "INFERENCE_NUM_THREADS": str(report["threads"]),
-            # the precision it was judged in: an fp32 IR must not run in OpenVINO's default bf16 under Triton
-            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}[variant["inference_precision"]],
-        }
+        expected = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(report["threads"])}
+        if variant["inference_precision"] == "bf16":  # judged in bf16: the backend's own key for it
+            expected["HINT_BF16"] = "YES"
     else:
         assert config.platform == "onnxruntime_onnx"
         expected = {
@@ -107,6 +103,9 @@ def test_build_writes_the_recommended_text_model_and_triton_writes_every_variant
     assert {p.name for p in repo.iterdir()} == {"tiny-bert"} | {f"tiny-bert-{v['name']}" for v in passing}
     for variant in passing:
         _check_against_artifact(repo / f"tiny-bert-{variant['name']}", variant, report)
+        # an IR judged in f32 may run in bf16 under Triton (its backend has no f32 key): said, not hidden
+        caveat = f"note: {variant['name']} was verified in f32; Triton's OpenVINO backend has no f32 setting"
+        assert (caveat in err) == (variant["runtime"] == "openvino" and variant["inference_precision"] == "fp32")
 
     code, _, err = run_cli("triton", run, repo, "--all")  # nothing is overwritten without --force
     assert code == 2 and "already exists; pass --force" in err
