@@ -193,3 +193,5 @@ def test_an_int8_model_runs_its_float_layers_in_bf16_with_the_damaging_ones_in_f
     assert [a["phase"] for a in details["attempts"][:2]] == ["as is", "f32 fallback"]
     assert [a["passed"] for a in details["attempts"][:2]] == [False, True]
     assert int8["inference_precision"] == "bf16" and sorted(details["kept_f32"]) == ["difference", "wide"]
+    # only the float layers are offered to the search: the int8 ones (behind a FakeQuantize) are not bf16's to keep
+    assert sorted(r["node"] for r in details["ranking"]) == ["difference", "wide"]

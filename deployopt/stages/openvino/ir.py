@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Collection
 from pathlib import Path
@@ -106,7 +107,10 @@ def compiled_copy(base: Path, out: Path, inference: str, keep_f32: Collection[st
     tree.write(out, encoding="utf-8", xml_declaration=True)
     weights = out.with_suffix(".bin")
     weights.unlink(missing_ok=True)
-    os.link(base.with_suffix(".bin"), weights)
+    try:
+        os.link(base.with_suffix(".bin"), weights)
+    except OSError:  # a filesystem without hard links: a copy holds the same bytes
+        shutil.copyfile(base.with_suffix(".bin"), weights)
     return out
 
 
