@@ -54,9 +54,11 @@ def _build(model_args: list[str], run: Path) -> dict:
 
 
 def consistent(first: dict, second: dict) -> bool:
-    """Same winner, or each run's winner inside the other's tie."""
-    return first["variant"] == second["variant"] or (
-        second["variant"] in first["tied"] and first["variant"] in second["tied"]
+    """Never two confident, different answers: the same winner, or one run called the other's winner a tie."""
+    return (
+        first["variant"] == second["variant"]
+        or second["variant"] in first["tied"]
+        or first["variant"] in second["tied"]
     )
 
 
@@ -88,7 +90,7 @@ def main() -> None:
             spread = f"{pick['spread']:.1%}" if pick.get("spread") is not None else "–"
             rows.append(
                 f"| {batch} | {run} | {pick['variant']} | {tie} | {spread} over {pick['rounds']} rounds "
-                f"| {'same answer or a tie' if ok else 'DIFFERENT'} |"
+                f"| {'same answer or a tie' if ok else 'two confident, different answers'} |"
             )
     command = ("python benchmarks/noise.py " + " ".join(sys.argv[1:])).strip()
     table = "\n".join(

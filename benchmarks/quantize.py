@@ -60,6 +60,10 @@ VERIFICATION_PHOTOS, EVALUATION_ONLY_PHOTOS = EVALUATION_PHOTOS[::2], EVALUATION
 BASELINE, OPENVINO_DEFAULT = "plain ORT fp32", "OpenVINO default"
 
 
+class BuildFailed(Exception):
+    """``deployopt build`` wrote no report for a model: nothing of it can be measured."""
+
+
 @dataclass
 class Case:
     """One model: its file, extra build arguments, and three disjoint data sets (``calibration``/``verification``
@@ -136,7 +140,7 @@ def _effnet_lite0(work: Path) -> Case:
     )
     model = work / "effnet-lite0.pt2"
     torch.export.save(program, str(model))
-    return _photo_case("effnet-lite0", model, [], "input", 224, IMAGENET_MEAN, IMAGENET_STD, work)
+    return _photo_case("effnet-lite0", model, [], "inputs", 224, IMAGENET_MEAN, IMAGENET_STD, work)
 
 
 def _minilm(work: Path) -> Case:
@@ -280,7 +284,7 @@ def measure(name: str, repeats: int, threads: int, work: Path) -> dict:
     case = CASES[name](work)
     result, run = _build(name, case, threads, repeats, work)
     if not (run / "report.json").exists():
-        raise SystemExit(f"deployopt build {name} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
+        raise BuildFailed(f"deployopt build {name} failed (exit {result.returncode}): {result.stderr[-3000:]}")
     report = json.loads((run / "report.json").read_text())
     manifest = json.loads((run / "manifest.json").read_text())
     plain = run / "model.onnx" if (run / "model.onnx").exists() else case.model  # exported, or as shipped
@@ -434,14 +438,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--table-out",
+        type=Path,
+        help="rewrite the table here after every model (a long run's finished models survive an interruption)",
+    )
     args = parser.parse_args()
-    results = []
+    command = ("python benchmarks/quantize.py " + " ".join(sys.argv[1:])).strip()
+    results, not_built = [], []
     with tempfile.TemporaryDirectory(prefix="deployopt-bench-quant-") as tmp:
         for name in args.models.split(","):
-            results.append(measure(name, args.repeats, args.threads, Path(tmp)))
+            try:
+                results.append(measure(name, args.repeats, args.threads, Path(tmp)))
+            except BuildFailed as failure:  # one model's failed build is news about it, not the end of the run
+                not_built.append(str(failure))
+                print(failure, file=sys.stderr, flush=True)
+                continue
             print(json.dumps({k: v for k, v in results[-1].items() if k in ("model", "build_exit")}), flush=True)
-    command = ("python benchmarks/quantize.py " + " ".join(sys.argv[1:])).strip()
+            if args.table_out:
+                args.table_out.write_text(to_markdown(results, command, args.repeats, args.threads))
     table = to_markdown(results, command, args.repeats, args.threads)
+    table += "".join(f"\n- not measured: {line.splitlines()[0]}\n" for line in not_built)
     print(table)
     for r in results:
         if r["build_exit"] not in (0, 1):
