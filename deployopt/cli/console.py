@@ -136,7 +136,7 @@ def progress(message: str) -> None:
 
 
 def show_build(report, as_json: bool) -> int:
-    from deployopt.reports.model import variant_rows
+    from deployopt.reports.model import NOT_KEPT, variant_rows
 
     end_progress()
     if as_json:
@@ -150,7 +150,13 @@ def show_build(report, as_json: bool) -> int:
             click.echo(f"note: {note}", err=True)
         for failure in report.failures:
             click.echo(f"FAIL {failure}", err=True)
-        click.echo("PASS: every artifact is within its budget" if report.passed else "FAIL: budget missed", err=True)
+        not_kept = [v.name for v in report.variants if v.role == NOT_KEPT]
+        passed = (
+            f"PASS: every kept artifact is within its budget (not kept: {', '.join(not_kept)})"
+            if not_kept
+            else "PASS: every artifact is within its budget"
+        )
+        click.echo(passed if report.passed else "FAIL: budget missed", err=True)
         show_recommendation(report)
     return EXIT_OK if report.passed else EXIT_BUDGET
 

@@ -2,7 +2,7 @@
 
 Every stage runs through :class:`~deployopt.rundir.RunDirectory`, so finished stages are reused on a
 re-run, lineage lands in ``manifest.json``, and the report explains each step. The build fails (the
-report says which metric) when any artifact misses its accuracy budget.
+report says which metric) when an artifact the user asked for misses its budget (:func:`_settle_misses`).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deployopt.data.calibration import Preprocess
 from deployopt.data.eval_data import EvalData
@@ -23,6 +23,7 @@ from deployopt.measure.bench import BenchConfig, BenchVariant, bench, measurable
 from deployopt.measure.verify import VerifyConfig, VerifyResult
 from deployopt.reports.html import render_html
 from deployopt.reports.model import (
+    NOT_KEPT,
     REFERENCE,
     BuildReport,
     VariantReport,
@@ -55,7 +56,7 @@ from deployopt.stages.openvino import OpenVinoStep, Runtime
 from deployopt.stages.prune import PruneStep, SparsityCheckStep
 from deployopt.stages.prune.methods import PruneConfig
 from deployopt.stages.transformer_fusion import TransformerFusionStep
-from deployopt.types import StepRecord
+from deployopt.types import ONNX_FP32, StepRecord
 
 DEFAULT_OUT_ROOT = Path("deployopt-out")
 # The human-readable reports every build writes beside report.json; a new format is one entry here.
@@ -82,7 +83,9 @@ class QuantizedVariants(BaseModel):
     required: tuple[Variant, ...] = Field(
         (),
         description="variants asked for by name: one this machine cannot make (bf16 on a CPU without it) stops "
-        "the build before it starts, where it would otherwise be a note [on the command line: those named, --bf16]",
+        "the build before it starts, and one that misses its budget fails it (unless another artifact of its "
+        "precision passes), where either would otherwise be a note [on the command line: those named, --int8; "
+        "in a pipeline: the make list when it is written out]",
     )
     fp16: Fp16Config = Fp16Config()
     int8: Int8Config = Int8Config()
@@ -95,6 +98,14 @@ class QuantizedVariants(BaseModel):
     preprocess: Preprocess | None = Field(
         None, description="for an image-folder calibration, e.g. resize=256,crop=224,mean=0.485:0.456:0.406"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_list_names_its_variants(cls, data: Any) -> Any:
+        """A variant list written out (a pipeline's ``make: [int8]``) asks for each variant by name."""
+        if isinstance(data, dict) and "make" in data and "required" not in data:
+            return {**data, "required": data["make"]}
+        return data
 
     def check_required(self, config: BuildConfig) -> None:
         """Stop before anything runs when a variant asked for by name cannot be made on this machine."""
@@ -149,6 +160,11 @@ class BuildConfig(BaseModel):
     bench: BenchConfig = BenchConfig()
     skip_bench: bool = Field(False, description="skip benchmarking")
     force: bool = Field(False, description="redo every stage even when a cached result exists")
+    strict: bool = Field(
+        False,
+        description="every artifact that misses its budget fails the build, also the candidates deployopt tries on "
+        "its own (by default those are not kept, with the reason)",
+    )
 
     @property
     def source_options(self) -> SourceOptions:
@@ -261,6 +277,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
         )
         report.variants.append(reference)
         _verify_artifacts(ctx, report)
+        _settle_misses(report, config)
         if not config.skip_bench:
             sized = data.signature_for_generated_inputs
             contenders = {v.name for v in report.variants[1:] if v.passed and v.runtime in recommended_runtimes(config)}
@@ -268,7 +285,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
                 run,
                 report,
                 reference_spec(source),
-                ctx.artifacts,
+                {name: a for name, a in ctx.artifacts.items() if report.variant(name).role != NOT_KEPT},
                 sized,
                 config.bench,
                 progress,
@@ -327,6 +344,28 @@ def _verify_artifacts(ctx: BuildContext, report: BuildReport) -> None:
         report.variants.append(variant)
         report.stages.append(StepRecord(f"verify {name}", result.cached, result.seconds or 0.0, result.summary()))
         ctx.progress(f"verify {name}: {result.verdict}" + (" (reused)" if result.cached else ""))
+
+
+def _settle_misses(report: BuildReport, config: BuildConfig) -> None:
+    """The one miss policy. An artifact that misses its budget fails the build when the user asked for it: the
+    fp32 artifact always (``onnx-fp32``; OpenVINO's with ``--runtime openvino``; engines with ``--target
+    tensorrt``), and a precision asked for by name (``--int8``, a pipeline's variant list) unless another artifact
+    of that precision passes. Every other candidate deployopt tried on its own is not kept, with the reason;
+    ``--strict`` makes every miss fail."""
+    passing_precisions = {v.precision for v in report.variants[1:] if v.passed}
+    for variant in report.variants[1:]:
+        if variant.passed or config.strict:
+            continue
+        asked = (
+            variant.name == ONNX_FP32
+            or (variant.runtime == "tensorrt" and config.target == "tensorrt")
+            or (variant.runtime == "openvino" and config.runtime == "openvino" and variant.precision == "fp32")
+            or (variant.precision in config.quantize.required and variant.precision not in passing_precisions)
+        )
+        if not asked:
+            variant.role = NOT_KEPT
+            why = "; ".join(variant.verify.failures) if variant.verify else "no verdict"
+            report.notes.append(f"{variant.name} not kept: it misses the {variant.precision} budget ({why})")
 
 
 def _verify_variant(ctx: BuildContext, name: str, path: Path, precision: str) -> VerifyResult:

@@ -220,6 +220,8 @@ def to_yaml(model: str | Path, config: BuildConfig) -> str:
     for keys in INPUT_FILES + OUTPUT_FILES:
         config, _ = _rebase(config, keys, Path.resolve)
     build = config.model_dump(mode="json", exclude_defaults=True)
+    if "make" in build.get("quantize", {}):  # a written-out list names its variants unless `required` says otherwise
+        build["quantize"]["required"] = list(config.quantize.required)
     document = {"model": str(Path(model).resolve())}
     if build:
         document["build"] = build

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data.eval_data import EvalData
 from deployopt.data.plan import DataSources
-from deployopt.errors import DeployoptError, InputFileError, StageError, UsageError
+from deployopt.errors import DeployoptError, InputFileError, StageError, UsageError, error_reason
 from deployopt.measure.budgets import DECISIVE_MARGIN, Budget, BudgetOverrides
 from deployopt.runners import Runner, RunnerSpec, create_runner
 
@@ -182,16 +182,15 @@ def collect_outputs(runner: Runner, data: EvalData, batch_size: int, reference: 
 
 def inference_failure(path: str, origin: str, exc: Exception, reference: bool) -> DeployoptError:
     """The one-line error for a model that raised on the data: whose fault it is decides the exit code."""
-    text = (str(exc).strip().splitlines() or [""])[0]
-    reason = text.split("Status Message: ", 1)[-1][:300]  # ORT: the node's own message, without the preamble
+    why = error_reason(exc)
     if not reference:  # the original ran on the same data: the artifact deployopt made is broken
-        return StageError(f"{path}: this artifact fails on {origin} inputs the original runs ({reason})")
+        return StageError(f"{path}: this artifact fails on {origin} inputs the original runs ({why})")
     if origin.startswith("generated"):
         return UsageError(
-            f"{path}: the model fails on generated inputs ({reason}); its inputs need meaningful values "
+            f"{path}: the model fails on generated inputs ({why}); its inputs need meaningful values "
             "(scales, indices, masks): pass real inputs with --data FILE.npz"
         )
-    return InputFileError(f"{path}: the model fails on the inputs in {origin} ({reason}); check the data")
+    return InputFileError(f"{path}: the model fails on the inputs in {origin} ({why}); check the data")
 
 
 # A sample whose output is this small against the output's largest sample (a text detector's probability map

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from deployopt.fsutil import write_text_atomic
 from deployopt.measure.gate import GateResult
-from deployopt.reports.model import BuildReport, variant_table
+from deployopt.reports.model import NOT_KEPT, BuildReport, variant_table
 
 
 def junit_xml(report: BuildReport, gate: GateResult | None) -> str:
@@ -17,7 +17,9 @@ def junit_xml(report: BuildReport, gate: GateResult | None) -> str:
         if variant.verify is None:
             continue
         case = ET.Element("testcase", classname=f"deployopt.{report.model}.verify", name=variant.name)
-        if not variant.passed:
+        if variant.role == NOT_KEPT:  # a candidate deployopt tried on its own: its miss is news, not a failure
+            ET.SubElement(case, "skipped", message="not kept: " + "; ".join(variant.verify.failures))
+        elif not variant.passed:
             failure = ET.SubElement(case, "failure", message="; ".join(variant.verify.failures), type="budget")
             failure.text = "\n".join(variant.verify.failures)
         cases.append(case)
@@ -32,8 +34,14 @@ def junit_xml(report: BuildReport, gate: GateResult | None) -> str:
             ET.SubElement(case, "system-out").text = check.note
         cases.append(case)
     failures = sum(1 for case in cases if case.find("failure") is not None)
+    skipped = sum(1 for case in cases if case.find("skipped") is not None)
     suite = ET.Element(
-        "testsuite", name=f"deployopt {report.model}", tests=str(len(cases)), failures=str(failures), errors="0"
+        "testsuite",
+        name=f"deployopt {report.model}",
+        tests=str(len(cases)),
+        failures=str(failures),
+        errors="0",
+        skipped=str(skipped),
     )
     suite.extend(cases)
     suites = ET.Element("testsuites", tests=str(len(cases)), failures=str(failures))

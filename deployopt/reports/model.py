@@ -18,6 +18,7 @@ from deployopt.reports.recommend import Recommendation
 from deployopt.types import ONNX_FP32, REPORT_FORMAT, StepRecord
 
 REFERENCE = "pytorch"
+NOT_KEPT = "not kept"  # the role of a candidate deployopt tried on its own that missed its budget (the miss policy)
 
 
 @dataclass
@@ -26,7 +27,7 @@ class VariantReport:
     path: str
     precision: str
     size_bytes: int
-    role: str = "artifact"  # "reference" for the model everything is verified against
+    role: str = "artifact"  # "reference" for the model everything is verified against; NOT_KEPT
     runtime: str = ""  # the backend that verified and benchmarked it (deployopt.runners.BACKENDS)
     inference_precision: str = ""  # OpenVINO: the precision its float layers are compiled in (RunnerSpec.precision)
     latency: dict[int, dict] = field(default_factory=dict)  # batch → Measurement.to_json()
@@ -85,8 +86,13 @@ class BuildReport:
     recommendations: list[Recommendation] = field(default_factory=list)  # per batch: the fastest passing artifact
 
     @property
+    def kept(self) -> list[VariantReport]:
+        """The reference and every artifact that gates the build: all but the candidates the miss policy let go."""
+        return [v for v in self.variants if v.role != NOT_KEPT]
+
+    @property
     def passed(self) -> bool:
-        return all(v.passed for v in self.variants)
+        return all(v.passed for v in self.kept)
 
     def latency_cell(self, variant: VariantReport, batch: int, digits: int = 2) -> str:
         """A p50 cell: the measured value, ``n/a`` for a batch the model cannot take, ``–`` when not run."""
@@ -99,7 +105,7 @@ class BuildReport:
 
     @property
     def failures(self) -> list[str]:
-        return [f"{v.name}: {f}" for v in self.variants if v.verify for f in v.verify.failures]
+        return [f"{v.name}: {f}" for v in self.kept if v.verify for f in v.verify.failures]
 
     def variant(self, name: str) -> VariantReport | None:
         return next((v for v in self.variants if v.name == name), None)
@@ -186,9 +192,17 @@ def variant_rows(report: BuildReport) -> tuple[list[str], list[list[str]]]:
             row.append(f"{v.accuracy - reference.accuracy:+.2f}")
         else:
             row.append("–")
-        row.append("reference" if v.verify is None else ("pass" if v.passed else "FAIL"))
+        row.append(_verdict_cell(v))
         rows.append(row)
     return header, rows
+
+
+def _verdict_cell(variant: VariantReport) -> str:
+    if variant.verify is None:
+        return "reference"
+    if variant.passed:
+        return "pass"
+    return "miss, not kept" if variant.role == NOT_KEPT else "FAIL"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deployopt.errors import BackendUnavailableError, InputFileError
+from deployopt.errors import BackendUnavailableError, InputFileError, error_reason
 from deployopt.runners.base import Runner
 
 
@@ -45,9 +45,8 @@ class OnnxRuntimeRunner(Runner):
         try:
             self._session = ort.InferenceSession(self.spec.path, options, providers=requested)
         except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, NoSuchFile, ...)
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise InputFileError(
-                f"{self.spec.path}: ONNX Runtime cannot load the model ({message}); "
+                f"{self.spec.path}: ONNX Runtime cannot load the model ({error_reason(exc)}); "
                 "check it with onnx.checker or re-export it"
             ) from exc
         active = self._session.get_providers()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deployopt.errors import BackendUnavailableError, InputFileError
+from deployopt.errors import BackendUnavailableError, InputFileError, error_reason
 from deployopt.runners.base import Runner
 
 # RunnerSpec.precision → OpenVINO's INFERENCE_PRECISION_HINT; "default": OpenVINO's own choice (bf16 on CPUs
@@ -73,9 +73,8 @@ class OpenVinoRunner(Runner):
             model = core.read_model(self.spec.path)
             self._compiled = core.compile_model(model, "CPU", compile_config(self.spec.threads, self.spec.precision))
         except RuntimeError as exc:  # OpenVINO reports unreadable files and unsupported ops as RuntimeError
-            message = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
             raise InputFileError(
-                f"{self.spec.path}: OpenVINO cannot load the model ({message.strip()}); "
+                f"{self.spec.path}: OpenVINO cannot load the model ({error_reason(exc)}); "
                 "check the file, or run it with --runtime onnxruntime"
             ) from exc
         ran_in = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()

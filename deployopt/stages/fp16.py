@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data.eval_data import data_fingerprint
-from deployopt.errors import BackendUnavailableError, StageError
+from deployopt.errors import BackendUnavailableError, StageError, error_reason
 from deployopt.measure.verify import Judge
 from deployopt.runners import RunnerSpec
 from deployopt.sources.onnxutil import already_quantized, load_model, name_nodes
@@ -221,7 +221,7 @@ def _convert(model: Any, config: Fp16Config, op_block: list[str], node_block: li
         where = f"{Path(frame.filename).name}:{frame.lineno}"
         raise StageError(
             f"onnxruntime's fp16 converter fails on this graph ({type(exc).__name__} at {where}"
-            + (f": {str(exc).splitlines()[0][:200]}" if str(exc) else "")
+            + (f": {error_reason(exc, 200)}" if str(exc) else "")
             + ")"
         ) from exc
     return _drop_round_trips(converted, set(node_block) | {n.name for n in model.graph.node if n.op_type in op_block})

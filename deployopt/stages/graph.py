@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployopt.errors import InputFileError, StageError
+from deployopt.errors import InputFileError, StageError, error_reason
 from deployopt.sources.onnxutil import op_counts
 from deployopt.stages.base import BuildContext
 from deployopt.types import ONNX_FP32
@@ -162,7 +162,7 @@ def _check_failure(model: Any, full: bool) -> str | None:
     try:
         onnx.checker.check_model(model, full_check=full)
     except Exception as exc:  # ValidationError, InferenceError
-        return str(exc).strip().splitlines()[0][:200]
+        return error_reason(exc, 200)
     return None
 
 

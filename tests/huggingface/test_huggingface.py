@@ -281,11 +281,15 @@ def test_what_passes_on_the_builtin_sentences_stays_within_budget_on_other_sente
 
     report = build(
         minilm_folder,
-        BuildConfig(out=tmp_path / "run", skip_bench=True, quantize=QuantizedVariants(make=("int8", "bf16"))),
+        BuildConfig(
+            out=tmp_path / "run",
+            skip_bench=True,
+            quantize=QuantizedVariants(make=("int8", "bf16"), required=()),  # bf16 where this CPU has it
+        ),
     )
     assert report.passed and report.data.startswith("built-in English sentences (verification: 127")
     checked = []
-    for variant in report.variants[1:]:
+    for variant in report.kept[1:]:
         held_apart = verify_models(minilm_folder, variant.path, config=VerifyConfig(data=HELD_APART_SENTENCES))
         budget = resolve_budget(variant.precision)
         for output in held_apart.outputs:

@@ -86,3 +86,25 @@ def test_a_round_that_makes_it_worse_is_undone(tmp_path, monkeypatch):
     assert outcome.passed, details["notes"]
     assert any(note.startswith("round 2 undone (worse than round 1)") for note in details["notes"])
     assert "matmul" in calls[1] and "matmul" not in details["accuracy_nodes"]
+
+
+def test_one_miss_policy_a_default_candidate_is_not_kept_a_named_one_fails(tmp_path, run_cli):
+    """fp16 that cannot meet its budget (no rounds allowed): made by default, it is not kept and the build passes
+    on its fp32 artifact; asked for by name (``--fp16``) it fails the build, as it does under ``--strict``."""
+    model = _overflowing_graph(tmp_path / "overflow.onnx")
+    common = ["--no-int8", "--fp16-max-rounds", "0", "--runtime", "onnxruntime", "--no-bench"]
+    code, _, err = run_cli("build", model, "-o", tmp_path / "run", *common)
+    assert code == 0, err
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    fp16 = next(v for v in report["variants"] if v["name"] == "onnx-fp16")
+    assert fp16["role"] == "not kept" and report["passed"] and not report["failures"]
+    assert any(n.startswith("onnx-fp16 not kept: it misses the fp16 budget (y: max_rel_error") for n in report["notes"])
+    assert "miss, not kept" in (tmp_path / "run" / "report.md").read_text()
+    for named in (["--fp16"], ["--strict"]):
+        code, _, err = run_cli("build", model, "-o", tmp_path / "run", *common, *named)
+        assert code == EXIT_BUDGET and "FAIL onnx-fp16: y: max_rel_error" in err, named
+
+
+def test_a_pipelines_variant_list_names_its_variants():
+    assert QuantizedVariants.model_validate({"make": ["fp16"]}).required == ("fp16",)
+    assert QuantizedVariants().required == () and QuantizedVariants(make=("int8",), required=()).required == ()

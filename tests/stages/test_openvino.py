@@ -249,7 +249,7 @@ def test_a_graph_openvino_cannot_convert_is_a_note_not_a_failed_build(tmp_path, 
     assert code == 0, err
     assert [v["name"] for v in report["variants"]] == ["onnx-original", "onnx-fp32"]
     (note,) = [n for n in report["notes"] if n.startswith("openvino-fp32 not made")]
-    assert "OpenVINO cannot convert this graph (-- No conversion rule found for operations: Det-17)" in note
+    assert "OpenVINO cannot convert this graph (No conversion rule found for operations: Det-17)" in note
 
 
 def test_nncf_candidate_is_judged_and_kept_when_it_passes(digits_build):
@@ -299,7 +299,9 @@ def test_nncf_accuracy_control_restores_a_default_int8_that_misses(digits_checkp
 
 def test_an_openvino_candidate_that_misses_its_budget_is_not_kept(digits_checkpoint, tmp_path, run_cli, monkeypatch):
     """A candidate whose numbers are wrong (NNCF's default and its accuracy control both handed a damaged graph) is
-    measured by the judge, reported with its failing metric, and left out of the variants."""
+    measured by the judge, reported with its failing metric and not kept: not benchmarked, never recommended,
+    and the build passes; asked for by name (``--int8``) with no other int8 artifact passing, it fails the
+    build; ``--strict`` fails it on any miss."""
     pytest.importorskip("nncf", reason="nncf is not installed (pip install 'deployopt[nncf]')")
     from deployopt.stages.openvino import nncf
 
@@ -308,9 +310,18 @@ def test_an_openvino_candidate_that_misses_its_budget_is_not_kept(digits_checkpo
     code, _, err = run_cli("build", digits_checkpoint, "-o", tmp_path / "run", "--no-fp16", "--no-bench")
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert code == 0, err
-    assert "openvino-int8-nncf" not in {v["name"] for v in report["variants"]}
+    nncf_variant = next(v for v in report["variants"] if v["name"] == "openvino-int8-nncf")
+    assert nncf_variant["role"] == "not kept" and not nncf_variant["passed"]
     (note,) = [n for n in report["notes"] if n.startswith("openvino-int8-nncf not kept")]
-    assert "misses the int8 budget on OpenVINO" in note and "below budget" in note
+    assert "misses the int8 budget" in note and "below budget" in note
+    assert "PASS: every kept artifact is within its budget (not kept: openvino-int8-nncf)" in err
+    junit = tmp_path / "junit.xml"
+    code, _, err = run_cli("build", digits_checkpoint, "-o", tmp_path / "run", "--no-fp16", "--no-bench", "--strict")
+    assert code == 1 and "FAIL openvino-int8-nncf: output: cosine" in err
+    code, _, err = run_cli(
+        "build", digits_checkpoint, "-o", tmp_path / "run", "--no-fp16", "--no-bench", "--junit", junit
+    )
+    assert code == 0 and '<skipped message="not kept: output: cosine' in junit.read_text()
 
 
 def test_bench_runs_an_onnx_model_on_the_runtime_asked_for(digits_onnx, run_cli, monkeypatch):

@@ -91,8 +91,9 @@ def test_ocr_orientation_classifier_needs_mixed_precision_and_gets_it(tmp_path):
 
 
 def test_text_detector_that_cannot_meet_the_budget_says_why(tmp_path, run_cli):
-    """PP-OCRv4's detector on photographs, with two rounds allowed: the build exits 1, the best int8 model is
-    written and marked failing, and the report names the costliest nodes and the best trade-off found."""
+    """PP-OCRv4's detector on photographs, with two rounds allowed and int8 asked for by name: the build exits 1,
+    the best int8 model is written and marked failing, and the report names the costliest nodes and the best
+    trade-off found."""
     model = _packaged("rapidocr_onnxruntime", "models/ch_PP-OCRv4_det_infer.onnx", tmp_path)
     calibration = photo_crops(CALIBRATION_PHOTOS, 16, 64, 64, IMAGENET_MEAN, IMAGENET_STD, seed=1)
     evaluation = photo_crops(EVALUATION_PHOTOS, 16, 64, 64, IMAGENET_MEAN, IMAGENET_STD, seed=2)
@@ -100,7 +101,7 @@ def test_text_detector_that_cannot_meet_the_budget_says_why(tmp_path, run_cli):
     np.savez(tmp_path / "eval.npz", x=evaluation)
     code, _, err = run_cli(
         "build", model, "-o", tmp_path / "run", "--no-bench", "--no-fp16", "--calibration", tmp_path / "calib.npz",
-        "--data", tmp_path / "eval.npz", "--calibration-method", "minmax", "--int8-max-rounds", "2",
+        "--data", tmp_path / "eval.npz", "--int8", "--calibration-method", "minmax", "--int8-max-rounds", "2",
         "--runtime", "onnxruntime",
     )  # fmt: skip
     assert code == 1 and "FAIL onnx-int8" in err

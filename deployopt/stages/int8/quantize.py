@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data.calibration import BatchSource, ort_reader
-from deployopt.errors import InputFileError, StageError, UsageError
+from deployopt.errors import InputFileError, StageError, UsageError, error_reason
 from deployopt.platform.cpu import x86_without_vnni
 from deployopt.quiet import capture_output
 
@@ -209,7 +209,7 @@ def upgraded_for_int8(model: Any) -> tuple[Any, str | None]:
     except Exception as exc:  # the converter raises bare RuntimeErrors for ops it cannot adapt
         raise StageError(
             f"opset {opset} graph: int8 needs opset {INT8_MIN_OPSET} and ONNX's version converter failed "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); re-export with "
+            f"({type(exc).__name__}: {error_reason(exc)}); re-export with "
             f"opset ≥ {INT8_MIN_OPSET}"
         ) from exc
     return converted, f"graph converted from opset {opset} to {INT8_MIN_OPSET} for per-channel Q/DQ"
@@ -283,9 +283,8 @@ def quantize_candidate(
     except (UsageError, InputFileError):
         raise
     except Exception as exc:  # onnxruntime.quantization raises bare exceptions of many types
-        first = str(exc).splitlines()[0] if str(exc) else ""
         raise StageError(
-            f"{fp32_path}: int8 quantization ({candidate.label}) failed: {type(exc).__name__}: {first}"
+            f"{fp32_path}: int8 quantization ({candidate.label}) failed: {type(exc).__name__}: {error_reason(exc)}"
         ) from exc
     return log.getvalue()
 

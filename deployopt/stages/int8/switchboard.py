@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from deployopt.errors import error_reason
+
 SWITCH_INPUT = "deployopt_int8_switch"
 
 
@@ -36,7 +38,7 @@ class Switchboard:
         try:
             return self.session.run(outputs, {**feeds, SWITCH_INPUT: switch})
         except Exception as exc:  # ORT's own error types: the rewrite broke a shape the original handles
-            raise SimulationError(f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}") from exc
+            raise SimulationError(f"{type(exc).__name__}: {error_reason(exc, 200)}") from exc
 
 
 def _quantization_of(qdq: Any) -> tuple[dict[str, dict[int, Any]], dict[str, Any], dict[str, Any]]:
@@ -181,7 +183,7 @@ def build_switchboard(fp32: Any, qdq_path: Path) -> Switchboard | None:
     try:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT's own error types: a graph shape this rewrite does not cover
-        raise SimulationError(f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}") from exc
+        raise SimulationError(f"{type(exc).__name__}: {error_reason(exc, 200)}") from exc
     return Switchboard(session, switched)
 
 

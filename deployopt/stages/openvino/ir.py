@@ -18,7 +18,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from deployopt.errors import StageError
+from deployopt.errors import StageError, error_reason
 from deployopt.sources.openvino_ir import RT_INFO_INFERENCE, RT_INFO_PRECISION, RT_INFO_SECTION, RT_INFO_SIGNATURE
 
 # Layers whose arithmetic a low inference precision changes the most: what the per-layer search keeps in f32
@@ -51,10 +51,7 @@ def convert_onnx(onnx_path: Path) -> Any:
     try:
         return ov.convert_model(str(onnx_path))
     except Exception as exc:  # the ONNX frontend raises OpConversionFailure and plain RuntimeErrors alike
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        # the first line is a source location; the one naming the unsupported operators is the news
-        reason = next((line for line in lines if "operation" in line.lower()), lines[0] if lines else repr(exc))
-        raise StageError(f"{onnx_path}: OpenVINO cannot convert this graph ({reason})") from exc
+        raise StageError(f"{onnx_path}: OpenVINO cannot convert this graph ({error_reason(exc)})") from exc
 
 
 def save_ir(model: Any, xml: Path, signature_json: dict, precision: str, compress_to_fp16: bool) -> Path:

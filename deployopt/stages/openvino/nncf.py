@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from deployopt.errors import StageError
+from deployopt.errors import StageError, error_reason
 from deployopt.measure.verify import Judge, budget_slack, compare_outputs
 from deployopt.stages.openvino.ir import convert_onnx
 
@@ -41,8 +41,7 @@ def _import_nncf():
 
 
 def _refused(onnx_path: Path, exc: Exception) -> StageError:
-    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-    return StageError(f"{onnx_path}: NNCF cannot quantize this graph ({first})")
+    return StageError(f"{onnx_path}: NNCF cannot quantize this graph ({error_reason(exc)})")
 
 
 def _options(nncf, samples: list, transformer: bool) -> dict[str, Any]:
