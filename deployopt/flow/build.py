@@ -2,7 +2,7 @@
 
 Every stage runs through :class:`~deployopt.rundir.RunDirectory`, so finished stages are reused on a
 re-run, lineage lands in ``manifest.json``, and the report explains each step. The build fails (the
-report says which metric) when an artifact the user asked for misses its budget (:func:`_settle_misses`).
+report says which metric) when an artifact the user asked for misses its budget (:mod:`deployopt.flow.misses`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from deployopt.data.calibration import Preprocess
 from deployopt.data.eval_data import EvalData
 from deployopt.data.plan import DataPlan, DataSources
 from deployopt.errors import InputFileError, UsageError
+from deployopt.flow.misses import settle_misses
 from deployopt.fsutil import write_json_atomic, write_text_atomic
 from deployopt.measure.bench import BenchConfig, BenchVariant, bench, measurable_batches
 from deployopt.measure.verify import VerifyConfig, VerifyResult
@@ -56,7 +57,7 @@ from deployopt.stages.openvino import OpenVinoStep, Runtime
 from deployopt.stages.prune import PruneStep, SparsityCheckStep
 from deployopt.stages.prune.methods import PruneConfig
 from deployopt.stages.transformer_fusion import TransformerFusionStep
-from deployopt.types import ONNX_FP32, StepRecord
+from deployopt.types import StepRecord
 
 DEFAULT_OUT_ROOT = Path("deployopt-out")
 # The human-readable reports every build writes beside report.json; a new format is one entry here.
@@ -277,7 +278,7 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
         )
         report.variants.append(reference)
         _verify_artifacts(ctx, report)
-        _settle_misses(report, config)
+        settle_misses(report, config)
         if not config.skip_bench:
             sized = data.signature_for_generated_inputs
             contenders = {v.name for v in report.variants[1:] if v.passed and v.runtime in recommended_runtimes(config)}
@@ -344,28 +345,6 @@ def _verify_artifacts(ctx: BuildContext, report: BuildReport) -> None:
         report.variants.append(variant)
         report.stages.append(StepRecord(f"verify {name}", result.cached, result.seconds or 0.0, result.summary()))
         ctx.progress(f"verify {name}: {result.verdict}" + (" (reused)" if result.cached else ""))
-
-
-def _settle_misses(report: BuildReport, config: BuildConfig) -> None:
-    """The one miss policy. An artifact that misses its budget fails the build when the user asked for it: the
-    fp32 artifact always (``onnx-fp32``; OpenVINO's with ``--runtime openvino``; engines with ``--target
-    tensorrt``), and a precision asked for by name (``--int8``, a pipeline's variant list) unless another artifact
-    of that precision passes. Every other candidate deployopt tried on its own is not kept, with the reason;
-    ``--strict`` makes every miss fail."""
-    passing_precisions = {v.precision for v in report.variants[1:] if v.passed}
-    for variant in report.variants[1:]:
-        if variant.passed or config.strict:
-            continue
-        asked = (
-            variant.name == ONNX_FP32
-            or (variant.runtime == "tensorrt" and config.target == "tensorrt")
-            or (variant.runtime == "openvino" and config.runtime == "openvino" and variant.precision == "fp32")
-            or (variant.precision in config.quantize.required and variant.precision not in passing_precisions)
-        )
-        if not asked:
-            variant.role = NOT_KEPT
-            why = "; ".join(variant.verify.failures) if variant.verify else "no verdict"
-            report.notes.append(f"{variant.name} not kept: it misses the {variant.precision} budget ({why})")
 
 
 def _verify_variant(ctx: BuildContext, name: str, path: Path, precision: str) -> VerifyResult:
