@@ -310,7 +310,7 @@ def measure(name: str, repeats: int, threads: int, work: Path) -> dict:
             )
             precisions[label] = "int8"
     for variant in report["variants"]:
-        if variant["role"] != "reference":
+        if variant["role"] == "artifact":  # neither the reference nor a candidate the build did not keep
             rows[variant["name"]] = spec_for_model(variant["path"])
             precisions[variant["name"]] = variant["precision"]
     timings = bench(

@@ -27,7 +27,7 @@ class VariantReport:
     path: str
     precision: str
     size_bytes: int
-    role: str = "artifact"  # "reference" for the model everything is verified against; NOT_KEPT
+    role: str = "artifact"  # "reference": what everything is verified against; NOT_KEPT: a miss nobody asked for
     runtime: str = ""  # the backend that verified and benchmarked it (deployopt.runners.BACKENDS)
     inference_precision: str = ""  # OpenVINO: the precision its float layers are compiled in (RunnerSpec.precision)
     latency: dict[int, dict] = field(default_factory=dict)  # batch → Measurement.to_json()

@@ -18,7 +18,7 @@ every low-precision IR that misses keeps its most damaging layers in f32 (:mod:`
 build tries on this machine is one function, :func:`openvino_candidates`, which the tests ask too.
 
 A candidate that misses its budget still becomes a variant with its verdict; the build's one miss policy
-(``flow.build``) decides whether the miss fails the build (a precision asked for by name, ``--strict``) or the
+(``flow.misses``) decides whether the miss fails the build (a precision asked for by name, ``--strict``) or the
 candidate is not kept, with the reason.
 """
 
