@@ -23,6 +23,7 @@ from deployopt.data.eval_data import EvalData
 from deployopt.data.plan import DataSources
 from deployopt.errors import DeployoptError, InputFileError, StageError, UsageError, error_reason
 from deployopt.measure.budgets import DECISIVE_MARGIN, Budget, BudgetOverrides
+from deployopt.measure.classes import are_class_scores, decision_metrics
 from deployopt.runners import Runner, RunnerSpec, create_runner
 
 # The cosine budget holds the mean cosine less two standard errors: a mean that clears its limit by less than the
@@ -242,10 +243,11 @@ def compare_outputs(
         item = OutputMetrics(name, max_abs, rel, float(cosines.mean()), worst_cosine=float(cosines.min()))
         if cosines.size > 1:
             item.cosine_stderr = float(cosines.std(ddof=1) / np.sqrt(cosines.size))
-        if _are_logits(ref, budget.outputs or "auto"):
+        if are_class_scores(ref, budget.outputs or "auto"):
             ref_top, cand_top = ref.argmax(1), cand.argmax(1)
             item.top1_agreement = float((ref_top == cand_top).mean())
-            _decision_metrics(item, ref, cand, budget.decisive_margin or DECISIVE_MARGIN)
+            for metric, value in decision_metrics(ref, cand, budget.decisive_margin or DECISIVE_MARGIN).items():
+                setattr(item, metric, value)
             if labels is not None and ref_acc is None:
                 ref_acc = float((ref_top == labels).mean() * 100)
                 cand_acc = float((cand_top == labels).mean() * 100)
@@ -257,43 +259,6 @@ def compare_outputs(
             f"({cand_acc:.2f}% vs {ref_acc:.2f}%)"
         )
     return metrics, failures, ref_acc, cand_acc
-
-
-def class_probabilities(scores: np.ndarray) -> np.ndarray:
-    """Rows of class scores as probabilities: as they are when they already are (non-negative, summing to 1 —
-    a model ending in Softmax), else their softmax."""
-    x = scores.astype(np.float64)
-    if (x >= 0).all() and np.allclose(x.sum(axis=1), 1.0, atol=1e-3):
-        return x
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _decision_metrics(item: OutputMetrics, ref: np.ndarray, cand: np.ndarray, margin: float) -> None:
-    """Decisive-sample agreement, top-5 containment and mean KL of one classifier output (see the module
-    docstring); decisive agreement is None when no sample is decisive."""
-    p, q = class_probabilities(ref), class_probabilities(cand)
-    ref_top, cand_top = ref.argmax(1), cand.argmax(1)
-    two_best = np.sort(p, axis=1)[:, -2:]
-    decisive = (two_best[:, 1] - two_best[:, 0]) >= margin
-    item.decisive_samples = int(decisive.sum())
-    item.decisive_agreement = float((ref_top == cand_top)[decisive].mean()) if decisive.any() else None
-    k = min(5, cand.shape[1])
-    top_k = np.argpartition(-cand, k - 1, axis=1)[:, :k]
-    item.top5_containment = float((top_k == ref_top[:, None]).any(axis=1).mean())
-    tiny = 1e-12  # a probability that underflowed to 0 in the candidate: bounded, not infinite, divergence
-    kl = (p * (np.log(np.maximum(p, tiny)) - np.log(np.maximum(q, tiny)))).sum(axis=1)
-    item.mean_kl = float(np.maximum(kl, 0.0).mean())
-
-
-def _are_logits(ref: np.ndarray, kind: str) -> bool:
-    """Top-1 agreement only means something for class scores: 2-D with several columns, and under 'auto'
-    not L2-normalised rows (sentence embeddings are; their argmax is noise)."""
-    if kind == "embedding" or ref.ndim != 2 or ref.shape[1] < 2:
-        return False
-    if kind == "logits":
-        return True
-    return not np.allclose(np.linalg.norm(ref.astype(np.float64), axis=1), 1.0, atol=1e-3)
 
 
 # Each per-output check: the metric, the budget field that limits it, and the side of the limit that misses.

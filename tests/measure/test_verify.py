@@ -171,7 +171,7 @@ def test_near_tie_flips_are_not_damage_but_decisive_flips_and_spread_damage_are(
 def test_probability_outputs_are_read_as_probabilities_and_the_margin_is_a_budget_setting():
     """A model ending in Softmax: its rows are used as they are (a second softmax would squash every margin);
     --decisive-margin moves the line between decisive and near-tie."""
-    from deployopt.measure.verify import class_probabilities
+    from deployopt.measure.classes import class_probabilities
 
     probs = np.array([[0.7, 0.2, 0.1], [0.45, 0.4, 0.15], [0.1, 0.3, 0.6]], np.float32)
     assert np.allclose(class_probabilities(probs), probs)
