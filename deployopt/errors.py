@@ -25,7 +25,8 @@ EXIT_CODES: dict[int, str] = {
     "(accuracy, size or latency), or a regression against --baseline; the failing metric is named",
     EXIT_USAGE: "bad command-line usage: unknown option, malformed --input or budget value",
     EXIT_INPUT: "bad input file: missing, empty, corrupt, unrecognised, or not matching the signature",
-    EXIT_STAGE: "a stage failed on a valid input (e.g. an operator the ONNX exporter cannot convert)",
+    EXIT_STAGE: "a stage failed on a valid input (e.g. an operator the ONNX exporter cannot convert, a runtime "
+    "that crashed on an artifact you asked for)",
     EXIT_BACKEND: "a runtime, provider or optional package is missing or not active on this machine",
     EXIT_LOCKED: "the run directory is in use by another deployopt process",
     EXIT_INTERNAL: "internal error in deployopt (rerun with --debug and report the traceback)",
@@ -55,6 +56,11 @@ class StageError(DeployoptError):
     """A stage failed on a valid input, e.g. the exporter met an operator it cannot convert."""
 
     exit_code = EXIT_STAGE
+
+
+class RuntimeCrashError(StageError):
+    """A runtime died (a signal, the OOM killer) while working on one candidate in its own process
+    (:mod:`deployopt.isolation`): that candidate's failure, not the build's."""
 
 
 class BackendUnavailableError(DeployoptError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -87,6 +88,10 @@ class RunDirectory:
             ) from exc
         try:
             fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not self._holds_the_lock_file():  # the holder finished and removed it between our open and flock
+                self._lock_handle.close()
+                self._lock_handle = None
+                return self.__enter__()
         except BlockingIOError:
             self._lock_handle.close()
             raise RunDirectoryLockedError(
@@ -97,8 +102,16 @@ class RunDirectory:
         self.manifest = self._load_manifest()
         return self
 
+    def _holds_the_lock_file(self) -> bool:
+        try:
+            return os.fstat(self._lock_handle.fileno()).st_ino == os.stat(self.root / ".lock").st_ino
+        except FileNotFoundError:
+            return False
+
     def __exit__(self, *exc: object) -> None:
+        """Release the lock and remove its file (still holding it, so no other process can be between)."""
         if self._lock_handle is not None:
+            (self.root / ".lock").unlink(missing_ok=True)
             fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
             self._lock_handle.close()
             self._lock_handle = None

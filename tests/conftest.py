@@ -161,3 +161,29 @@ def digits_fp32(digits_onnx, model_dir) -> Path:
     path = model_dir / "digits-fp32.onnx"
     optimize(digits_onnx, path)
     return path
+
+
+@pytest.fixture
+def child_patches(monkeypatch):
+    """Install stand-ins from :mod:`tests.fakes.child_patches` in this process and in every process deployopt
+    starts (candidates run in their own process: monkeypatch alone would not reach them). Call it with
+    ``{"module.function": "tests.fakes.child_patches:stand_in"}``."""
+    import importlib
+    import json
+
+    from tests.fakes import child_patches as stand_ins
+
+    root = Path(__file__).resolve().parents[1]
+
+    def install(patches: dict[str, str]) -> None:
+        for target, replacement in patches.items():
+            module_name, attribute = target.rsplit(".", 1)
+            module = importlib.import_module(module_name)
+            monkeypatch.setitem(stand_ins.ORIGINALS, target, getattr(module, attribute))
+            replacement_module, function = replacement.split(":")
+            monkeypatch.setattr(module, attribute, getattr(importlib.import_module(replacement_module), function))
+        path = [str(root / "tests" / "fakes" / "child_site"), str(root), os.environ.get("PYTHONPATH", "")]
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, path)))
+        monkeypatch.setenv("DEPLOYOPT_TEST_CHILD_PATCHES", json.dumps(list(patches.items())))
+
+    return install

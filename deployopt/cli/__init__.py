@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 import traceback
 import warnings
 
@@ -106,10 +108,16 @@ def hoist_global_flags(argv: list[str]) -> list[str]:
     return flags + [a for a in head if a not in GLOBAL_FLAGS] + tail
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the CLI and turn every failure into one line plus an exit code."""
     args = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     _State.debug = "--debug" in args
+    if threading.current_thread() is threading.main_thread():  # a killed build cleans up as Ctrl-C does
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         try:
             code = cli.main(args=args, prog_name="deployopt", standalone_mode=False)

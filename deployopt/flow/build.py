@@ -354,7 +354,7 @@ def _verify_variant(ctx: BuildContext, name: str, path: Path, precision: str) ->
     if cached is not None:
         return dataclasses.replace(VerifyResult.from_json(cached), cached=True)
     started = time.perf_counter()
-    result = judge(spec_for_model(str(path)))
+    result = judge.in_own_process(spec_for_model(str(path)), f"verify {name}", ctx.progress)
     result.seconds = round(time.perf_counter() - started, 3)
     ctx.run.record_result(f"verify:{name}", key, result.to_json())
     return result
@@ -375,9 +375,15 @@ def _bench_variants(
     variants = [BenchVariant(report.variants[0].name, ref_spec)]
     variants += [BenchVariant(name, spec_for_model(str(a.path))) for name, a in artifacts.items()]
     started = time.perf_counter()
-    measurements = bench(variants, signature, config, progress, real_inputs, contenders)
+    crashes: dict[str, str] = {}
+    measurements = bench(variants, signature, config, progress, real_inputs, contenders, crashes)
     for m in measurements:
         report.variant(m.variant).latency[m.batch] = m.to_json()
+    for name, crash in crashes.items():  # an artifact its runtime cannot run in service is no artifact to ship
+        variant = report.variant(name)
+        if variant.role == "artifact":
+            variant.role = NOT_KEPT
+        report.notes.append(f"{name} not benchmarked: {crash}" + (" — not kept" if variant.role == NOT_KEPT else ""))
     run.manifest["metrics"]["bench"] = {
         "config": config.model_dump(mode="json"),
         "measurements": [m.to_json() for m in measurements],

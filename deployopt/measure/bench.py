@@ -135,9 +135,12 @@ def _run_worker(
             check=False,
         )
         if not result_path.exists():
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise errors.StageError(
-                f"benchmark worker for '{variant.label}' crashed (exit {proc.returncode}): {tail[0]}"
+            from deployopt.isolation import describe_exit
+
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["it printed nothing"]
+            raise errors.RuntimeCrashError(
+                f"bench {variant.label}: {describe_exit(proc.returncode)} in its worker process; "
+                f"its last output: {tail[0][:300]}"
             )
         result = json.loads(result_path.read_text())
     if "error" in result:
@@ -182,6 +185,7 @@ def bench(
     progress=lambda message: None,
     data: EvalData | None = None,
     contenders: set[str] | frozenset[str] = frozenset(),
+    crashes: dict[str, str] | None = None,
 ) -> list[Measurement]:
     """Measure every variant at every batch size it can run; medians over its rounds (see the module docstring for
     the rounds, and for ``contenders``: the labels a recommendation chooses between).
@@ -190,6 +194,9 @@ def bench(
     which requested batch sizes were not measured, so no table ever shows a batch that did not run. With
     ``data`` (the user's real inputs) every call is fed its samples, cycled to the batch size, instead of
     generated values: models whose inputs are indices, scales or masks run as they would in service.
+
+    A worker that dies (a runtime's segfault, the OOM killer) raises RuntimeCrashError; given ``crashes``, the
+    variant is recorded there (label → the crash in words) instead, measured no further and left out of the result.
     """
     if data is not None:
         import numpy as np
@@ -199,36 +206,48 @@ def bench(
             path = Path(tmp) / "inputs.npz"
             largest = max(signature.fixed_batch or b for b in config.batch_sizes)
             np.savez(path, **data.take(range(min(largest, data.num_samples))))
-            return _bench(variants, signature, config, progress, (path, data.origin), contenders)
-    return _bench(variants, signature, config, progress, None, contenders)
+            return _bench(variants, signature, config, progress, (path, data.origin), contenders, crashes)
+    return _bench(variants, signature, config, progress, None, contenders, crashes)
 
 
-def _bench(variants, signature: Signature, config: BenchConfig, progress, data, contenders) -> list[Measurement]:
+def _bench(
+    variants, signature: Signature, config: BenchConfig, progress, data, contenders, crashes
+) -> list[Measurement]:
     batches, not_measured = measurable_batches(signature, config.batch_sizes)
     for batch, reason in not_measured.items():
         progress(f"batch {batch} not measured: {reason}")
     runs: dict[tuple[str, int], list[dict]] = {}
+    crashed = crashes if crashes is not None else {}
     started = time.perf_counter()
 
     def one_round(number: int, labels: set[str], at: tuple[int, ...]) -> None:
         ordered = variants if number % 2 else variants[::-1]  # alternate the order: no variant always goes first
-        for variant in (v for v in ordered if v.label in labels):
+        for variant in (v for v in ordered if v.label in labels and v.label not in crashed):
             progress(f"bench {variant.label} (round {number + 1})")
             subset = config.model_copy(update={"batch_sizes": at})
-            for row in _run_worker(variant, signature, subset, data):
+            try:
+                rows = _run_worker(variant, signature, subset, data)
+            except errors.RuntimeCrashError as exc:
+                if crashes is None:
+                    raise
+                crashed[variant.label] = str(exc)
+                progress(str(exc))
+                continue
+            for row in rows:
                 runs.setdefault((variant.label, row["batch"]), []).append(row)
 
     for number in range(config.repeats):
         one_round(number, {v.label for v in variants}, batches)
     rounds = config.repeats
     while rounds < config.max_repeats and time.perf_counter() - started < config.settle_seconds:
-        again = _unsettled({key: [r["p50_ms"] for r in rows] for key, rows in runs.items()}, contenders, batches)
+        p50s = {key: [r["p50_ms"] for r in rows] for key, rows in runs.items()}
+        again = _unsettled(p50s, set(contenders) - set(crashed), batches)
         if not again:
             break
         at = tuple(b for b in batches if any(b in wanted for wanted in again.values()))
         one_round(rounds, set(again), at)
         rounds += 1
-    return [_summarised(label, batch, rows) for (label, batch), rows in runs.items()]
+    return [_summarised(label, batch, rows) for (label, batch), rows in runs.items() if label not in crashed]
 
 
 def _unsettled(p50s: dict[tuple[str, int], list[float]], contenders, batches) -> dict[str, set[int]]:

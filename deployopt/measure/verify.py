@@ -12,6 +12,7 @@ can be overridden; a miss names the metric, its value and its limit.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -360,9 +361,33 @@ class Judge:
                     self._outputs = collect_outputs(runner, self.data, self.batch_size)
         return self._outputs
 
+    def detached(self) -> Judge:
+        """This judge with the reference's outputs in hand and no tie to the build: what a candidate's own
+        process (:mod:`deployopt.isolation`) receives, so it judges with the very same numbers."""
+        return dataclasses.replace(self, shared_outputs=None, _outputs=self.reference_outputs())
+
     def __call__(self, candidate: RunnerSpec) -> VerifyResult:
         outputs = self.reference_outputs()
         return verify(self.reference, candidate, self.data, self.budget, self.batch_size, outputs)
+
+    def in_own_process(self, candidate: RunnerSpec, label: str, progress) -> VerifyResult:
+        """This judgement with the candidate run in a process of its own (:mod:`deployopt.isolation`): a runtime
+        that crashes on it makes a failing verdict that names the signal, instead of ending the build."""
+        from deployopt.errors import RuntimeCrashError
+        from deployopt.isolation import run_isolated
+
+        try:
+            return run_isolated(label, _judge, {"judge": self.detached(), "candidate": candidate}, progress)
+        except RuntimeCrashError as exc:
+            failure = f"crashed: {exc}"
+            return VerifyResult(
+                self.reference.path, candidate.path, self.budget, self.data.num_samples, self.data.origin,
+                failures=[failure],
+            )  # fmt: skip
+
+
+def _judge(judge: Judge, candidate: RunnerSpec) -> VerifyResult:
+    return judge(candidate)
 
 
 class VerifyConfig(BaseModel):

@@ -22,7 +22,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data.eval_data import data_fingerprint
-from deployopt.errors import BackendUnavailableError, StageError, error_reason
+from deployopt.errors import BackendUnavailableError, RuntimeCrashError, StageError, error_reason
+from deployopt.isolation import child_progress, run_isolated
 from deployopt.measure.verify import Judge
 from deployopt.runners import RunnerSpec
 from deployopt.sources.onnxutil import already_quantized, load_model, name_nodes
@@ -344,22 +345,29 @@ class Fp16Step:
         inputs = {"model": fp32.sha256, "data": data_fingerprint(judge.data), "budget": judge.budget.model_dump()}
 
         def work(out: dict[str, Path]) -> dict:
-            result = convert_fp16_within_budget(
-                fp32.path,
-                out["model"],
-                config,
-                judge,
-                ctx.config.bench.threads,
-                ctx.progress,
+            job = dict(
+                in_path=fp32.path,
+                out_path=out["model"],
+                config=config,
+                judge=judge.detached(),
+                threads=ctx.config.bench.threads,
+                progress=child_progress,
             )
-            return result.to_json()
+            return run_isolated(self.variant, _convert_in_child, job, ctx.progress, scratch=ctx.run.root)
 
         try:
             outcome = ctx.run.run_stage(self.name, config, inputs, {"model": "model-fp16.onnx"}, work)
-        except StageError as exc:  # no fp16 model can be made here: the other variants still build
+        except StageError as exc:  # no fp16 model can be made here (or ORT crashed): the other variants still build
+            if isinstance(exc, RuntimeCrashError) and Precision.FP16 in ctx.config.quantize.required:
+                raise
             return ctx.skip(self.name, str(exc))
         ctx.add_artifact(self.variant, outcome)
         ctx.record(self.name, outcome, fp16_summary(outcome.record["details"]))
+
+
+def _convert_in_child(**job) -> dict:
+    """The fp16 conversion and search in the candidate's own process (:mod:`deployopt.isolation`)."""
+    return convert_fp16_within_budget(**job).to_json()
 
 
 def fp16_summary(d: dict) -> str:

@@ -263,28 +263,14 @@ def test_nncf_candidate_is_judged_and_kept_when_it_passes(digits_build):
     assert "int8 of model-fp32.onnx" in summary and "NNCF" in summary and "FakeQuantize" in summary
 
 
-def _damaged(tmp_path, onnx_path):
-    """``onnx_path``'s fp32 IR with one convolution's weights tripled: a candidate whose numbers are wrong."""
-    import onnx
-    from onnx import numpy_helper
-
-    from deployopt.stages.openvino.ir import convert_onnx
-
-    model = onnx.load(str(onnx_path))
-    conv = next(n for n in model.graph.node if n.op_type == "Conv")
-    weight = next(i for i in model.graph.initializer if i.name == conv.input[1])
-    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 3, weight.name))
-    onnx.save(model, str(tmp_path / "damaged.onnx"))
-    return convert_onnx(tmp_path / "damaged.onnx")
+DAMAGED_IR = "tests.fakes.child_patches:damaged_ir"
 
 
-def test_nncf_accuracy_control_restores_a_default_int8_that_misses(digits_checkpoint, tmp_path, run_cli, monkeypatch):
+def test_nncf_accuracy_control_restores_a_default_int8_that_misses(digits_checkpoint, tmp_path, run_cli, child_patches):
     """NNCF's default int8 misses (here: handed a damaged graph): its quantize_with_accuracy_control, validated by
     the build's judge, makes the candidate from the original graph instead; both verdicts are in the report."""
     pytest.importorskip("nncf", reason="nncf is not installed (pip install 'deployopt[nncf]')")
-    from deployopt.stages.openvino import nncf
-
-    monkeypatch.setattr(nncf, "nncf_quantize", lambda onnx_path, *args: _damaged(tmp_path, onnx_path))
+    child_patches({"deployopt.stages.openvino.nncf.nncf_quantize": DAMAGED_IR})
     code, _, err = run_cli("build", digits_checkpoint, "-o", tmp_path / "run", "--no-fp16", "--no-bench")
     assert code == 0, err
     report = json.loads((tmp_path / "run" / "report.json").read_text())
@@ -297,16 +283,14 @@ def test_nncf_accuracy_control_restores_a_default_int8_that_misses(digits_checkp
     assert "NNCF's default int8 missed (output: cosine" in summary and "accuracy control" in summary
 
 
-def test_an_openvino_candidate_that_misses_its_budget_is_not_kept(digits_checkpoint, tmp_path, run_cli, monkeypatch):
+def test_an_openvino_candidate_that_misses_its_budget_is_not_kept(digits_checkpoint, tmp_path, run_cli, child_patches):
     """A candidate whose numbers are wrong (NNCF's default and its accuracy control both handed a damaged graph) is
     measured by the judge, reported with its failing metric and not kept: not benchmarked, never recommended,
     and the build passes; asked for by name (``--int8``) with no other int8 artifact passing, it fails the
     build; ``--strict`` fails it on any miss."""
     pytest.importorskip("nncf", reason="nncf is not installed (pip install 'deployopt[nncf]')")
-    from deployopt.stages.openvino import nncf
-
-    monkeypatch.setattr(nncf, "nncf_quantize", lambda onnx_path, *args: _damaged(tmp_path, onnx_path))
-    monkeypatch.setattr(nncf, "nncf_accuracy_control", lambda onnx_path, *args: _damaged(tmp_path, onnx_path))
+    nncf = "deployopt.stages.openvino.nncf"
+    child_patches({f"{nncf}.nncf_quantize": DAMAGED_IR, f"{nncf}.nncf_accuracy_control": DAMAGED_IR})
     code, _, err = run_cli("build", digits_checkpoint, "-o", tmp_path / "run", "--no-fp16", "--no-bench")
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert code == 0, err
@@ -341,13 +325,9 @@ def test_bench_runs_an_onnx_model_on_the_runtime_asked_for(digits_onnx, run_cli,
     assert seen == ["openvino", "onnxruntime"]
 
 
-def test_nncf_failing_on_a_graph_is_a_note(digits_checkpoint, tmp_path, run_cli, monkeypatch):
-    nncf = pytest.importorskip("nncf", reason="nncf is not installed (pip install 'deployopt[nncf]')")
-
-    def refuses(*args, **kwargs):
-        raise RuntimeError("unsupported pattern\ndetails")
-
-    monkeypatch.setattr(nncf, "quantize", refuses)
+def test_nncf_failing_on_a_graph_is_a_note(digits_checkpoint, tmp_path, run_cli, child_patches):
+    pytest.importorskip("nncf", reason="nncf is not installed (pip install 'deployopt[nncf]')")
+    child_patches({"nncf.quantize": "tests.fakes.child_patches:nncf_refusing"})
     code, _, err = run_cli("build", digits_checkpoint, "-o", tmp_path / "run", "--no-fp16", "--no-bench")
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert code == 0, err

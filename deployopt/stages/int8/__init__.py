@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from deployopt.data.eval_data import data_fingerprint
+from deployopt.errors import RuntimeCrashError
+from deployopt.isolation import child_progress, run_isolated
 from deployopt.sources.onnxutil import already_quantized, load_model
 from deployopt.stages.base import Artifact, BuildContext
 from deployopt.stages.int8.quantize import quantizable_nodes, resolve_mode
@@ -53,27 +55,37 @@ class Int8Step:
         }
 
         def work(out: dict[str, Path]) -> dict:
-            result = quantize_int8(
-                fp32.path,
-                out["model"],
-                config,
-                calibration,
-                judge,
-                bench.batch_sizes,
-                bench.threads,
-                ctx.progress,
-                calibration.num_samples if calibration is not None else None,
-                out["qdq"],
+            job = dict(
+                fp32_path=fp32.path,
+                out_path=out["model"],
+                config=config,
+                calibration=calibration,
+                judge=judge.detached(),
+                decision_batches=bench.batch_sizes,
+                threads=bench.threads,
+                progress=child_progress,
+                calibration_samples=calibration.num_samples if calibration is not None else None,
+                qdq_out=out["qdq"],
             )
-            return result.to_json()
+            return run_isolated(self.variant, _quantize, job, ctx.progress, scratch=ctx.run.root)
 
         outputs = {"model": f"model-{self.name}.onnx", "qdq": f"model-{self.name}-qdq.onnx"}
-        outcome = ctx.run.run_stage(self.name, config, inputs, outputs, work)
+        try:
+            outcome = ctx.run.run_stage(self.name, config, inputs, outputs, work)
+        except RuntimeCrashError as exc:  # that candidate's failure; the others are still made and judged
+            if Precision.INT8 in ctx.config.quantize.required:
+                raise
+            return ctx.skip(self.name, str(exc))
         ctx.add_artifact(self.variant, outcome)
         ctx.qdq_graphs[self.variant] = Artifact(outcome.output("qdq"), outcome.record["outputs"]["qdq"]["sha256"])
         ctx.record(self.name, outcome, int8_summary(outcome.record["details"]))
         if note := ctx.data.calibration_overlap_note():
             ctx.notes.append(note)
+
+
+def _quantize(**job) -> dict:
+    """The int8 search in the candidate's own process; its result as the stage's details."""
+    return quantize_int8(**job).to_json()
 
 
 def int8_summary(d: dict) -> str:

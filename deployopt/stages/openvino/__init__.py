@@ -140,53 +140,36 @@ class OpenVinoStep:
 
 
 def make_candidate(ctx: BuildContext, variant: str, candidate: IrCandidate) -> None:
-    """Make ``variant``'s IR, settle how it is compiled with the build's judge, and keep it as a variant when it
-    passes (a miss, or a graph OpenVINO cannot take, is a note)."""
-    from deployopt.stages.openvino.nncf import nncf_accuracy_control, nncf_quantize
+    """Make ``variant``'s IR in a process of its own (:mod:`deployopt.isolation`: OpenVINO and NNCF are native
+    code that can crash), settle how it is compiled with the build's judge, and add it as a variant with its
+    verdict (the miss policy decides whether a miss is kept); a graph OpenVINO cannot take, or a crash, is a note."""
+    from deployopt.isolation import child_progress, run_isolated
 
     # an int8 variant is converted from its Q/DQ form: OpenVINO's ONNX frontend maps Q/DQ pairs to
     # FakeQuantize, while QOperator ops (QLinearConv, …) are not all convertible
     source = ctx.qdq_graphs.get(candidate.source_variant, ctx.artifacts[candidate.source_variant])
     judge = ctx.judge(candidate.precision)
-    calibration = ctx.data.calibration
-    nncf = candidate.method == "nncf"
+    calibration = ctx.data.calibration if candidate.method == "nncf" else None
     inputs = {
         "model": source.sha256,
         "judged_on": data_fingerprint(judge.data),
         "budget": json.dumps(judge.budget.model_dump(), sort_keys=True),
-        "calibration": data_fingerprint(calibration) if nncf and calibration else "",
+        "calibration": data_fingerprint(calibration) if calibration else "",
     }
-    ctx.progress(f"{variant}: {source.path.name} → OpenVINO IR" + (" (NNCF int8)" if nncf else ""))
-    rounds = SearchRounds(candidate.search_rounds, candidate.rounds_option)
-
-    def settled_ir(model: Any, folder: Path) -> tuple[Any, dict]:
-        folder.mkdir()
-        base = save_ir(
-            model, folder / "base.xml", ctx.signature.to_json(), candidate.precision, candidate.compress_to_fp16
-        )
-        chosen = settle(base, folder, candidate.inference, judge, rounds, ctx.progress, variant)
-        return chosen, op_counts(base) | chosen.details()
+    ctx.progress(f"{variant}: {source.path.name} → OpenVINO IR" + (" (NNCF int8)" if calibration else ""))
 
     def work(out: dict[str, Path]) -> dict:
-        with tempfile.TemporaryDirectory(dir=out["model"].parent, prefix=".ir-") as scratch:
-            if nncf:
-                transformer = _transformer(source.path)
-                model = nncf_quantize(source.path, calibration, transformer)
-            else:
-                model = convert_onnx(source.path)
-            chosen, details = settled_ir(model, Path(scratch) / "ir")
-            details = {"openvino": _openvino_version(), "method": candidate.method} | details
-            if nncf and not chosen.passed:
-                ctx.progress(
-                    f"{variant}: NNCF's default int8 misses; its accuracy control, judged by the build's judge"
-                )
-                restored = nncf_accuracy_control(source.path, calibration, transformer, judge)
-                chosen, controlled = settled_ir(restored, Path(scratch) / "accuracy-control")
-                default = {key: details[key] for key in ("passed", "verify", "fake_quantize", "attempts")}
-                details |= controlled | {"method": "nncf accuracy control", "nncf_default": default}
-            os.replace(chosen.xml, out["model"])
-            os.replace(chosen.xml.with_suffix(".bin"), out["weights"])
-        return details
+        job = dict(
+            source_path=source.path,
+            candidate=candidate,
+            variant=variant,
+            judge=judge.detached(),
+            calibration=calibration,
+            signature=ctx.signature.to_json(),
+            out=out,
+            progress=child_progress,
+        )
+        return run_isolated(variant, make_ir, job, ctx.progress, scratch=ctx.run.root)
 
     outputs = {"model": f"model-{variant}.xml", "weights": f"model-{variant}.bin"}
     try:
@@ -196,6 +179,7 @@ def make_candidate(ctx: BuildContext, variant: str, candidate: IrCandidate) -> N
     except DeployoptError as exc:  # an optional runtime: a graph it cannot take is a note, not a failed build
         ctx.steps.append(StepRecord.skipped(variant, str(exc)))
         ctx.notes.append(f"{variant} not made: {exc}")
+        ctx.progress(f"{variant} not made: {exc}")
         return
     d = outcome.record["details"]
     summary = describe(outputs["model"], source.path.name, d)
@@ -204,6 +188,48 @@ def make_candidate(ctx: BuildContext, variant: str, candidate: IrCandidate) -> N
     # the final verification would repeat this very judgement: hand it over under its cache key
     verdict = d["verify"] | {"candidate": str(artifact.path)}
     ctx.run.record_result(f"verify:{variant}", ctx.verification_key(artifact.sha256, judge), verdict)
+
+
+def make_ir(
+    source_path: Path,
+    candidate: IrCandidate,
+    variant: str,
+    judge,
+    calibration,
+    signature: dict,
+    out: dict[str, Path],
+    progress,
+) -> dict:
+    """One IR candidate: converted (or quantized by NNCF, with its accuracy control when the default misses),
+    compiled as :func:`~.layers.settle` decides, written to ``out``; returns the stage's details."""
+    from deployopt.stages.openvino.nncf import nncf_accuracy_control, nncf_quantize
+
+    rounds = SearchRounds(candidate.search_rounds, candidate.rounds_option)
+    nncf = candidate.method == "nncf"
+
+    def settled_ir(model: Any, folder: Path) -> tuple[Any, dict]:
+        folder.mkdir()
+        base = save_ir(model, folder / "base.xml", signature, candidate.precision, candidate.compress_to_fp16)
+        chosen = settle(base, folder, candidate.inference, judge, rounds, progress, variant)
+        return chosen, op_counts(base) | chosen.details()
+
+    with tempfile.TemporaryDirectory(dir=out["model"].parent, prefix=".ir-") as scratch:
+        if nncf:
+            transformer = _transformer(source_path)
+            model = nncf_quantize(source_path, calibration, transformer)
+        else:
+            model = convert_onnx(source_path)
+        chosen, details = settled_ir(model, Path(scratch) / "ir")
+        details = {"openvino": _openvino_version(), "method": candidate.method} | details
+        if nncf and not chosen.passed:
+            progress(f"{variant}: NNCF's default int8 misses; its accuracy control, judged by the build's judge")
+            restored = nncf_accuracy_control(source_path, calibration, transformer, judge)
+            chosen, controlled = settled_ir(restored, Path(scratch) / "accuracy-control")
+            default = {key: details[key] for key in ("passed", "verify", "fake_quantize", "attempts")}
+            details |= controlled | {"method": "nncf accuracy control", "nncf_default": default}
+        os.replace(chosen.xml, out["model"])
+        os.replace(chosen.xml.with_suffix(".bin"), out["weights"])
+    return details
 
 
 def _transformer(onnx_path: Path) -> bool:
