@@ -194,10 +194,7 @@ def show_verify(result) -> None:
         f"{result.samples} samples from {result.data_origin}; budget {result.budget.model_dump(exclude_none=True)}"
     )
     for o in result.outputs:
-        top1 = f"  top-1 agreement {o.top1_agreement * 100:.2f}%" if o.top1_agreement is not None else ""
-        click.echo(
-            f"  {o.name}: max abs {o.max_abs_error:.3g}  max rel {o.max_rel_error:.3g}  cosine {o.cosine:.6f}{top1}"
-        )
+        click.echo(f"  {o.describe()}")
     if result.candidate_accuracy is not None:
         click.echo(
             f"  accuracy: reference {result.reference_accuracy:.2f}%  candidate {result.candidate_accuracy:.2f}%"

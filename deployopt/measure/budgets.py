@@ -8,16 +8,15 @@ means "not checked".
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from deployopt.measure.kinds import parse_declared
 from deployopt.types import Precision
 
 if TYPE_CHECKING:
     from deployopt.stages.prune.methods import PruneConfig
-
-OutputKind = Literal["auto", "logits", "embedding"]
 
 
 class _BudgetFields(BaseModel):
@@ -53,11 +52,28 @@ class _BudgetFields(BaseModel):
     max_mean_kl: float | None = Field(
         None, ge=0, description="Mean KL divergence of the candidate's class probabilities from the reference's."
     )
-    max_accuracy_drop: float | None = Field(None, ge=0, description="Task accuracy drop in points (needs labels).")
-    outputs: OutputKind | None = Field(
-        None,
-        description="What 2-D outputs are; top-1 checks apply to logits [default: auto, unit-norm rows = embedding].",
+    min_correlation: float | None = Field(
+        None, ge=-1, le=1, description="Regression outputs: correlation of the candidate's values with the reference's."
     )
+    min_element_agreement: float | None = Field(
+        None, ge=0, le=1, description="Multilabel outputs: share of elements on the same side of the threshold."
+    )
+    min_psnr: float | None = Field(None, description="Image outputs: PSNR in dB against the reference.")
+    max_accuracy_drop: float | None = Field(None, ge=0, description="Task accuracy drop in points (needs labels).")
+    outputs: tuple[str, ...] | None = Field(
+        None,
+        description="What the outputs are, KIND for all or NAME=KIND for one (repeatable): logits, embedding, "
+        "regression, multilabel, image or auto; each kind gets its own checks [default: detected from the graph "
+        "and the values, named in the report]",
+    )
+
+    @field_validator("outputs", mode="before")
+    @classmethod
+    def _one_kind_is_a_list(cls, value: Any) -> Any:
+        value = (value,) if isinstance(value, str) else value
+        if value is not None:
+            parse_declared(tuple(value))  # a kind that does not exist is refused on one line
+        return value
 
 
 class BudgetOverrides(_BudgetFields):
@@ -65,7 +81,11 @@ class BudgetOverrides(_BudgetFields):
 
 
 class Budget(_BudgetFields):
-    """A resolved accuracy budget of one artifact against the reference; ``None`` leaves a metric unchecked."""
+    """A resolved accuracy budget of one artifact against the reference; ``None`` leaves a metric unchecked.
+    ``output_kinds``: each output's kind as the build resolved it once (:mod:`.kinds`), so every judge of the build
+    applies the same checks whatever artifact it judges; empty: detected from the values where judged."""
+
+    output_kinds: dict[str, str] = Field(default_factory=dict)
 
 
 DECISIVE_MARGIN = 0.1  # a sample is decisive when the reference's top-1 leads by this much probability
@@ -82,14 +102,39 @@ DEFAULT_BUDGETS: dict[Precision, Budget] = {
         min_top1_agreement=0.99,
         max_accuracy_drop=0.1,
         decisive_margin=DECISIVE_MARGIN,
+        min_correlation=0.9999,
+        min_element_agreement=0.999,
+        min_psnr=60.0,
     ),
-    Precision.FP16: Budget(max_rel_error=1e-2, min_cosine=0.999, max_accuracy_drop=0.5, **LOW_PRECISION_CLASSIFIER),
+    Precision.FP16: Budget(
+        max_rel_error=1e-2,
+        min_cosine=0.999,
+        max_accuracy_drop=0.5,
+        min_correlation=0.999,
+        min_element_agreement=0.995,
+        min_psnr=45.0,
+        **LOW_PRECISION_CLASSIFIER,
+    ),
     # bf16 keeps fp32's range with 8 mantissa bits: no element-wise bound (a logit of 20 is off by ~0.1 after
     # one rounding), cosine between fp16's and int8's
-    Precision.BF16: Budget(min_cosine=0.998, max_accuracy_drop=0.5, **LOW_PRECISION_CLASSIFIER),
+    Precision.BF16: Budget(
+        min_cosine=0.998,
+        max_accuracy_drop=0.5,
+        min_correlation=0.998,
+        min_element_agreement=0.99,
+        min_psnr=40.0,
+        **LOW_PRECISION_CLASSIFIER,
+    ),
     # int8: no default max_rel_error — on normalised embeddings it flags errors cosine shows are harmless. Cosine
     # 0.995 is what a user of a real pretrained model can deploy without re-validating (#14).
-    Precision.INT8: Budget(min_cosine=0.995, max_accuracy_drop=0.5, **LOW_PRECISION_CLASSIFIER),
+    Precision.INT8: Budget(
+        min_cosine=0.995,
+        max_accuracy_drop=0.5,
+        min_correlation=0.99,
+        min_element_agreement=0.98,
+        min_psnr=30.0,
+        **LOW_PRECISION_CLASSIFIER,
+    ),
 }
 
 
@@ -117,6 +162,9 @@ def _pruned(budget: Budget, config: PruneConfig) -> Budget:
             "min_worst_cosine": None,
             "min_decisive_agreement": None,
             "max_mean_kl": None,
+            "min_correlation": None,
+            "min_element_agreement": None,
+            "min_psnr": None,
             "min_top1_agreement": min(budget.min_top1_agreement or 1.0, 0.9),
             "max_accuracy_drop": config.max_accuracy_drop + (budget.max_accuracy_drop or 0.0),
         }

@@ -1,4 +1,4 @@
-"""What the judge reads from class scores: whether an output is one, its probabilities, and the views of the
+"""What the judge reads from class scores: their probabilities, and the views of the
 decision beyond raw top-1 agreement (decisive samples, top-5 containment, KL) — see ``measure.verify``."""
 
 from __future__ import annotations
@@ -34,13 +34,3 @@ def decision_metrics(ref: np.ndarray, cand: np.ndarray, margin: float) -> dict[s
         "top5_containment": float((top_k == ref_top[:, None]).any(axis=1).mean()),
         "mean_kl": float(np.maximum(kl, 0.0).mean()),
     }
-
-
-def are_class_scores(ref: np.ndarray, kind: str) -> bool:
-    """Top-1 agreement only means something for class scores: 2-D with several columns, and under 'auto'
-    not L2-normalised rows (sentence embeddings are; their argmax is noise)."""
-    if kind == "embedding" or ref.ndim != 2 or ref.shape[1] < 2:
-        return False
-    if kind == "logits":
-        return True
-    return not np.allclose(np.linalg.norm(ref.astype(np.float64), axis=1), 1.0, atol=1e-3)

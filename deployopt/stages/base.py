@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from deployopt.data.eval_data import data_fingerprint
 from deployopt.measure.budgets import resolve_budget
+from deployopt.measure.kinds import classify_outputs, kinds_note
 from deployopt.measure.verify import CollectedOutputs, Judge, collect_outputs
 from deployopt.rundir import RunDirectory, StageOutcome
 from deployopt.runners import RunnerSpec, create_runner, reference_spec
-from deployopt.types import StepRecord
+from deployopt.types import ONNX_FP32, StepRecord
 
 if TYPE_CHECKING:
     from deployopt.data.plan import DataPlan
@@ -59,6 +60,7 @@ class BuildContext:
     notes: list[str] = field(default_factory=list)
 
     _reference_outputs: CollectedOutputs | None = field(default=None, repr=False)
+    _output_kinds: dict[str, str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.export_source is None:
@@ -83,7 +85,20 @@ class BuildContext:
         data, the precision's budget (relaxed for a pruned model, with the user's overrides), the same batch."""
         verify = self.config.verify
         budget = resolve_budget(precision, verify.budget, pruned=self.config.prune)
+        budget = budget.model_copy(update={"output_kinds": self.output_kinds()})
         return Judge(self.reference, self.data.verification, budget, verify.batch_size, self.reference_outputs)
+
+    def output_kinds(self) -> dict[str, str]:
+        """Each output's kind (:mod:`deployopt.measure.kinds`), resolved once per build — from ``--outputs``, the
+        fp32 graph's heads and the original's outputs — so every judge applies the same checks to every artifact."""
+        if self._output_kinds is None:
+            outputs, graph = self.reference_outputs(), self.artifacts.get(ONNX_FP32, self.exported)
+            declared = self.config.verify.budget.outputs or ()
+            inputs = self.data.verification.inputs
+            kinds = classify_outputs(outputs.names, outputs.arrays, inputs, graph.path if graph else None, declared)
+            self._output_kinds = {name: kind for name, (kind, _) in kinds.items()}
+            self.notes.append(kinds_note(kinds))
+        return self._output_kinds
 
     def verification_key(self, artifact_sha256: str, judge: Judge) -> dict:
         """What a verification result depends on: the original, the artifact's bytes, the data, the budget and

@@ -41,7 +41,7 @@ def output_damage(reference: list[np.ndarray], candidate: list[np.ndarray]) -> f
     """How far ``candidate`` is from ``reference`` in the verification's terms: the sum over outputs of
     (1 − mean cosine) and, for class scores, (1 − top-1 agreement)."""
     from deployopt.measure.budgets import Budget
-    from deployopt.measure.verify import compare_outputs
+    from deployopt.measure.compare import compare_outputs
 
     names = [str(i) for i in range(len(reference))]
     metrics, _, _, _ = compare_outputs(reference, candidate, names, None, Budget())

@@ -7,7 +7,8 @@ from onnx import numpy_helper
 
 from deployopt.data.eval_data import dataset_data
 from deployopt.measure.budgets import Budget, BudgetOverrides, resolve_budget
-from deployopt.measure.verify import compare_outputs, verify
+from deployopt.measure.compare import compare_outputs
+from deployopt.measure.verify import verify
 from deployopt.runners import RunnerSpec
 
 
@@ -50,17 +51,17 @@ def test_numerically_empty_samples_do_not_decide_the_cosine():
 
 
 def test_budget_misses_name_metric_value_and_limit():
-    ref = np.eye(4, dtype=np.float32) * 3  # logits (rows not unit-norm)
+    ref = np.eye(4, dtype=np.float32) * 4 - 1  # logits (signed rows, not unit-norm)
     cand = ref[::-1].copy()  # every top-1 flips
     _, failures, _, _ = compare_outputs(
         [ref], [cand], ["logits"], None, Budget(min_top1_agreement=0.9, max_abs_error=0.5)
     )
     assert any("top1_agreement 0 below budget 0.9" in f for f in failures)
-    assert any("max_abs_error 3 above budget 0.5" in f for f in failures)
+    assert any("max_abs_error 4 above budget 0.5" in f for f in failures)
 
 
 def test_accuracy_drop_with_labels():
-    ref = np.eye(4, dtype=np.float32) * 3  # logits (rows not unit-norm)
+    ref = np.eye(4, dtype=np.float32) * 4 - 1  # logits (signed rows, not unit-norm)
     cand = ref.copy()
     cand[0] = [0, 3, 0, 0]
     labels = np.arange(4)
@@ -184,7 +185,7 @@ def test_probability_outputs_are_read_as_probabilities_and_the_margin_is_a_budge
 
 def test_budget_slack_is_the_judge_verdict_as_one_number():
     """1 for a copy of the original, 0 at a limit, negative on a miss; a miss no metric measures is -1."""
-    from deployopt.measure.verify import budget_slack
+    from deployopt.measure.compare import budget_slack
 
     rng = np.random.default_rng(0)
     ref = _logits_with_margins(rng, 50, 10, decisive=50)

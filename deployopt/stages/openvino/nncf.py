@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from deployopt.errors import StageError, error_reason
-from deployopt.measure.verify import Judge, budget_slack, compare_outputs
+from deployopt.measure.compare import budget_slack, compare_outputs
+from deployopt.measure.verify import Judge
 from deployopt.stages.openvino.ir import convert_onnx
 
 NNCF_MAX_SAMPLES = 300  # NNCF's own default subset size
