@@ -205,6 +205,8 @@ def verify_models(
         )
     precision = Precision.FP16 if runtime.torch_precision == "fp16" and cand.source is not None else cand.precision
     budget = resolve_budget(precision, config.budget)
+    if budget.outputs is None and ref.source.output_kind is not None:  # what the task says its outputs are
+        budget = budget.model_copy(update={"outputs": (ref.source.output_kind[0],)})
     data = DataPlan(signature, config.data_sources(ref.dataset, text=ref.source.text)).verification
     return run_verify(reference_spec(ref.source), runtime.spec(cand.path, options), data, budget, config.batch_size)
 

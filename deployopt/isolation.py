@@ -42,9 +42,11 @@ def run_isolated(
     kwargs: dict[str, Any],
     progress: Callable[[str], None],
     scratch: Path | None = None,
+    timeout: float | None = None,
 ) -> T:
     """``work(**kwargs)`` in a child process; ``label`` names the candidate in a crash message. Pass
-    :func:`child_progress` wherever ``work`` reports progress: its lines come back through ``progress``."""
+    :func:`child_progress` wherever ``work`` reports progress: its lines come back through ``progress``. A child
+    still running after ``timeout`` seconds is killed, which raises RuntimeCrashError as a crash does."""
     before = _hidden_entries(scratch)
     with tempfile.TemporaryDirectory(prefix="deployopt-isolated-") as tmp:
         job, result = Path(tmp) / "job.pickle", Path(tmp) / "result.pickle"
@@ -61,7 +63,12 @@ def run_isolated(
         reader = threading.Thread(target=_relay, args=(process.stdout, progress, last_lines), daemon=True)
         reader.start()
         try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
             code = process.wait()
+            _remove_new_entries(scratch, before)
+            raise RuntimeCrashError(f"{label}: still running after {timeout:.0f} s; stopped") from None
         except BaseException:  # Ctrl-C or SIGTERM: the child goes too, and so does what it had half-written
             process.kill()
             process.wait()

@@ -52,7 +52,9 @@ OUT = OptionGroup(BuildConfig, only=("out",), names={"out": "-o --out"})
 TRITON = OptionGroup(TritonConfig, names={"all_variants": "--all", "force": "--force"})
 TRITON_OUT = OptionGroup(BuildConfig, only=("triton_repo",), names={"triton_repo": "--triton-repo"})
 BUILD = OptionGroup(
-    BuildConfig, only=("target", "runtime", "transformer_fusion", "force", "strict"), names={"force": "--force"}
+    BuildConfig,
+    only=("target", "runtime", "transformer_fusion", "force", "strict", "memory_budget_mb"),
+    names={"force": "--force"},
 )
 NO_BENCH = OptionGroup(BuildConfig, only=("skip_bench",), names={"skip_bench": "--no-bench"})
 EXPORT = OptionGroup(ExportConfig, exclude=("verbose",))  # verbose is the global -v

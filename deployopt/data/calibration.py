@@ -132,21 +132,28 @@ def limited_batches(source: BatchSource, batch_size: int, limit: int) -> Iterato
 
 
 def ort_reader(source: BatchSource, batch_size: int, limit: int) -> Any:
-    """An onnxruntime.quantization.CalibrationDataReader over ``source`` (a fresh one per quantizer run)."""
+    """An onnxruntime.quantization.CalibrationDataReader over ``source`` (a fresh one per quantizer run). It knows
+    its length and takes a range of batches, so ONNX Runtime can calibrate chunk by chunk (``CalibStridedMinMax``)
+    instead of holding every batch's intermediate tensors at once."""
     from onnxruntime.quantization import CalibrationDataReader
+
+    batches = list(limited_batches(source, batch_size, limit))
+    # Histogram calibrators (entropy, percentile) need equal batch sizes: drop a short last batch.
+    if len(batches) > 1 and next(iter(batches[-1].values())).shape[0] < batch_size:
+        batches.pop()
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = limited_batches(source, batch_size, limit)
-            self._seen = False
+            self._batches = iter(batches)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            feeds = next(self._batches, None)
-            # Histogram calibrators (entropy, percentile) need equal batch sizes: drop a short last batch.
-            if feeds is not None and self._seen and next(iter(feeds.values())).shape[0] < batch_size:
-                return None
-            self._seen = True
-            return feeds
+            return next(self._batches, None)
+
+        def __len__(self) -> int:
+            return len(batches)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._batches = iter(batches[start_index:end_index])
 
     return Reader()
 

@@ -46,6 +46,14 @@ class EvalData:
         for start in range(0, self.num_samples, step):
             yield self.take(range(start, min(start + step, self.num_samples)))
 
+    def head(self, count: int) -> EvalData:
+        """The first ``count`` samples as data of their own (the whole data when it has no more)."""
+        if count >= self.num_samples:
+            return self
+        return replace(
+            self, inputs=self.take(range(count)), labels=None if self.labels is None else self.labels[:count]
+        )
+
     def take(self, indices) -> dict[str, np.ndarray]:
         """The feeds of the samples at ``indices`` (inputs without a sample axis are passed whole).
 

@@ -7,7 +7,6 @@ report says which metric) when an artifact the user asked for misses its budget 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -18,10 +17,11 @@ from deployopt.data.calibration import Preprocess
 from deployopt.data.eval_data import EvalData
 from deployopt.data.plan import DataPlan, DataSources
 from deployopt.errors import InputFileError, UsageError
-from deployopt.flow.misses import settle_misses
+from deployopt.flow.misses import explain_fp32_miss, settle_misses
+from deployopt.flow.verification import verify_artifacts
 from deployopt.fsutil import write_json_atomic, write_text_atomic
 from deployopt.measure.bench import BenchConfig, BenchVariant, bench, measurable_batches
-from deployopt.measure.verify import VerifyConfig, VerifyResult
+from deployopt.measure.verify import VerifyConfig
 from deployopt.reports.html import render_html
 from deployopt.reports.model import (
     NOT_KEPT,
@@ -161,6 +161,12 @@ class BuildConfig(BaseModel):
     bench: BenchConfig = BenchConfig()
     skip_bench: bool = Field(False, description="skip benchmarking")
     force: bool = Field(False, description="redo every stage even when a cached result exists")
+    memory_budget_mb: int | None = Field(
+        None,
+        ge=16,
+        description="memory the build's own batches may take: int8 calibration and verification run in batches "
+        "that fit it, timing does not [default: a quarter of the memory free at the start]",
+    )
     strict: bool = Field(
         False,
         description="every artifact that misses its budget fails the build, also the candidates deployopt tries on "
@@ -277,7 +283,8 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
             runtime=ctx.reference.backend,
         )
         report.variants.append(reference)
-        _verify_artifacts(ctx, report)
+        verify_artifacts(ctx, report)
+        report.notes += explain_fp32_miss(ctx, report)
         settle_misses(report, config)
         if not config.skip_bench:
             sized = data.signature_for_generated_inputs
@@ -323,41 +330,6 @@ def recommended_runtimes(config: BuildConfig) -> tuple[str, ...]:
     (``--target tensorrt``) always compete."""
     cpu = ("onnxruntime", "openvino") if config.runtime == "auto" else (config.runtime,)
     return (*cpu, "tensorrt")
-
-
-def _verify_artifacts(ctx: BuildContext, report: BuildReport) -> None:
-    """Verify every artifact against the original; the reference runs at most once, only if a result is new."""
-    for name, artifact in ctx.artifacts.items():
-        facts = artifact_facts(artifact.path)
-        ctx.run.record_artifact(name, artifact.path, precision=facts["precision"])
-        spec = spec_for_model(str(artifact.path))
-        variant = VariantReport(
-            name,
-            str(artifact.path),
-            facts["precision"],
-            facts["size_bytes"],
-            runtime=spec.backend,
-            inference_precision=spec.precision if spec.backend == "openvino" else "",
-        )
-        result = _verify_variant(ctx, name, artifact.path, facts["precision"])
-        variant.verify, variant.accuracy = result, result.candidate_accuracy
-        report.variants[0].accuracy = result.reference_accuracy
-        report.variants.append(variant)
-        report.stages.append(StepRecord(f"verify {name}", result.cached, result.seconds or 0.0, result.summary()))
-        ctx.progress(f"verify {name}: {result.verdict}" + (" (reused)" if result.cached else ""))
-
-
-def _verify_variant(ctx: BuildContext, name: str, path: Path, precision: str) -> VerifyResult:
-    judge = ctx.judge(precision)
-    key = ctx.verification_key(ctx.run.manifest["artifacts"][name]["sha256"], judge)
-    cached = ctx.run.cached_result(f"verify:{name}", key)
-    if cached is not None:
-        return dataclasses.replace(VerifyResult.from_json(cached), cached=True)
-    started = time.perf_counter()
-    result = judge.in_own_process(spec_for_model(str(path)), f"verify {name}", ctx.progress)
-    result.seconds = round(time.perf_counter() - started, 3)
-    ctx.run.record_result(f"verify:{name}", key, result.to_json())
-    return result
 
 
 def _bench_variants(

@@ -10,6 +10,9 @@ from deployopt.types import ONNX_FP32
 
 if TYPE_CHECKING:
     from deployopt.flow.build import BuildConfig
+    from deployopt.stages.base import BuildContext
+
+DIVERGENCE_SECONDS = 300  # the per-op comparison of a large graph in float64 numpy: stopped, not waited for
 
 
 def settle_misses(report: BuildReport, config: BuildConfig) -> None:
@@ -32,3 +35,22 @@ def settle_misses(report: BuildReport, config: BuildConfig) -> None:
             variant.role = NOT_KEPT
             why = "; ".join(variant.verify.failures) if variant.verify else "no verdict"
             report.notes.append(f"{variant.name} not kept: it misses the {variant.precision} budget ({why})")
+
+
+def explain_fp32_miss(ctx: BuildContext, report: BuildReport) -> list[str]:
+    """When the fp32 artifact misses: the ops whose own error in ONNX Runtime is largest, on one verification
+    sample (:mod:`deployopt.measure.divergence`) — a runtime kernel, not the graph, is then the one to blame."""
+    from deployopt.errors import DeployoptError
+    from deployopt.isolation import run_isolated
+    from deployopt.measure.divergence import divergence_note, op_errors
+
+    fp32 = report.variant(ONNX_FP32)
+    if fp32 is None or fp32.passed or not fp32.verify or fp32.verify.failures[0].startswith("crashed"):
+        return []
+    ctx.progress(f"{ONNX_FP32} misses: comparing each op of it with exact arithmetic")
+    job = {"model_path": ctx.artifacts[ONNX_FP32].path, "feeds": ctx.data.verification.take(range(1))}
+    try:
+        errors = run_isolated("per-op comparison", op_errors, job, ctx.progress, timeout=DIVERGENCE_SECONDS)
+    except DeployoptError as exc:
+        return [f"{ONNX_FP32} misses; the per-op comparison that would say where could not run: {exc}"]
+    return [divergence_note(ONNX_FP32, errors)]

@@ -103,15 +103,22 @@ def classify_outputs(
     inputs: dict[str, np.ndarray],
     graph: str | Path | None,
     declared: tuple[str, ...] = (),
+    known: tuple[str, str] | None = None,
 ) -> dict[str, tuple[str, str]]:
-    """Every output's kind and why: declared (``NAME=KIND``, then ``KIND``), else detected."""
+    """Every output's kind and why: declared (``NAME=KIND``, then ``KIND``), else ``known`` from the model's source
+    (a Hugging Face task: kind and reason), else detected."""
     chosen = parse_declared(declared)
     producers = graph_producers(graph)
     kinds = {}
     for name, ref in zip(names, arrays, strict=True):
         kind = chosen.get(name, chosen.get(None, "auto"))
         declared_as = "--outputs " + (f"{name}={kind}" if name in chosen else kind)
-        kinds[name] = (kind, declared_as) if kind != "auto" else detect_kind(ref, inputs, producers.get(name))
+        if kind != "auto":
+            kinds[name] = (kind, declared_as)
+        elif known is not None:
+            kinds[name] = known
+        else:
+            kinds[name] = detect_kind(ref, inputs, producers.get(name))
     return kinds
 
 

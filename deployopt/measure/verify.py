@@ -8,6 +8,7 @@ search and in the final check. Budgets default by the candidate's precision and 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,24 +219,43 @@ class Judge:
         outputs = self.reference_outputs()
         return verify(self.reference, candidate, self.data, self.budget, self.batch_size, outputs)
 
-    def in_own_process(self, candidate: RunnerSpec, label: str, progress) -> VerifyResult:
-        """This judgement with the candidate run in a process of its own (:mod:`deployopt.isolation`): a runtime
-        that crashes on it makes a failing verdict that names the signal, instead of ending the build."""
-        from deployopt.errors import RuntimeCrashError
-        from deployopt.isolation import run_isolated
 
+def judge_in_own_process(judgements: dict[str, tuple[Judge, RunnerSpec]], progress) -> dict[str, VerifyResult]:
+    """Each judgement (a label → its judge and candidate) with the candidates run outside this process
+    (:mod:`deployopt.isolation`): all in one process first, one start-up for a build's artifacts; when that process
+    dies, each again in its own, so a runtime that crashes makes a failing verdict — naming the signal — for the
+    artifact it crashed on, instead of ending the build."""
+    from deployopt.errors import RuntimeCrashError
+    from deployopt.isolation import run_isolated
+
+    jobs = {label: (judge.detached(), candidate) for label, (judge, candidate) in judgements.items()}
+    if not jobs:
+        return {}
+    if len(jobs) > 1:
         try:
-            return run_isolated(label, _judge, {"judge": self.detached(), "candidate": candidate}, progress)
+            return run_isolated("verify " + ", ".join(jobs), _judge_all, {"jobs": jobs}, progress)
+        except RuntimeCrashError:
+            pass  # find the artifact it crashed on
+    results = {}
+    for label, (judge, candidate) in jobs.items():
+        try:
+            results |= run_isolated(f"verify {label}", _judge_all, {"jobs": {label: (judge, candidate)}}, progress)
         except RuntimeCrashError as exc:
-            failure = f"crashed: {exc}"
-            return VerifyResult(
-                self.reference.path, candidate.path, self.budget, self.data.num_samples, self.data.origin,
-                failures=[failure],
+            data = judge.data
+            results[label] = VerifyResult(
+                judge.reference.path, candidate.path, judge.budget, data.num_samples, data.origin,
+                failures=[f"crashed: {exc}"],
             )  # fmt: skip
+    return results
 
 
-def _judge(judge: Judge, candidate: RunnerSpec) -> VerifyResult:
-    return judge(candidate)
+def _judge_all(jobs: dict[str, tuple[Judge, RunnerSpec]]) -> dict[str, VerifyResult]:
+    results = {}
+    for label, (judge, candidate) in jobs.items():
+        started = time.perf_counter()
+        results[label] = judge(candidate)
+        results[label].seconds = round(time.perf_counter() - started, 3)
+    return results
 
 
 class VerifyConfig(BaseModel):

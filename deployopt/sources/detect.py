@@ -76,6 +76,11 @@ class ModelSource:
     huggingface: hf.HuggingFaceModel | None = None
 
     @property
+    def output_kind(self) -> tuple[str, str] | None:
+        """What the model's outputs are, when the source says so (a Hugging Face task), and why."""
+        return self.huggingface.output_kind if self.huggingface else None
+
+    @property
     def text(self) -> hf.TextEncoding | None:
         """How text becomes this model's inputs (Hugging Face text models only)."""
         return self.huggingface.text if self.huggingface else None

@@ -39,6 +39,13 @@ TASK_OUTPUTS = {
     "token-classification": "logits",
     "image-classification": "logits",
 }
+# the kind of output each task's graph returns, for the judge (feature extraction's hidden states are detected)
+TASK_KINDS = {
+    "sentence-embedding": "embedding",
+    "text-classification": "logits",
+    "token-classification": "logits",
+    "image-classification": "logits",
+}
 _ARCHITECTURE_TASKS = {  # the class-name suffix of config.architectures[0] → the task it was trained for
     "ForSequenceClassification": "text-classification",
     "ForTokenClassification": "token-classification",
@@ -100,6 +107,12 @@ class HuggingFaceModel:
     @property
     def output_name(self) -> str:
         return TASK_OUTPUTS[self.task]
+
+    @property
+    def output_kind(self) -> tuple[str, str] | None:
+        """What the task's output is for the judge (measure.kinds), and why; None: detect it."""
+        kind = TASK_KINDS.get(self.task)
+        return (kind, f"the Hugging Face task {self.task}") if kind else None
 
     def support_files(self) -> list[Path]:
         """The tokenizer / processor / sentence-transformers files a deployment needs beside the graph."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from deployopt.data.eval_data import data_fingerprint
+from deployopt.data.memory import MemoryBudget, MemoryPlan, activation_bytes_per_sample
 from deployopt.measure.budgets import resolve_budget
 from deployopt.measure.kinds import classify_outputs, kinds_note
 from deployopt.measure.verify import CollectedOutputs, Judge, collect_outputs
@@ -61,6 +62,7 @@ class BuildContext:
 
     _reference_outputs: CollectedOutputs | None = field(default=None, repr=False)
     _output_kinds: dict[str, str] | None = field(default=None, repr=False)
+    _memory: tuple[MemoryPlan | None, Artifact | None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.export_source is None:
@@ -71,13 +73,39 @@ class BuildContext:
         """The original, as every artifact is judged against it."""
         return reference_spec(self.source)
 
+    def memory(self) -> MemoryPlan | None:
+        """The build's memory budget (resolved once) with the bytes of activations one sample makes in the fp32
+        graph (estimated once that graph exists, from the export before); None where no budget can be known."""
+        graph = self.artifacts.get(ONNX_FP32, self.exported)
+        if self._memory is None or self._memory[1] != graph:
+            plan = self._memory[0] if self._memory else None
+            budget = plan.budget if plan else MemoryBudget.resolve(self.config.memory_budget_mb)
+            per_sample = None
+            if budget is not None and graph is not None and graph.path.suffix == ".onnx":
+                per_sample = activation_bytes_per_sample(graph.path, self.data.verification.take(range(1)))
+            self._memory = (MemoryPlan(budget, per_sample) if budget else None, graph)
+        return self._memory[0]
+
+    def batch_within_memory(self, wanted: int, what: str | None, copies: int = 1) -> int:
+        """``wanted``, or the largest batch whose activations fit the memory budget; the notes say so once for
+        ``what`` (None: an analysis that may not run at all)."""
+        plan = self.memory()
+        batch = plan.batch(wanted, copies) if plan is not None else wanted
+        if batch < wanted and what is not None:
+            note = f"{what} runs at batch {batch} instead of {wanted}: {plan.describe()}"
+            if note not in self.notes:
+                self.notes.append(note)
+                self.progress(note)
+        return batch
+
     def reference_outputs(self) -> CollectedOutputs:
         """The original's outputs on the verification data, run once per build: the fp16 search and the
         final verification judge with the very same numbers."""
         if self._reference_outputs is None:
             self.progress("verify: running the reference on the verification data")
             with create_runner(self.reference) as runner:
-                self._reference_outputs = collect_outputs(runner, self.data.verification, self.config.verify.batch_size)
+                batch = self.batch_within_memory(self.config.verify.batch_size, "verification")
+                self._reference_outputs = collect_outputs(runner, self.data.verification, batch)
         return self._reference_outputs
 
     def judge(self, precision: str) -> Judge:
@@ -86,7 +114,8 @@ class BuildContext:
         verify = self.config.verify
         budget = resolve_budget(precision, verify.budget, pruned=self.config.prune)
         budget = budget.model_copy(update={"output_kinds": self.output_kinds()})
-        return Judge(self.reference, self.data.verification, budget, verify.batch_size, self.reference_outputs)
+        batch = self.batch_within_memory(verify.batch_size, "verification")
+        return Judge(self.reference, self.data.verification, budget, batch, self.reference_outputs)
 
     def output_kinds(self) -> dict[str, str]:
         """Each output's kind (:mod:`deployopt.measure.kinds`), resolved once per build — from ``--outputs``, the
@@ -95,7 +124,8 @@ class BuildContext:
             outputs, graph = self.reference_outputs(), self.artifacts.get(ONNX_FP32, self.exported)
             declared = self.config.verify.budget.outputs or ()
             inputs = self.data.verification.inputs
-            kinds = classify_outputs(outputs.names, outputs.arrays, inputs, graph.path if graph else None, declared)
+            path = graph.path if graph else None
+            kinds = classify_outputs(outputs.names, outputs.arrays, inputs, path, declared, self.source.output_kind)
             self._output_kinds = {name: kind for name, (kind, _) in kinds.items()}
             self.notes.append(kinds_note(kinds))
         return self._output_kinds

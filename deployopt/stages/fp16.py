@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployopt.data.eval_data import data_fingerprint
+from deployopt.data.memory import TWO_GRAPHS_ALL_TENSORS
 from deployopt.errors import BackendUnavailableError, RuntimeCrashError, StageError, error_reason
 from deployopt.isolation import child_progress, run_isolated
 from deployopt.measure.verify import Judge
@@ -32,6 +33,7 @@ from deployopt.stages.fp16_sensitivity import most_sensitive
 from deployopt.types import ONNX_FP32, Precision
 
 MAX_FALLBACKS = 50
+ANALYSIS_SAMPLES = 32  # samples whose every tensor the sensitivity ranking compares (fewer under a memory budget)
 DEFAULT_MAX_ROUNDS = 4
 _NODE_IN_ERROR = re.compile(r"node(?: with name)?\s*[:=]?\s*'?\"?([A-Za-z0-9_./:\-]+)")
 
@@ -91,6 +93,7 @@ def convert_fp16_within_budget(
     judge: Judge,
     threads: int | None = None,
     progress=lambda message: None,
+    analysis_batch: int = ANALYSIS_SAMPLES,
 ) -> Fp16Result:
     """Convert, verify with ``judge`` — the final verification itself (same reference outputs, data and
     budget, so an accepted model cannot fail it) — and while the budget is missed keep the nodes that lose the
@@ -144,7 +147,13 @@ def convert_fp16_within_budget(
             if result.passed or round_index == config.max_rounds:
                 break
             newly, why = most_sensitive(
-                model, named, best_path, op_block, [*best[2], *set_aside], judge.data, round_index
+                model,
+                named,
+                best_path,
+                op_block,
+                [*best[2], *set_aside],
+                judge.data.head(analysis_batch),
+                round_index,
             )
             if newly:
                 notes.append(f"round {round_index + 2}: kept in fp32 ({why}): {', '.join(newly)}")
@@ -352,6 +361,7 @@ class Fp16Step:
                 judge=judge.detached(),
                 threads=ctx.config.bench.threads,
                 progress=child_progress,
+                analysis_batch=ctx.batch_within_memory(ANALYSIS_SAMPLES, None, TWO_GRAPHS_ALL_TENSORS),
             )
             return run_isolated(self.variant, _convert_in_child, job, ctx.progress, scratch=ctx.run.root)
 

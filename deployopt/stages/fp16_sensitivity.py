@@ -64,10 +64,10 @@ def most_sensitive(
 ) -> tuple[list[str], str]:
     """The nodes to keep in fp32 next, and why. First those out of fp16's range; then the fp16 nodes whose
     output loses the most accuracy beyond what their inputs already lost (the budget's max relative error of
-    each tensor against fp32 on one batch), 10 %, 20 %, 40 % ... of them per round (at least one)."""
+    each tensor against fp32 on the samples given), 10 %, 20 %, 40 % ... of them per round (at least one)."""
     nodes = [n for n in model.graph.node if n.name not in kept_nodes and n.op_type not in op_block and n.output]
     tensors = {t for n in nodes for t in (*n.input, *n.output) if t}
-    feeds = next(data.batches(32))
+    feeds = next(data.batches(data.num_samples))  # the caller sizes the data to its memory budget
     reference = _tensor_values(fp32, tensors, feeds)
     if out_of_range := _out_of_range(model, nodes, reference):
         return out_of_range, "out of fp16's range"

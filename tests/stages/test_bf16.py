@@ -102,7 +102,8 @@ def test_bf16_is_made_and_judged_where_the_cpu_computes_in_it_and_a_note_elsewhe
     if problem is None:
         bf16 = variants["openvino-bf16"]
         assert bf16["precision"] == "bf16" and bf16["inference_precision"] == "bf16" and bf16["passed"]
-        assert bf16["verify"]["budget"] == resolve_budget("bf16").model_dump()
+        judged_as = {"output_kinds": {"output": "logits"}}  # the build resolves every output's kind once
+        assert bf16["verify"]["budget"] == resolve_budget("bf16").model_dump() | judged_as
         assert bf16["verify"]["outputs"][0]["decisive_agreement"] >= 0.98
         xml = Path(bf16["path"])
         assert ir_facts(xml)["inference_precision"] == "bf16" and not _marked(xml)

@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from deployopt.data.eval_data import data_fingerprint
+from deployopt.data.memory import ALL_TENSORS, TWO_GRAPHS_ALL_TENSORS
 from deployopt.errors import RuntimeCrashError
 from deployopt.isolation import child_progress, run_isolated
 from deployopt.sources.onnxutil import already_quantized, load_model
 from deployopt.stages.base import Artifact, BuildContext
-from deployopt.stages.int8.quantize import quantizable_nodes, resolve_mode
+from deployopt.stages.int8.quantize import Int8Config, quantizable_nodes, resolve_mode
 from deployopt.stages.int8.search import quantize_int8
+from deployopt.stages.int8.sensitivity import ANALYSIS_BATCH
 from deployopt.types import ONNX_FP32, Precision
 
 
@@ -45,6 +47,7 @@ class Int8Step:
             return ctx.skip(self.name, reason)
         bench = ctx.config.bench
         judge = ctx.judge(Precision.INT8)
+        config, chunk = _within_memory(ctx, config)
         inputs = {
             "model": fp32.sha256,
             "calibration": data_fingerprint(calibration) if calibration else None,
@@ -52,6 +55,7 @@ class Int8Step:
             "budget": judge.budget.model_dump(),
             "batch": judge.batch_size,
             "batches": list(bench.batch_sizes),
+            "calibration_chunk": chunk,
         }
 
         def work(out: dict[str, Path]) -> dict:
@@ -66,6 +70,8 @@ class Int8Step:
                 progress=child_progress,
                 calibration_samples=calibration.num_samples if calibration is not None else None,
                 qdq_out=out["qdq"],
+                calibration_chunk=chunk,
+                analysis_batch=ctx.batch_within_memory(ANALYSIS_BATCH, None, TWO_GRAPHS_ALL_TENSORS),
             )
             return run_isolated(self.variant, _quantize, job, ctx.progress, scratch=ctx.run.root)
 
@@ -81,6 +87,20 @@ class Int8Step:
         ctx.record(self.name, outcome, int8_summary(outcome.record["details"]))
         if note := ctx.data.calibration_overlap_note():
             ctx.notes.append(note)
+
+
+def _within_memory(ctx: BuildContext, config: Int8Config) -> tuple[Int8Config, int | None]:
+    """The histogram calibrators fetch every intermediate tensor of each batch and hold them until they are
+    binned: the calibration batch, and how many batches ONNX Runtime collects before binning, sized to the build's
+    memory budget (min/max reduces each tensor inside the graph and needs neither)."""
+    batch = ctx.batch_within_memory(config.calibration_batch, "int8 calibration", ALL_TENSORS)
+    plan = ctx.memory()
+    if plan is None or not plan.per_sample or ctx.data.calibration is None:
+        return config, None
+    chunk = plan.batches_at_once(batch, ALL_TENSORS)
+    batches = -(-min(config.samples, ctx.data.calibration.num_samples) // batch)
+    # None when every batch fits at once: the stage's key (and its bytes) then do not depend on the free memory
+    return config.model_copy(update={"calibration_batch": batch}), chunk if chunk < batches else None
 
 
 def _quantize(**job) -> dict:

@@ -227,12 +227,14 @@ def quantize_candidate(
     calibration: BatchSource | None,
     ranges_cache: Path | None = None,
     verbose: bool = False,
+    chunk: int | None = None,
 ) -> str:
     """Run onnxruntime.quantization for one candidate; returns what the quantizer printed.
 
     ``ranges_cache``: a file where ONNX Runtime keeps the calibrated ranges of this model and method, so
     candidates that differ only in excluded nodes or encoding calibrate once (ORT ≥ 1.23's
-    ``calibration_cache_path``; older versions calibrate every time, with the same result)."""
+    ``calibration_cache_path``; older versions calibrate every time, with the same result). ``chunk``: at most
+    this many calibration batches' intermediate tensors are held at once (:mod:`deployopt.data.memory`)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -261,10 +263,11 @@ def quantize_candidate(
                     "folder, or use --int8-mode dynamic"
                 )
             else:
+                reader = ort_reader(calibration, config.calibration_batch, config.samples)
                 quantize_static(
                     str(fp32_path),
                     str(out_path),
-                    ort_reader(calibration, config.calibration_batch, config.samples),
+                    reader,
                     quant_format=QuantFormat.QDQ if candidate.format == "qdq" else QuantFormat.QOperator,
                     activation_type=types[candidate.activation],
                     weight_type=types[candidate.weight],
@@ -277,7 +280,8 @@ def quantize_candidate(
                         "WeightSymmetric": True,
                         # TensorRT's explicit quantization keeps biases in float; CPU kernels take int32 biases.
                         "QuantizeBias": not candidate.symmetric_activations,
-                    },
+                    }
+                    | _chunked(candidate.method, len(reader), chunk),
                     **cache,
                 )
     except (UsageError, InputFileError):
@@ -287,6 +291,15 @@ def quantize_candidate(
             f"{fp32_path}: int8 quantization ({candidate.label}) failed: {type(exc).__name__}: {error_reason(exc)}"
         ) from exc
     return log.getvalue()
+
+
+def _chunked(method: str, batches: int, chunk: int | None) -> dict[str, int]:
+    """ONNX Runtime's option for calibrating ``chunk`` batches at a time. Only the histogram methods need it: they
+    hold every intermediate tensor of every batch, while min/max reduces each tensor in the graph it runs. The
+    stride must divide the number of batches."""
+    if not chunk or chunk >= batches or method == "minmax":
+        return {}
+    return {"CalibStridedMinMax": max(d for d in range(1, chunk + 1) if batches % d == 0)}
 
 
 def supports_ranges_cache() -> bool:

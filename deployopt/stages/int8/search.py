@@ -11,10 +11,10 @@ the budget, a mixed-precision search for the fewest nodes to keep in float.
 3. **Encoding** (static CPU, ``format auto``): the kept settings are also written as QOperator; it replaces
    QDQ only when it passes and is clearly faster.
 
-Every attempt is timed in one benchmark run beside the fp32 graph (each in its own process), so the report
-shows speed against accuracy at every step. The kept attempt is the passing one with the fewest nodes in
-float (then the faster encoding); with none passing, the most accurate one is written, marked failing, and
-the notes name the costliest nodes and the best trade-off found.
+Every attempt is timed beside the fp32 graph (each in its own process) at one representative batch, and the
+finalists at every batch, so the report shows speed against accuracy at every step. The kept attempt is the
+passing one with the fewest nodes in float (then the faster encoding); with none passing, the most accurate one
+is written, marked failing, and the notes name the costliest nodes and the best trade-off found.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from deployopt.stages.int8.quantize import (
     supports_ranges_cache,
     upgraded_for_int8,
 )
-from deployopt.stages.int8.sensitivity import rank_by_output, rank_nodes
+from deployopt.stages.int8.sensitivity import ANALYSIS_BATCH, rank_by_output, rank_nodes
 from deployopt.stages.int8.switchboard import SimulationError
 from deployopt.stages.precision_search import NodeDamage, fewest_passing
 
@@ -71,9 +71,12 @@ CLEAR_SPEED_WIN = 0.15
 class _Search:
     """The attempts of one int8 search: quantize, judge, remember."""
 
-    def __init__(self, work: Path, named: Path, model: Any, config: Int8Config, calibration, judge: Judge, progress):
+    def __init__(
+        self, work: Path, named: Path, model: Any, config: Int8Config, calibration, judge: Judge, progress, memory
+    ):
         self.work, self.named, self.model, self.config = work, named, model, config
         self.calibration, self.judge, self.progress = calibration, judge, progress
+        self.chunk, self.analysis_batch = memory
         self.attempts: list[Attempt] = []
         self.paths: list[Path] = []
         self.candidates: list[Candidate] = []
@@ -81,7 +84,9 @@ class _Search:
     def quantize(self, path: Path, candidate: Candidate, excluded: list[str]) -> None:
         """Quantize the named fp32 graph; candidates of one calibration method share its calibrated ranges."""
         ranges = self.work / f"ranges-{candidate.method}-{candidate.activation}.json"
-        quantize_candidate(self.named, path, candidate, self.config, excluded, self.calibration, ranges)
+        quantize_candidate(
+            self.named, path, candidate, self.config, excluded, self.calibration, ranges, chunk=self.chunk
+        )
 
     def attempt(self, phase: str, candidate: Candidate, excluded: list[str]) -> Attempt:
         import onnx
@@ -121,12 +126,19 @@ def quantize_int8(
     progress=lambda message: None,
     calibration_samples: int | None = None,
     qdq_out: Path | None = None,
+    calibration_chunk: int | None = None,
+    analysis_batch: int = ANALYSIS_BATCH,
 ) -> Int8Result:
     """Write the best int8 model to ``out_path``; ``passed`` says whether ``judge`` accepts it.
 
     ``calibration_samples`` is how many calibration samples the source holds (for the report and the
     histogram-method note), when known. ``qdq_out`` receives the kept settings in Q/DQ form even when the
-    QOperator twin won: the encoding OpenVINO converts (the same bytes as ``out_path`` when Q/DQ was kept)."""
+    QOperator twin won: the encoding OpenVINO converts (the same bytes as ``out_path`` when Q/DQ was kept).
+    ``calibration_chunk``: calibration batches whose intermediate tensors may be held at once, ``analysis_batch``:
+    the samples the sensitivity analysis compares every tensor of at once (both sized to the memory budget).
+
+    Every attempt is timed at one representative batch (the smallest of ``decision_batches``); the kept attempt
+    and its encoding twin — the finalists — are timed at the others too."""
     import onnx
 
     started = time.perf_counter()
@@ -154,7 +166,8 @@ def quantize_int8(
         work = Path(tmp)
         named = work / "fp32.onnx"
         onnx.save_model(model, str(named))
-        search = _Search(work, named, model, config, calibration, judge, progress)
+        memory = (calibration_chunk, analysis_batch)
+        search = _Search(work, named, model, config, calibration, judge, progress, memory)
         for candidate in settings:
             search.attempt("calibration", candidate, user_excluded)
         ranking: list[NodeDamage] = []
@@ -164,7 +177,8 @@ def quantize_int8(
         twin = other_encoding(search.candidates[chosen], config)
         if twin is not None:
             search.attempt("encoding", twin, search.attempts[chosen].excluded)
-        fp32_p50 = _measure(search, decision_batches, threads)
+        finalists = {chosen, len(search.attempts) - 1} if twin is not None else {chosen}
+        fp32_p50 = _measure(search, decision_batches, threads, finalists)
         kept_settings = chosen
         chosen = _with_faster_encoding(search.attempts, chosen)
         shutil.copyfile(search.paths[chosen], out_path)
@@ -241,7 +255,7 @@ def _mixed_precision(search: _Search, user_excluded: list[str], notes: list[str]
         )
     else:
         search.progress(f"int8: ranking nodes by their local damage over {data.num_samples} verification samples")
-        ranking = rank_nodes(search.named, analysed, search.model, user_excluded, data)
+        ranking = rank_nodes(search.named, analysed, search.model, user_excluded, data, search.analysis_batch)
         notes.append(f"nodes ranked by how much each adds to its input's error, on {data.num_samples} samples")
     # at least one compute node stays int8: an all-float "int8" model is no candidate
     compute = set(quantizable_nodes(search.model, user_excluded))
@@ -267,24 +281,30 @@ def _kept(attempts: list[Attempt]) -> int:
     return min(range(len(attempts)), key=lambda i: accuracy_rank(attempts[i]))
 
 
-def _measure(search: _Search, batches: tuple[int, ...], threads: int | None) -> dict[int, float]:
-    """Time every attempt and the fp32 graph in one run (own process each) on the verification inputs; returns
-    the fp32 p50 per batch."""
-    search.progress(f"int8: timing {len(search.attempts)} attempt(s) beside fp32")
-    config = BenchConfig(batch_sizes=batches, threads=threads, warmup_seconds=0.1, min_iterations=3, min_seconds=0.3)
-    variants = [BenchVariant("fp32", RunnerSpec("onnxruntime", str(search.named)))]
-    variants += [BenchVariant(str(i), RunnerSpec("onnxruntime", str(p))) for i, p in enumerate(search.paths)]
-    fp32: dict[int, float] = {}
-    measurements = bench(variants, search.judge.data.signature, config, data=search.judge.data)
-    for m in measurements:
-        if m.variant == "fp32":
-            fp32[m.batch] = m.p50_ms
+def _measure(search: _Search, batches: tuple[int, ...], threads: int | None, finalists: set[int]) -> dict[int, float]:
+    """Time every attempt and the fp32 graph (own process each) on the verification inputs at the smallest batch,
+    then the fp32 graph and the ``finalists`` at the other batches; returns the fp32 p50 per batch."""
+    representative, others = min(batches), tuple(b for b in batches if b != min(batches))
+    search.progress(f"int8: timing {len(search.attempts)} attempt(s) beside fp32 at batch {representative}")
+    fp32_variant = BenchVariant("fp32", RunnerSpec("onnxruntime", str(search.named)))
+    attempts = [BenchVariant(str(i), RunnerSpec("onnxruntime", str(p))) for i, p in enumerate(search.paths)]
+    measurements = _timed(search, [fp32_variant, *attempts], (representative,), threads)
+    if others:
+        search.progress(f"int8: timing the finalists at batch {', '.join(map(str, others))}")
+        finalist_variants = [attempts[i] for i in sorted(finalists)]
+        measurements += _timed(search, [fp32_variant, *finalist_variants], others, threads)
+    fp32 = {m.batch: m.p50_ms for m in measurements if m.variant == "fp32"}
     for m in measurements:
         if m.variant != "fp32":
             attempt = search.attempts[int(m.variant)]
             attempt.p50_ms[m.batch] = m.p50_ms
             attempt.speedup[m.batch] = round(fp32[m.batch] / m.p50_ms, 3) if m.batch in fp32 else math.nan
     return fp32
+
+
+def _timed(search: _Search, variants: list[BenchVariant], batches: tuple[int, ...], threads: int | None) -> list:
+    config = BenchConfig(batch_sizes=batches, threads=threads, warmup_seconds=0.1, min_iterations=3, min_seconds=0.3)
+    return bench(variants, search.judge.data.signature, config, data=search.judge.data)
 
 
 def _with_faster_encoding(attempts: list[Attempt], chosen: int) -> int:

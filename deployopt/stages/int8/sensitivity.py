@@ -58,15 +58,17 @@ def _as_consumed(produced: set[str], tensors: list[str]) -> dict[str, str]:
     return {t: f"{t}_DequantizeLinear_Output" if f"{t}_DequantizeLinear_Output" in produced else t for t in tensors}
 
 
-def tensor_errors(fp32: Path, quantized: Path, tensors: list[str], data: EvalData) -> dict[str, float]:
+def tensor_errors(
+    fp32: Path, quantized: Path, tensors: list[str], data: EvalData, batch: int = ANALYSIS_BATCH
+) -> dict[str, float]:
     """Mean over all samples of 1 − cosine between each tensor's fp32 value and the value the quantized graph
-    computes in its place."""
+    computes in its place, ``batch`` samples at a time (every tensor is held: the memory budget sets it)."""
     reference, ref_names = _session(fp32, {t: t for t in tensors})
     candidate, cand_names = _session(quantized, _as_consumed(_produced(quantized), tensors))
     common = sorted(set(ref_names) & set(cand_names))
     totals = dict.fromkeys(common, 0.0)
     counts = dict.fromkeys(common, 0)
-    for feeds in data.batches(ANALYSIS_BATCH):
+    for feeds in data.batches(batch):
         a = dict(zip(common, reference.run(common, feeds), strict=True))
         fetched = candidate.run([cand_names[t] for t in common], {k: v.copy() for k, v in feeds.items()})
         b = dict(zip(common, fetched, strict=True))
@@ -90,7 +92,9 @@ def _effective_output(node: Any, consumers: dict[str, list[Any]]) -> str:
     return tensor
 
 
-def rank_nodes(fp32: Path, quantized: Path, model: Any, excluded: list[str], data: EvalData) -> list[NodeDamage]:
+def rank_nodes(
+    fp32: Path, quantized: Path, model: Any, excluded: list[str], data: EvalData, batch: int = ANALYSIS_BATCH
+) -> list[NodeDamage]:
     """The quantized nodes of ``model`` (not in ``excluded``), most damaging first. Nodes whose output drifts
     less than their input (noise averaging out in a residual Add) still round values: they come last, not never."""
     consumers: dict[str, list[Any]] = {}
@@ -109,7 +113,7 @@ def rank_nodes(fp32: Path, quantized: Path, model: Any, excluded: list[str], dat
         if n.name not in excluded and n.input and n.output and (n.op_type in COMPUTE_OPS or outputs[n.name] in rounded)
     ]
     compared = {outputs[n.name] for n in nodes} | {n.input[0] for n in nodes}
-    errors = tensor_errors(fp32, quantized, sorted(compared), data)
+    errors = tensor_errors(fp32, quantized, sorted(compared), data, batch)
     # a graph input enters exact: the rounding of it to int8 is the consuming node's damage
     graph_inputs = {i.name for i in model.graph.input}
     damages = [
