@@ -1,5 +1,5 @@
-"""``python -m deployopt`` runs the CLI."""
+"""``python -m deployopt`` runs the CLI (supervised: see :mod:`deployopt.supervise`)."""
 
-from deployopt.cli import main
+from deployopt.supervise import entry
 
-main()
+entry()

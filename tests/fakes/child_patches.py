@@ -80,3 +80,8 @@ def crashes_leaving_scratch(folder):
     (Path(folder) / ".ir-scratch").mkdir()
     (Path(folder) / ".ir-scratch" / "half.xml").write_text("<net")
     _segfault("segmentation fault in the middle of writing")
+
+
+def segfaulting(*args, **kwargs):
+    """Any function of deployopt's own process, dying as a native library can."""
+    _segfault("segmentation fault in the build's own process")

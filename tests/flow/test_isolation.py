@@ -124,3 +124,16 @@ def test_the_lock_file_goes_with_the_run(digits_onnx, tmp_path, run_cli):
     code, _, err = run_cli("build", digits_onnx, "-o", tmp_path / "run", "--no-int8", "--no-fp16", "--no-bench")
     assert code == 0, err
     assert leftovers(tmp_path / "run") == [] and os.path.exists(tmp_path / "run" / "report.json")
+
+
+def test_a_crash_in_the_builds_own_process_ends_with_one_line_and_exit_4(digits_onnx, tmp_path, child_patches):
+    """What runs in deployopt's own process (the exporter, the graph optimiser, the original model) can crash too:
+    the command still ends with a documented exit code and one line, never a bare 139."""
+    child_patches({"deployopt.flow.build.inspect_source": "tests.fakes.child_patches:segfaulting"})
+    command = [sys.executable, "-m", "deployopt", "build", str(digits_onnx), "-o", str(tmp_path / "run")]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "deployopt: error: the runtime crashed (SIGSEGV) in deployopt's own process, in the step named last above; "
+        "rerun with --debug and report it"
+    )
