@@ -179,6 +179,7 @@ def build(model_file: Path, extra: list[str], out: Path, env_path: Path | None, 
             base = fp32["latency"].get("1", {}).get("p50_ms") if fp32 else None
             attempt.variants[v["name"]] = {
                 "passed": v["passed"],
+                "kept": v.get("role") != "not kept",
                 "p50_b1": p50,
                 "vs_fp32_b1": base / p50 if p50 and base else None,
             }
@@ -211,10 +212,13 @@ def run_model(model: Model, wheels: Path, work: Path) -> list[Attempt]:
 
 
 def _outcome(a: Attempt) -> str:
+    """How the command ended: a pass (naming the candidates the miss policy did not keep), the artifacts whose miss
+    failed the build, or the one-line refusal."""
+    let_go = [name for name, v in a.variants.items() if not v["kept"]]
     if a.exit_code == 0:
-        return "pass"
+        return "pass" + (f" (not kept: {', '.join(let_go)})" if let_go else "")
     if a.exit_code == 1:
-        failed = [name for name, v in a.variants.items() if not v["passed"]]
+        failed = [name for name, v in a.variants.items() if not v["passed"] and v["kept"]]
         return f"exit 1 (budget: {', '.join(failed)})"
     return f"exit {a.exit_code}: {a.verdict[:300]}"
 
