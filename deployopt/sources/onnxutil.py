@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -97,11 +98,15 @@ def already_quantized(model: Any) -> str | None:
 
 
 def graph_precision(model: Any) -> Precision:
-    """'int8' when the graph contains quantization ops, 'fp16' when most float weights are float16 (or, with
+    """'int8' when the graph contains quantization ops, 'fp16' when most float weights (by element count: a
+    converter leaves many small fp32 tensors, shapes and norms, beside the large fp16 ones) are float16 (or, with
     none, when it casts to float16), else 'fp32'."""
     if any(node.op_type in INT8_OPS for node in model.graph.node):
         return Precision.INT8
-    floats = Counter(i.data_type for i in model.graph.initializer if i.data_type in (FLOAT, FLOAT16))
+    floats: Counter = Counter()
+    for initializer in model.graph.initializer:
+        if initializer.data_type in (FLOAT, FLOAT16):
+            floats[initializer.data_type] += math.prod(initializer.dims)
     if floats:
         return Precision.FP16 if floats.most_common(1)[0][0] == FLOAT16 else Precision.FP32
     # No float weights (a graph of activations only): fp16 when it computes in float16

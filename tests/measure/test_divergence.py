@@ -76,3 +76,23 @@ def test_a_build_whose_fp32_misses_names_the_diverging_op(tmp_path, run_cli):
     notes = json.loads((tmp_path / "run" / "report.json").read_text())["notes"]
     (note,) = [n for n in notes if n.startswith("onnx-fp32 misses where")]
     assert "InstanceNormalization" in note and "off by" in note
+
+
+def test_an_original_run_by_onnx_runtime_blames_the_graph_passes_not_a_kernel():
+    """When the original is an ONNX file, it runs on ONNX Runtime as well: a kernel's error is on both sides, so the
+    note points at the graph step's passes and no per-op comparison runs."""
+    from types import SimpleNamespace
+
+    from deployopt.flow.misses import explain_fp32_miss
+    from deployopt.measure.budgets import resolve_budget
+    from deployopt.measure.verify import VerifyResult
+    from deployopt.reports.model import BuildReport, VariantReport
+    from deployopt.runners import RunnerSpec
+
+    report = BuildReport("m", "run", {}, "generated", 8, [1], 1)
+    verdict = VerifyResult("m.onnx", "model-fp32.onnx", resolve_budget("fp32"), 8, "generated", failures=["y: cosine"])
+    report.variants += [VariantReport("onnx-original", "m.onnx", "fp32", 1, role="reference")]
+    report.variants += [VariantReport("onnx-fp32", "model-fp32.onnx", "fp32", 1, verify=verdict)]
+    ctx = SimpleNamespace(reference=RunnerSpec("onnxruntime", "m.onnx"), progress=print)
+    (note,) = explain_fp32_miss(ctx, report)
+    assert note.startswith("onnx-fp32 misses against the original, which runs on ONNX Runtime too")
