@@ -28,6 +28,7 @@ from deployopt.errors import RunDirectoryLockedError, UsageError
 from deployopt.fsutil import atomic_path, read_json, remove_partials, sha256_file, sha256_json, write_json_atomic
 
 MANIFEST_FORMAT = "deployopt.manifest/1"
+LOCK_WAIT_SECONDS = 2.0
 _TOOL_PACKAGES = (
     "torch",
     "onnx",
@@ -87,7 +88,7 @@ class RunDirectory:
                 f"{self.root}: cannot create the run directory ({exc.strerror}); choose a writable --out"
             ) from exc
         try:
-            fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._lock_within(LOCK_WAIT_SECONDS)
             if not self._holds_the_lock_file():  # the holder finished and removed it between our open and flock
                 self._lock_handle.close()
                 self._lock_handle = None
@@ -101,6 +102,18 @@ class RunDirectory:
         remove_partials(self.root)
         self.manifest = self._load_manifest()
         return self
+
+    def _lock_within(self, seconds: float) -> None:
+        """The exclusive lock, waiting a moment for a holder that is exiting (a build just killed: the kernel
+        releases its lock when the process is gone); BlockingIOError when it is still held after ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     def _holds_the_lock_file(self) -> bool:
         try:

@@ -2,8 +2,8 @@
 
 Candidates run in processes of their own (:mod:`deployopt.isolation`), but the build's own process still runs
 native code — the exporter, the graph optimiser, the original model. Should that crash, the user gets one line and
-a documented exit code (4: a stage failed; 130 when it was a Ctrl-C or SIGTERM), not a bare 139. Ctrl-C reaches the
-child through the terminal's process group; SIGTERM is passed on. This process imports nothing heavy.
+a documented exit code (4: a stage failed; 130 when it was a Ctrl-C or SIGTERM), not a bare 139. Ctrl-C and SIGTERM
+are passed on to the child; a SIGKILL of this process takes the child with it. This process imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ def entry() -> None:
     from deployopt.isolation import describe_exit
 
     command = [sys.executable, "-P", "-m", "deployopt", *sys.argv[1:]]
-    process = subprocess.Popen(command, env={**os.environ, _CHILD: "1"})
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child has it too: it cleans up and exits 130
-    signal.signal(signal.SIGTERM, lambda signum, frame: process.terminate())
+    # its own process group: a terminal's Ctrl-C reaches this process only, which passes it on once
+    process = subprocess.Popen(command, env={**os.environ, _CHILD: "1"}, process_group=0, preexec_fn=_die_with_parent)
+    for forwarded in (signal.SIGINT, signal.SIGTERM):  # the child cleans up and exits 130
+        signal.signal(forwarded, lambda signum, frame: process.send_signal(signum))
     code = process.wait()
     if code >= 0:
         sys.exit(code)
@@ -40,3 +41,12 @@ def entry() -> None:
         file=sys.stderr,
     )
     sys.exit(EXIT_STAGE)
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: the kernel kills it when this process dies (a SIGKILL cannot be passed on),
+    so no orphaned build keeps writing to the run directory."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
