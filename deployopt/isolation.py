@@ -11,6 +11,7 @@ the hidden scratch entries it left in ``scratch`` — the caller's atomic output
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -58,6 +59,7 @@ def run_isolated(
             stderr=subprocess.STDOUT,  # one stream: a library printing to stdout must not reach the CLI's stdout
             text=True,
             errors="replace",
+            process_group=0,  # its own group: what it forks goes with it (see _end_group)
         )
         last_lines: deque[str] = deque(maxlen=20)
         reader = threading.Thread(target=_relay, args=(process.stdout, progress, last_lines), daemon=True)
@@ -75,6 +77,7 @@ def run_isolated(
             _remove_new_entries(scratch, before)
             raise
         finally:
+            _end_group(process.pid)
             reader.join()
         if result.exists():
             outcome, value = pickle.loads(result.read_bytes())
@@ -83,6 +86,13 @@ def run_isolated(
             return value
     _remove_new_entries(scratch, before)
     raise RuntimeCrashError(f"{label}: {describe_exit(code)} in its own process; {_last_words(last_lines)}")
+
+
+def _end_group(group: int) -> None:
+    """Kill what the child forked and left behind (a native library's helper that outlives it would hold its output
+    pipe open, and this process would wait for that pipe's end forever)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # nothing left of it
+        os.killpg(group, signal.SIGKILL)
 
 
 def describe_exit(code: int) -> str:
