@@ -17,7 +17,10 @@ from deployopt.data.plan import DataPlan, DataSources
 from deployopt.errors import InputFileError, UsageError
 from deployopt.flow.build import VARIANT_STEPS, BuildConfig, QuantizedVariants, build, require_signature
 from deployopt.flow.demo import run_demo
+from deployopt.flow.fleet import load_fleet as fleet_members
+from deployopt.flow.fleet import run_fleet
 from deployopt.flow.pipeline import pipeline_schema, run_pipeline, to_yaml
+from deployopt.flow.remeasure import recommend
 from deployopt.fsutil import atomic_path, write_json_atomic, write_text_atomic
 from deployopt.measure.bench import BenchConfig, BenchVariant, Measurement, bench
 from deployopt.measure.budgets import BudgetOverrides, resolve_budget
@@ -72,13 +75,16 @@ __all__ = [
     "diagnose",
     "engine",
     "export",
+    "fleet_members",
     "inspect_model",
     "load_report",
     "optimize",
     "pipeline_schema",
     "prune",
     "quantize",
+    "recommend",
     "run_demo",
+    "run_fleet",
     "run_pipeline",
     "save_pipeline",
     "train",

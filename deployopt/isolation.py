@@ -53,7 +53,7 @@ def run_isolated(
         job, result = Path(tmp) / "job.pickle", Path(tmp) / "result.pickle"
         job.write_bytes(pickle.dumps((work, kwargs, str(result)), protocol=pickle.HIGHEST_PROTOCOL))
         process = subprocess.Popen(
-            [sys.executable, *_SAFE_PATH, "-m", "deployopt.isolation", str(job)],
+            [sys.executable, *_SAFE_PATH, "-m", "deployopt.isolation", str(job), str(os.getpid())],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,  # one stream: a library printing to stdout must not reach the CLI's stdout
@@ -134,7 +134,19 @@ def _remove_new_entries(folder: Path | None, before: set[str]) -> None:
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def _child(job_path: str) -> int:
+def die_with_parent() -> None:
+    """The kernel kills this process when its parent dies (a SIGKILL of the parent cannot be passed on; a Ray worker
+    lost mid-build takes its candidates with it), so no orphan keeps writing to the run directory."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _child(job_path: str, parent: int) -> int:
+    die_with_parent()
+    if os.getppid() != parent:  # the parent died before the line above: nobody waits for this result
+        return 1
     work, kwargs, result_path = pickle.loads(Path(job_path).read_bytes())
     from deployopt.errors import DeployoptError
     from deployopt.fsutil import write_bytes_atomic
@@ -154,4 +166,4 @@ def _child(job_path: str) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(_child(sys.argv[1]))
+    raise SystemExit(_child(sys.argv[1], int(sys.argv[2])))

@@ -23,11 +23,11 @@ def entry() -> None:
         main()
         return
     from deployopt.errors import EXIT_INTERRUPTED, EXIT_STAGE
-    from deployopt.isolation import describe_exit
+    from deployopt.isolation import describe_exit, die_with_parent
 
     command = [sys.executable, "-P", "-m", "deployopt", *sys.argv[1:]]
     # its own process group: a terminal's Ctrl-C reaches this process only, which passes it on once
-    process = subprocess.Popen(command, env={**os.environ, _CHILD: "1"}, process_group=0, preexec_fn=_die_with_parent)
+    process = subprocess.Popen(command, env={**os.environ, _CHILD: "1"}, process_group=0, preexec_fn=die_with_parent)
     for forwarded in (signal.SIGINT, signal.SIGTERM):  # the child cleans up and exits 130
         signal.signal(forwarded, lambda signum, frame: process.send_signal(signum))
     code = process.wait()
@@ -41,12 +41,3 @@ def entry() -> None:
         file=sys.stderr,
     )
     sys.exit(EXIT_STAGE)
-
-
-def _die_with_parent() -> None:
-    """In the child, before it runs: the kernel kills it when this process dies (a SIGKILL cannot be passed on),
-    so no orphaned build keeps writing to the run directory."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

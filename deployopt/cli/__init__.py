@@ -81,6 +81,7 @@ def schema(markdown: bool) -> int:
 for command in (
     cli_build.build,
     cli_build.run,
+    cli_build.recommend,
     cli_build.demo,
     cli_convert.export,
     cli_convert.optimize,

@@ -98,8 +98,31 @@ def build(model: Path, as_json: bool, pipeline_file: Path | None, **kw: Any) -> 
     return console.finish_build(report, as_json, *gate)
 
 
+RAY_OPTIONS = (
+    click.option(
+        "--ray",
+        "ray_address",
+        envvar="DEPLOYOPT_RAY_ADDRESS",
+        metavar="HOST:PORT",
+        help="Run on the Ray cluster at this address (the `ray` extra) [env: DEPLOYOPT_RAY_ADDRESS].",
+    ),
+    click.option(
+        "--bench-on",
+        metavar="RESOURCE",
+        help="With --ray: verify and benchmark on nodes that advertise this Ray resource (e.g. cpu_amx), one "
+        "benchmark at a time per node.",
+    ),
+)
+
+
+def _ray_options(func):
+    for option in reversed(RAY_OPTIONS):
+        func = option(func)
+    return func
+
+
 @click.command()
-@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.argument("pipelines", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--set",
     "overrides",
@@ -107,17 +130,61 @@ def build(model: Path, as_json: bool, pipeline_file: Path | None, **kw: Any) -> 
     metavar="KEY=VALUE",
     help="Override a pipeline setting, e.g. --set build.bench.repeats=3 (repeatable).",
 )
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Build this many models at once (each in its own process); benchmarks still run one model at a time.",
+)
+@_ray_options
 @g.json_option("report.json")
 @g.gate_files
-def run(pipeline: Path, overrides: tuple[str, ...], as_json: bool, **kw: Any) -> int:
-    """Run a YAML PIPELINE (see pipelines/ and `deployopt schema`); it is validated before any work starts.
+def run(pipelines: tuple[Path, ...], overrides: tuple[str, ...], as_json: bool, **kw: Any) -> int:
+    """Run YAML PIPELINES (see pipelines/ and `deployopt schema`); each is validated before any work starts.
 
+    Several pipeline files, or one that lists several models, build a fleet: each model into its own run
+    directory, one summary, JUnit file and exit code for them all (the first failing model's code).
     With --baseline it is a CI gate: exit 1 on a budget miss or a regression against the earlier report.
     """
-    from deployopt.api import run_pipeline
+    from deployopt.api import fleet_members, run_fleet, run_pipeline
+    from deployopt.errors import UsageError
 
-    report = run_pipeline(pipeline, list(overrides), progress=console.progress)
-    return console.finish_build(report, as_json, kw.pop("baseline"), g.GATE.build(kw), kw["junit"], kw["summary"])
+    jobs, ray_address, bench_on, baseline = (
+        kw.pop("jobs"),
+        kw.pop("ray_address"),
+        kw.pop("bench_on"),
+        kw.pop("baseline"),
+    )
+    fleet = ray_address is not None or len(pipelines) > 1 or len(fleet_members(pipelines, list(overrides))) > 1
+    if not fleet:
+        report = run_pipeline(pipelines[0], list(overrides), progress=console.progress)
+        return console.finish_build(report, as_json, baseline, g.GATE.build(kw), kw["junit"], kw["summary"])
+    if baseline is not None:
+        raise UsageError("--baseline compares one build with its earlier report: give it to a single-model run")
+    outcome = run_fleet(
+        list(pipelines), list(overrides), jobs=jobs, ray_address=ray_address, bench_on=bench_on,
+        progress=console.progress,
+    )  # fmt: skip
+    return console.finish_fleet(outcome, as_json, kw["junit"], kw["summary"])
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_ray_options
+@click.option("--repeats", type=click.IntRange(min=1), help="Interleaved rounds [default: the build's].")
+@click.option("--json", "as_json", is_flag=True, help="Print this machine's recommendation as JSON.")
+def recommend(run_dirs: tuple[Path, ...], ray_address: str | None, bench_on: str | None, repeats, as_json) -> int:
+    """Benchmark finished builds' passing artifacts again on this machine (or a Ray node with --bench-on) and write
+    its recommendation beside the build machine's, keyed by CPU (RUN_DIR/recommendations/<cpu>.json, the reports).
+    """
+    from deployopt.api import recommend as run_recommend
+
+    entries = run_recommend(
+        list(run_dirs), ray_address=ray_address, bench_on=bench_on, repeats=repeats, progress=console.progress
+    )
+    return console.show_recommend(dict(zip(map(str, run_dirs), entries, strict=True)), as_json)
 
 
 @click.command()

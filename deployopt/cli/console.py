@@ -188,6 +188,55 @@ def finish_build(report, as_json: bool, baseline, budget, junit, summary) -> int
     return EXIT_BUDGET if code != EXIT_OK or (gate is not None and not gate.passed) else EXIT_OK
 
 
+def finish_fleet(fleet, as_json: bool, junit, summary) -> int:
+    """A fleet's one table (a line per model), its CI files, and its one exit code."""
+    from deployopt.reports.ci import write_fleet_ci_outputs
+
+    end_progress()
+    write_fleet_ci_outputs(fleet, junit, summary)
+    if as_json:
+        click.echo(json.dumps(fleet.to_json(), indent=2))
+        return fleet.exit_code
+    rows = []
+    for outcome in fleet.outcomes:
+        report = outcome.report
+        chosen = ", ".join(f"b{r.batch}: {r.variant}" for r in report.recommendations) if report else ""
+        verdict = "PASS" if outcome.exit_code == 0 else ("FAIL" if report else "ERROR")
+        rows.append(
+            [outcome.member.label, f"{verdict} ({outcome.exit_code})", chosen or "–", str(outcome.member.run_root)]
+        )
+    print_table(["model", "result (exit)", "recommended", "run directory"], rows)
+    for outcome in fleet.outcomes:
+        if outcome.error is not None:
+            click.echo(f"ERROR {outcome.member.label}: {outcome.error}", err=True)
+        for failure in outcome.report.failures if outcome.report else []:
+            click.echo(f"FAIL {outcome.member.label}: {failure}", err=True)
+    passed = sum(o.exit_code == 0 for o in fleet.outcomes)
+    click.echo(
+        f"{'PASS' if fleet.passed else 'FAIL'}: {passed} of {len(fleet.outcomes)} models passed ({fleet.mode})",
+        err=True,
+    )
+    return fleet.exit_code
+
+
+def show_recommend(entries: dict[str, dict], as_json: bool) -> int:
+    """``deployopt recommend``: this machine's recommendation per run directory, and what differs from the build."""
+    from deployopt.reports.model import describe_machine
+    from deployopt.reports.recommend import Recommendation
+
+    end_progress()
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return EXIT_OK
+    for run_dir, entry in entries.items():
+        click.echo(f"{run_dir}: measured on {describe_machine(entry['machine'])}")
+        for r in entry["recommendations"]:
+            click.echo(f"  {Recommendation.from_json(r).describe()}")
+        for note in entry["notes"]:
+            click.echo(f"  note: {note}")
+    return EXIT_OK
+
+
 def show_verify(result) -> None:
     end_progress()
     click.echo(

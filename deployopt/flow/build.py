@@ -7,33 +7,24 @@ report says which metric) when an artifact the user asked for misses its budget 
 
 from __future__ import annotations
 
-import time
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deployopt.data.calibration import Preprocess
-from deployopt.data.eval_data import EvalData
 from deployopt.data.plan import DataPlan, DataSources
 from deployopt.errors import InputFileError, UsageError
+from deployopt.flow.measurement import measure_artifacts
 from deployopt.flow.misses import explain_fp32_miss, settle_misses
 from deployopt.flow.verification import verify_artifacts
-from deployopt.fsutil import write_json_atomic, write_text_atomic
-from deployopt.measure.bench import BenchConfig, BenchVariant, bench, measurable_batches
+from deployopt.measure.bench import BenchConfig
 from deployopt.measure.verify import VerifyConfig
-from deployopt.reports.html import render_html
-from deployopt.reports.model import (
-    NOT_KEPT,
-    REFERENCE,
-    BuildReport,
-    VariantReport,
-    fp16_speed_note,
-    render_markdown,
-)
-from deployopt.reports.recommend import recommend
+from deployopt.platform.machine import this_machine
+from deployopt.reports.model import REFERENCE, BuildReport, VariantReport
 from deployopt.rundir import RunDirectory
-from deployopt.runners import RunnerSpec, reference_spec, spec_for_model
 from deployopt.sources.detect import (
     ModelSource,
     SourceKind,
@@ -44,7 +35,7 @@ from deployopt.sources.detect import (
 )
 from deployopt.sources.huggingface import TASKS
 from deployopt.sources.signature import Signature
-from deployopt.stages.base import BuildContext, Progress, Step
+from deployopt.stages.base import Artifact, BuildContext, Progress, Step
 from deployopt.stages.bf16 import Bf16Config, Bf16Step
 from deployopt.stages.engine.build import EngineConfig
 from deployopt.stages.export import ExportConfig, ExportStep
@@ -60,8 +51,6 @@ from deployopt.stages.transformer_fusion import TransformerFusionStep
 from deployopt.types import StepRecord
 
 DEFAULT_OUT_ROOT = Path("deployopt-out")
-# The human-readable reports every build writes beside report.json; a new format is one entry here.
-REPORT_FILES = {"report.md": render_markdown, "report.html": render_html}
 # The low-precision variants a build can make beside fp32, each one step; a new variant is one entry here.
 VARIANT_STEPS: dict[str, type] = {"fp16": Fp16Step, "int8": Int8Step, "bf16": Bf16Step}
 Variant = Literal[tuple(VARIANT_STEPS)]  # type: ignore[valid-type]
@@ -228,8 +217,36 @@ def plan(config: BuildConfig, huggingface: bool = False) -> list[Step]:
     return steps
 
 
-def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress: Progress = _silent) -> BuildReport:
-    """Build, verify and benchmark every artifact of ``model_path``; see the module docstring."""
+@dataclass
+class BuildState:
+    """What one part of a build hands the next: picklable, so the next part may run in another process (``run
+    --jobs``) or on another machine (a Ray node that carries the target's label, :mod:`deployopt.flow.fleet`)."""
+
+    model: Path
+    config: BuildConfig
+    run_root: Path
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    steps: list[StepRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    report: BuildReport | None = None  # once the artifacts are judged
+
+    def context(self, run: RunDirectory, progress: Progress) -> BuildContext:
+        """The build's context in this process, with what the earlier parts made."""
+        source = inspect_source(self.model, self.config.source_options)
+        data = DataPlan(require_signature(source), self.config.data_sources(source))
+        ctx = BuildContext(run, source, data.signature, self.config, data, progress, engine=self.config.engine)
+        ctx.artifacts, ctx.steps, ctx.notes = dict(self.artifacts), list(self.steps), list(self.notes)
+        return ctx
+
+    def after(self, ctx: BuildContext, report: BuildReport | None = None) -> BuildState:
+        return dataclasses.replace(
+            self, artifacts=dict(ctx.artifacts), steps=list(ctx.steps), notes=list(ctx.notes), report=report
+        )
+
+
+def prepare(model_path: str | Path, config: BuildConfig = BuildConfig()) -> BuildState:
+    """Every check a build can make before it runs (the model, its signature, the data, what was asked for by name):
+    a fleet makes them for all its models before any of them starts."""
     source = inspect_source(Path(model_path), config.source_options)
     if source.kind is SourceKind.OPENVINO_IR:
         raise InputFileError(
@@ -250,128 +267,78 @@ def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress:
 
         import_openvino()
     config.quantize.check_required(config)
-    steps = plan(config, source.kind is SourceKind.HUGGINGFACE)
-    data = DataPlan(signature, config.data_sources(source))
-    data.check()
-    run_root = config.out or DEFAULT_OUT_ROOT / model_name(source)
-    with RunDirectory(run_root, force=config.force) as run:
-        run.manifest["source"] = source.to_json()
-        run.manifest["signature"] = signature.to_json()
-        run.save()
-        ctx = BuildContext(run, source, signature, config, data, progress, engine=config.engine)
-        for step in steps:
-            step.run(ctx)
-        ctx.notes += data.signature_for_generated_inputs.default_sized()
-        report = BuildReport(
-            model=model_name(source),
-            run_dir=str(run.root),
-            source=source.to_json(),
-            data=data.verification.origin,
-            samples=data.verification.num_samples,
-            batch_sizes=list(config.bench.batch_sizes),
-            threads=config.bench.resolved_threads(),
-            stages=ctx.steps,
-            notes=ctx.notes,
-        )
-        facts = artifact_facts(source.path)
-        reference = VariantReport(
-            REFERENCE if source.kind.is_torch else "onnx-original",
-            str(source.path),
-            facts["precision"],
-            facts["size_bytes"],
-            role="reference",
-            runtime=ctx.reference.backend,
-        )
-        report.variants.append(reference)
-        verify_artifacts(ctx, report)
-        report.notes += explain_fp32_miss(ctx, report)
-        settle_misses(report, config)
-        if not config.skip_bench:
-            sized = data.signature_for_generated_inputs
-            contenders = {v.name for v in report.variants[1:] if v.passed and v.runtime in recommended_runtimes(config)}
-            _bench_variants(
-                run,
-                report,
-                reference_spec(source),
-                {name: a for name, a in ctx.artifacts.items() if report.variant(name).role != NOT_KEPT},
-                sized,
-                config.bench,
-                progress,
-                data.real_inputs,
-                contenders,
-            )
-            report.notes += fp16_speed_note(report)
-            report.recommendations = recommend(report, recommended_runtimes(config))
-        if config.triton_repo is not None:
-            report.notes.append(_triton_repository(report, run.root, config.triton_repo))
-        write_json_atomic(run.path("report.json"), report.to_json())
-        for filename, render in REPORT_FILES.items():
-            write_text_atomic(run.path(filename), render(report))
-        run.manifest["result"] = {"passed": report.passed, "failures": report.failures}
-        run.save()
+    DataPlan(signature, config.data_sources(source)).check()
+    return BuildState(source.path, config, config.out or DEFAULT_OUT_ROOT / model_name(source))
+
+
+def build(model_path: str | Path, config: BuildConfig = BuildConfig(), progress: Progress = _silent) -> BuildReport:
+    """Build, verify and benchmark every artifact of ``model_path``; see the module docstring."""
+    state = prepare(model_path, config)
+    with RunDirectory(state.run_root, force=config.force) as run:
+        ctx = state.context(run, progress)
+        _make(ctx)
+        return measure_artifacts(ctx, _judge(ctx))
+
+
+def make_artifacts(state: BuildState, progress: Progress = _silent) -> BuildState:
+    """The first part of a build on its own: every step of the plan, each artifact made (or reused)."""
+    with RunDirectory(state.run_root, force=state.config.force) as run:
+        ctx = state.context(run, progress)
+        _make(ctx)
+        return state.after(ctx)
+
+
+def judge_artifacts(state: BuildState, progress: Progress = _silent, *, make: bool = False) -> BuildState:
+    """The second part on its own (``make``: the first too, in one context): every artifact verified against the
+    original, on the CPU this runs on."""
+    with RunDirectory(state.run_root, force=state.config.force) as run:
+        ctx = state.context(run, progress)
+        if make:
+            _make(ctx)
+        return state.after(ctx, _judge(ctx))
+
+
+def finish_build(state: BuildState, progress: Progress = _silent) -> BuildReport:
+    """The last part on its own: the judged artifacts benchmarked on this machine, the reports written."""
+    with RunDirectory(state.run_root, force=state.config.force) as run:
+        return measure_artifacts(state.context(run, progress), state.report)
+
+
+def _make(ctx: BuildContext) -> None:
+    ctx.run.manifest["source"] = ctx.source.to_json()
+    ctx.run.manifest["signature"] = ctx.signature.to_json()
+    ctx.run.save()
+    for step in plan(ctx.config, ctx.source.kind is SourceKind.HUGGINGFACE):
+        step.run(ctx)
+
+
+def _judge(ctx: BuildContext) -> BuildReport:
+    """The report so far: every artifact verified, the fp32 miss explained, the miss policy applied."""
+    source, data, config = ctx.source, ctx.data, ctx.config
+    ctx.notes += [n for n in data.signature_for_generated_inputs.default_sized() if n not in ctx.notes]
+    report = BuildReport(
+        model=model_name(source),
+        run_dir=str(ctx.run.root),
+        source=source.to_json(),
+        data=data.verification.origin,
+        samples=data.verification.num_samples,
+        batch_sizes=list(config.bench.batch_sizes),
+        threads=config.bench.resolved_threads(),
+        stages=ctx.steps,
+        notes=ctx.notes,
+    )
+    facts = artifact_facts(source.path)
+    reference = VariantReport(
+        REFERENCE if source.kind.is_torch else "onnx-original",
+        str(source.path),
+        facts["precision"],
+        facts["size_bytes"],
+        role="reference",
+        runtime=ctx.reference.backend,
+    )
+    report.variants.append(reference)
+    verify_artifacts(ctx, report)
+    report.notes += explain_fp32_miss(ctx, report)
+    settle_misses(report, config)
+    report.verified_on = this_machine()
     return report
-
-
-def _triton_repository(report: BuildReport, run_dir: Path, repository: Path) -> str:
-    """``--triton-repo``: the recommended artifact as a Triton model folder, only when every budget held."""
-    from deployopt.serving.triton import TritonConfig, write_models
-
-    if not report.passed:
-        return f"triton: no model repository written to {repository}: the build missed a budget"
-    (model,) = write_models(report.to_json(), run_dir, repository, TritonConfig(force=True))
-    return (
-        f"triton: {model.folder} serves {model.variant} ({model.runtime}); config.pbtxt checked against Triton's schema"
-        + (f"; {model.caveat}" if model.caveat else "")
-    )
-
-
-def recommended_runtimes(config: BuildConfig) -> tuple[str, ...]:
-    """The runtimes whose artifacts may be recommended: ``--runtime`` narrows the CPU runtimes; TensorRT engines
-    (``--target tensorrt``) always compete."""
-    cpu = ("onnxruntime", "openvino") if config.runtime == "auto" else (config.runtime,)
-    return (*cpu, "tensorrt")
-
-
-def _bench_variants(
-    run: RunDirectory,
-    report: BuildReport,
-    ref_spec: RunnerSpec,
-    artifacts: dict,
-    signature: Signature,
-    config: BenchConfig,
-    progress: Progress,
-    real_inputs: EvalData | None,
-    contenders: set[str],
-) -> None:
-    report.batches_not_measured = measurable_batches(signature, config.batch_sizes)[1]
-    variants = [BenchVariant(report.variants[0].name, ref_spec)]
-    variants += [BenchVariant(name, spec_for_model(str(a.path))) for name, a in artifacts.items()]
-    started = time.perf_counter()
-    crashes: dict[str, str] = {}
-    measurements = bench(variants, signature, config, progress, real_inputs, contenders, crashes)
-    for m in measurements:
-        report.variant(m.variant).latency[m.batch] = m.to_json()
-    for name, crash in crashes.items():  # an artifact its runtime cannot run in service is no artifact to ship
-        variant = report.variant(name)
-        if variant.role == "artifact":
-            variant.role = NOT_KEPT
-        report.notes.append(f"{name} not benchmarked: {crash}" + (" — not kept" if variant.role == NOT_KEPT else ""))
-    run.manifest["metrics"]["bench"] = {
-        "config": config.model_dump(mode="json"),
-        "measurements": [m.to_json() for m in measurements],
-    }
-    run.save()
-    rounds = max(m.repeats for m in measurements) if measurements else 0
-    summary = (
-        f"{len(variants)} variants × batch {list(config.batch_sizes)}, {config.resolved_threads()} threads, "
-        f"{config.repeats} interleaved round(s) of one worker process each"
-        + (
-            f", up to {rounds} for the fastest until their order is clear of the noise"
-            if rounds > config.repeats
-            else ""
-        )
-        + ", on "
-        + (f"the inputs of {real_inputs.origin}, cycled to each batch" if real_inputs else "generated inputs")
-        + "; always re-measured (timings are never cached)"
-    )
-    report.stages.append(StepRecord("bench", False, round(time.perf_counter() - started, 3), summary))

@@ -29,19 +29,40 @@ class TrainStep(TrainConfig):
     model: str = Field(description="registered model name, e.g. tiny-text-transformer")
 
 
+class FleetEntry(BaseModel):
+    """One model of a ``models:`` list: its file and the settings it changes from the shared ``build:``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Path = Field(description="the model file, relative to the pipeline file")
+    build: dict = Field({}, description="settings of this model that differ from the shared build section")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_bare_path(cls, data: Any) -> Any:
+        return {"model": data} if isinstance(data, str) else data
+
+
 class Pipeline(BaseModel):
-    """``model:`` (a file) or ``train:`` (train one into the run directory first), then ``build:``."""
+    """``model:`` (a file), ``train:`` (train one into the run directory first) or ``models:`` (several, each built
+    on its own — a fleet), then ``build:``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: Path | None = Field(None, description="the model file, relative to the pipeline file")
     train: TrainStep | None = Field(None, description="train a registered model into the run directory first")
-    build: BuildConfig = Field(BuildConfig(), description="what deployopt build does")
+    models: tuple[FleetEntry, ...] | None = Field(
+        None, min_length=1, description="several models, each built into its own run directory (a fleet)"
+    )
+    build: BuildConfig = Field(BuildConfig(), description="what deployopt build does (shared by every model listed)")
 
     @model_validator(mode="after")
     def _one_source(self) -> Pipeline:
-        if (self.model is None) == (self.train is None):
-            raise ValueError("give exactly one of 'model:' (a model file) or 'train:' (a registered model to train)")
+        if sum(source is not None for source in (self.model, self.train, self.models)) != 1:
+            raise ValueError(
+                "give exactly one of 'model:' (a model file), 'train:' (a registered model to train) or 'models:' "
+                "(a list of model files)"
+            )
         return self
 
 
@@ -95,7 +116,19 @@ def _line_of(root: Any, loc: tuple) -> int | None:
 
 
 def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple[Path | TrainStep, BuildConfig]:
-    """Read and validate a pipeline file; return the model path (resolved) or its train step, and the build."""
+    """Read and validate a pipeline file of one model; return the model path (resolved) or its train step, and the
+    build."""
+    members = load_pipeline_models(path, overrides)
+    if len(members) != 1:
+        raise UsageError(f"{path}: lists {len(members)} models; `deployopt run` builds them all (a fleet)")
+    return members[0]
+
+
+def load_pipeline_models(
+    path: str | Path, overrides: list[str] | None = None
+) -> list[tuple[Path | TrainStep, BuildConfig]]:
+    """Read and validate a pipeline file: one ``model:`` (or ``train:``), or a ``models:`` list whose entries share
+    the ``build:`` section, each entry's own ``build:`` laid over it. Every model is checked before any runs."""
     import yaml
 
     path = Path(path)
@@ -112,23 +145,50 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple
     if not isinstance(document, dict):
         raise InputFileError(f"{path}: a pipeline must be a mapping with at least 'model:'")
     document = apply_overrides(document, list(overrides or []))
+    fleet = _checked(path, root, document, ())
+    if fleet.models is None:
+        return [_validated(path, root, document, ())]
+    shared = document.get("build") or {}
+    return [
+        _validated(path, root, {"model": entry.model, "build": _merged(shared, entry.build)}, ("models", number))
+        for number, entry in enumerate(fleet.models)
+    ]
+
+
+def _merged(shared: dict, own: dict) -> dict:
+    """``own`` laid over ``shared``, section by section."""
+    merged = dict(shared)
+    for key, value in own.items():
+        merged[key] = (
+            _merged(shared[key], value) if isinstance(value, dict) and isinstance(shared.get(key), dict) else value
+        )
+    return merged
+
+
+def _checked(path: Path, root: Any, document: dict, where: tuple) -> Pipeline:
     try:
-        pipeline = Pipeline.model_validate(document)
+        return Pipeline.model_validate(document)
     except ValidationError as exc:
         error = exc.errors()[0]
-        key = ".".join(str(p) for p in error["loc"])
-        line = _line_of(root, error["loc"])
+        loc = (*where, *error["loc"])
+        key = ".".join(str(p) for p in loc)
         raise InputFileError(
-            f"{path}:{line}: key '{key}': {error['msg']}; `deployopt schema` lists every key "
+            f"{path}:{_line_of(root, loc)}: key '{key}': {error['msg']}; `deployopt schema` lists every key "
             "(README: Pipeline reference)"
         ) from exc
+
+
+def _validated(path: Path, root: Any, document: dict, where: tuple) -> tuple[Path | TrainStep, BuildConfig]:
+    """One model of a pipeline (``where``: its place in a ``models:`` list), its paths relative to the file."""
+    pipeline = _checked(path, root, document, where)
     base = path.parent
     if pipeline.train is not None:
         model = pipeline.train
     elif not (model := pipeline.model if pipeline.model.is_absolute() else base / pipeline.model).exists():
-        line = _line_of(root, ("model",))
+        line = _line_of(root, (*where, "model") if where else ("model",))
         raise InputFileError(
-            f"{path}:{line}: key 'model': file {model} not found; fix the path (relative to the pipeline)"
+            f"{path}:{line}: key '{'.'.join(map(str, (*where, 'model')))}': file {model} not found; fix the path "
+            "(relative to the pipeline)"
         )
     config = pipeline.build
     if pipeline.train is not None:
@@ -136,7 +196,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> tuple
     for keys in INPUT_FILES + OUTPUT_FILES:
         config, value = _rebase(config, keys, lambda p: p if p.is_absolute() else base / p)
         if keys in INPUT_FILES and value is not None and not value.exists():
-            line = _line_of(root, ("build", *keys))
+            line = _line_of(root, (*where, "build", *keys)) or _line_of(root, ("build", *keys))
             name = ".".join(("build", *keys))
             raise InputFileError(f"{path}:{line}: key '{name}': file {value} not found; fix the path")
     return model, config
@@ -169,25 +229,31 @@ def _train_inputs(step: TrainStep) -> dict[str, str]:
 
 
 def run_pipeline(path: str | Path, overrides: list[str] | None = None, progress=lambda message: None) -> BuildReport:
-    """Load, (train when the pipeline says so,) build. Training is a stage of the run directory: a re-run
-    with the same train options and tool versions reuses the checkpoint."""
-    from deployopt.rundir import RunDirectory
-
+    """Load, (train when the pipeline says so,) build."""
     source, config = load_pipeline(path, overrides)
     if isinstance(source, TrainStep):
-        step = source
-        config = config if config.out is not None else config.model_copy(update={"out": DEFAULT_OUT_ROOT / step.model})
-        progress(f"train: {step.model}")
-        with RunDirectory(config.out, force=config.force) as run:
-            outcome = run.run_stage(
-                "train",
-                step,
-                _train_inputs(step),
-                {"model": f"{step.model}.pt"},
-                lambda out: train_model(step.model, out["model"], step, log=progress, logs=run.root / "train"),
-            )
-        source = outcome.output("model")
+        config = (
+            config if config.out is not None else config.model_copy(update={"out": DEFAULT_OUT_ROOT / source.model})
+        )
+        source = train_into(source, config, progress)
     return build(source, config, progress)
+
+
+def train_into(step: TrainStep, config: BuildConfig, progress=lambda message: None) -> Path:
+    """Train ``step`` into the run directory ``config.out``. Training is a stage of the run directory: a re-run with
+    the same train options and tool versions reuses the checkpoint."""
+    from deployopt.rundir import RunDirectory
+
+    progress(f"train: {step.model}")
+    with RunDirectory(config.out, force=config.force) as run:
+        outcome = run.run_stage(
+            "train",
+            step,
+            _train_inputs(step),
+            {"model": f"{step.model}.pt"},
+            lambda out: train_model(step.model, out["model"], step, log=progress, logs=run.root / "train"),
+        )
+    return outcome.output("model")
 
 
 # BuildConfig fields holding paths (relative to the pipeline file): files that must exist, and outputs.

@@ -49,7 +49,12 @@ def x86_without_vnni() -> bool:
     """True on x86 CPUs lacking VNNI, whose U8S8 kernels sum products in int16 and can saturate."""
     if not is_x86() or not _cpuinfo()[1]:
         return False  # not x86, or flags unknown: assume a modern CPU; verification still guards accuracy
-    return not any(flag in _cpuinfo()[1] for flag in _VNNI)
+    return lacks_vnni(_cpuinfo()[1])
+
+
+def lacks_vnni(flags) -> bool:
+    """Whether a CPU with these flags (this one's, or another machine's from its report) has no VNNI instruction."""
+    return not any(flag in flags for flag in _VNNI)
 
 
 def describe_cpu() -> str:

@@ -5,13 +5,37 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deployopt.fsutil import write_text_atomic
 from deployopt.measure.gate import GateResult
 from deployopt.reports.model import NOT_KEPT, BuildReport, variant_table
 
+if TYPE_CHECKING:
+    from deployopt.flow.fleet import FleetReport
+
 
 def junit_xml(report: BuildReport, gate: GateResult | None) -> str:
+    return _document([_suite(report, gate)])
+
+
+def fleet_junit_xml(fleet: FleetReport) -> str:
+    """One test suite per model of a fleet; a model whose build stopped with an error is one failing case."""
+    suites = []
+    for outcome in fleet.outcomes:
+        if outcome.report is not None:
+            suites.append(_suite(outcome.report, None))
+            continue
+        case = ET.Element("testcase", classname=f"deployopt.{outcome.member.label}", name="build")
+        error = str(outcome.error)
+        ET.SubElement(case, "error", message=error, type=f"exit {outcome.exit_code}").text = error
+        suite = ET.Element("testsuite", name=f"deployopt {outcome.member.label}", tests="1", failures="0", errors="1")
+        suite.append(case)
+        suites.append(suite)
+    return _document(suites)
+
+
+def _suite(report: BuildReport, gate: GateResult | None) -> ET.Element:
     cases: list[ET.Element] = []
     for variant in report.variants:
         if variant.verify is None:
@@ -44,10 +68,17 @@ def junit_xml(report: BuildReport, gate: GateResult | None) -> str:
         skipped=str(skipped),
     )
     suite.extend(cases)
-    suites = ET.Element("testsuites", tests=str(len(cases)), failures=str(failures))
-    suites.append(suite)
-    ET.indent(suites)
-    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+    return suite
+
+
+def _document(suites: list[ET.Element]) -> str:
+    count = lambda key: sum(int(s.get(key, "0")) for s in suites)  # noqa: E731
+    root = ET.Element("testsuites", tests=str(count("tests")), failures=str(count("failures")))
+    if count("errors"):
+        root.set("errors", str(count("errors")))
+    root.extend(suites)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
 def summary_markdown(report: BuildReport, gate: GateResult | None) -> str:
@@ -72,3 +103,26 @@ def write_ci_outputs(report: BuildReport, gate: GateResult | None, junit: Path |
         write_text_atomic(junit, junit_xml(report, gate))
     if summary is not None:
         write_text_atomic(summary, summary_markdown(report, gate))
+
+
+def fleet_summary_markdown(fleet: FleetReport) -> str:
+    """A pull-request comment for a fleet: one line per model, then each built model's own summary."""
+    lines = [
+        f"## deployopt {'✅ PASS' if fleet.passed else '❌ FAIL'}: {len(fleet.outcomes)} models ({fleet.mode})",
+        "",
+    ]
+    for outcome in fleet.outcomes:
+        mark = "✅" if outcome.exit_code == 0 else "❌"
+        why = str(outcome.error) if outcome.error else "; ".join(outcome.report.failures) or "every budget met"
+        lines.append(f"- {mark} **{outcome.member.label}** (exit {outcome.exit_code}): {why}")
+    for outcome in fleet.outcomes:
+        if outcome.report is not None:
+            lines += ["", summary_markdown(outcome.report, None).replace("## deployopt", "### deployopt", 1)]
+    return "\n".join(lines) + "\n"
+
+
+def write_fleet_ci_outputs(fleet: FleetReport, junit: Path | None, summary: Path | None) -> None:
+    if junit is not None:
+        write_text_atomic(junit, fleet_junit_xml(fleet))
+    if summary is not None:
+        write_text_atomic(summary, fleet_summary_markdown(fleet))

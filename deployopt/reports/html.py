@@ -11,7 +11,7 @@ import base64
 import html
 import io
 
-from deployopt.reports.model import REFERENCE, BuildReport, VariantReport
+from deployopt.reports.model import REFERENCE, BuildReport, VariantReport, machine_lines
 from deployopt.types import ONNX_FP32
 
 _STYLE = """
@@ -175,6 +175,20 @@ def _recommendation(report: BuildReport) -> str:
     return f'<h2>Recommendation</h2><ul id="recommendation">{items}</ul>{code}'
 
 
+def _machines(report: BuildReport) -> str:
+    """report.md's Machines section as HTML: where each figure was reached, other machines' recommendations."""
+    parts, items = [], []
+    for line in machine_lines(report)[2:]:
+        if line.startswith("### "):
+            parts.append(f"<ul>{''.join(items)}</ul>" if items else "")
+            parts.append(f"<h3>{html.escape(line[4:])}</h3>")
+            items = []
+        elif line.startswith("- "):
+            items.append(f"<li>{html.escape(line[2:])}</li>")
+    parts.append(f"<ul>{''.join(items)}</ul>" if items else "")
+    return f'<h2>Machines</h2><div id="machines">{"".join(parts)}</div>'
+
+
 def render_html(report: BuildReport) -> str:
     verdict = '<span class="pass">PASS</span>' if report.passed else '<span class="fail">FAIL</span>'
     steps = "".join(
@@ -196,6 +210,7 @@ def render_html(report: BuildReport) -> str:
         f"{_table(report)}"
         + "".join(f"<p>{html.escape(line)}</p>" for line in report.not_measured_lines())
         + _recommendation(report)
+        + _machines(report)
         + f'<div class="plots">{images}</div>'
         f"<h2>Steps</h2><ol>{steps}</ol>" + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "") + "</body></html>\n"
     )

@@ -7,13 +7,10 @@ against the reference, and whether it met its budget.
 
 from __future__ import annotations
 
-import os
-import platform
 from dataclasses import dataclass, field
-from typing import Any
 
 from deployopt.measure.verify import VerifyResult
-from deployopt.platform.cpu import cpu_name, isa_flags
+from deployopt.platform.machine import this_machine
 from deployopt.reports.recommend import Recommendation
 from deployopt.types import ONNX_FP32, REPORT_FORMAT, StepRecord
 
@@ -84,6 +81,10 @@ class BuildReport:
     # requested batch sizes the model cannot run (a fixed batch of 1 asked for batch 32) → why
     batches_not_measured: dict[int, str] = field(default_factory=dict)
     recommendations: list[Recommendation] = field(default_factory=list)  # per batch: the fastest passing artifact
+    verified_on: dict | None = None  # platform.machine.this_machine() where the verdicts were reached
+    measured_on: dict | None = None  # … and where the latencies were measured (each row repeats it)
+    # `deployopt recommend` on other machines: cpu_key → {"machine", "recommendations", "latency", "notes"}
+    elsewhere: dict[str, dict] = field(default_factory=dict)
 
     @property
     def kept(self) -> list[VariantReport]:
@@ -129,12 +130,15 @@ class BuildReport:
             "samples": self.samples,
             "batch_sizes": self.batch_sizes,
             "threads": self.threads,
-            "machine": machine_description(),
+            "machine": self.measured_on or self.verified_on or this_machine(),
+            "verified_on": self.verified_on,
+            "measured_on": self.measured_on,
             "stages": [s.to_json() for s in self.stages],
             "variants": [v.to_json() for v in self.variants],
             "notes": self.notes,
             "batches_not_measured": {str(b): reason for b, reason in self.batches_not_measured.items()},
             "recommendations": [r.to_json() for r in self.recommendations],
+            "recommendations_elsewhere": self.elsewhere,
         }
 
     @classmethod
@@ -147,17 +151,10 @@ class BuildReport:
             variants=[VariantReport.from_json(v) for v in data["variants"]],
             batches_not_measured={int(b): r for b, r in data.get("batches_not_measured", {}).items()},
             recommendations=[Recommendation.from_json(r) for r in data.get("recommendations", [])],
+            verified_on=data.get("verified_on"),
+            measured_on=data.get("measured_on"),
+            elsewhere=data.get("recommendations_elsewhere", {}),
         )
-
-
-def machine_description() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "processor": cpu_name(),
-        "isa_flags": isa_flags(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-    }
 
 
 def _mb(size: int) -> str:
@@ -236,6 +233,7 @@ def render_markdown(report: BuildReport) -> str:
         *(["", *report.not_measured_lines()] if report.batches_not_measured else []),
         "",
         *recommendation_lines(report),
+        *machine_lines(report),
         "## Steps",
         "",
     ]
@@ -257,6 +255,28 @@ def recommendation_lines(report: BuildReport) -> list[str]:
     lines += [f"- {r.describe()}" for r in report.recommendations]
     for code in dict.fromkeys(r.load_code for r in report.recommendations if r.load_code):
         lines += ["", "```python", code, "```"]
+    return [*lines, ""]
+
+
+def describe_machine(machine: dict | None) -> str:
+    """``AMD EPYC 9B45 [avx2, avx512f, …] on host (Ray node 1a2b3c4d5e6f)``: where a figure came from."""
+    if not machine:
+        return "unknown machine"
+    node = f", Ray node {machine['node'][:12]}" if machine.get("node") else ""
+    flags = ", ".join(machine["isa_flags"]) or "no decisive flags"
+    return f"{machine['processor']} [{flags}] on {machine['host']}{node}"
+
+
+def machine_lines(report: BuildReport) -> list[str]:
+    """Where the verdicts and timings were reached, and the recommendations other machines measured
+    (``deployopt recommend``), each under its CPU, with which artifact to deploy where."""
+    lines = ["## Machines", "", f"- Verified on {describe_machine(report.verified_on)}"]
+    if report.measured_on:
+        lines.append(f"- Benchmarked on {describe_machine(report.measured_on)}")
+    for entry in report.elsewhere.values():
+        lines += ["", f"### Measured again on {describe_machine(entry['machine'])} ({entry['measured']})", ""]
+        lines += [f"- {Recommendation.from_json(r).describe()}" for r in entry["recommendations"]]
+        lines += [f"- note: {note}" for note in entry["notes"]]
     return [*lines, ""]
 
 

@@ -19,6 +19,7 @@ from deployopt.data.memory import MemoryBudget, MemoryPlan, activation_bytes_per
 from deployopt.measure.budgets import resolve_budget
 from deployopt.measure.kinds import classify_outputs, kinds_note
 from deployopt.measure.verify import CollectedOutputs, Judge, collect_outputs
+from deployopt.platform.machine import this_machine
 from deployopt.rundir import RunDirectory, StageOutcome
 from deployopt.runners import RunnerSpec, create_runner, reference_spec
 from deployopt.types import ONNX_FP32, StepRecord
@@ -127,13 +128,16 @@ class BuildContext:
             path = graph.path if graph else None
             kinds = classify_outputs(outputs.names, outputs.arrays, inputs, path, declared, self.source.output_kind)
             self._output_kinds = {name: kind for name, (kind, _) in kinds.items()}
-            self.notes.append(kinds_note(kinds))
+            if (note := kinds_note(kinds)) not in self.notes:  # a later part of the build, in another process
+                self.notes.append(note)
         return self._output_kinds
 
     def verification_key(self, artifact_sha256: str, judge: Judge) -> dict:
         """What a verification result depends on: the original, the artifact's bytes, the data, the budget and
-        the batch — the cache key of ``verify:<variant>`` in the run directory."""
+        the batch, and the CPU (its kernels are the ones judged) — the cache key of ``verify:<variant>``."""
+        machine = this_machine()
         return {
+            "cpu": [machine["processor"], machine["isa_flags"]],
             "reference": self.source.sha256,
             "candidate": artifact_sha256,
             "data": data_fingerprint(judge.data),

@@ -11,7 +11,7 @@ from deployopt.errors import RuntimeCrashError
 from deployopt.isolation import child_progress, run_isolated
 from deployopt.sources.onnxutil import already_quantized, load_model
 from deployopt.stages.base import Artifact, BuildContext
-from deployopt.stages.int8.quantize import Int8Config, quantizable_nodes, resolve_mode
+from deployopt.stages.int8.quantize import Int8Config, quantizable_nodes, resolve_mode, seven_bit_weights
 from deployopt.stages.int8.search import quantize_int8
 from deployopt.stages.int8.sensitivity import ANALYSIS_BATCH
 from deployopt.types import ONNX_FP32, Precision
@@ -56,6 +56,7 @@ class Int8Step:
             "batch": judge.batch_size,
             "batches": list(bench.batch_sizes),
             "calibration_chunk": chunk,
+            "seven_bit_weights": seven_bit_weights(config),  # decided by this CPU: another one makes its own
         }
 
         def work(out: dict[str, Path]) -> dict:

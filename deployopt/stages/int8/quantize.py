@@ -132,11 +132,17 @@ AUTO_METHODS = ("minmax", "percentile")
 MIN_HISTOGRAM_SAMPLES = 32
 
 
+def seven_bit_weights(config: Int8Config) -> bool:
+    """Whether U8S8 weights use 7 bits: asked for, or ``auto`` on an x86 CPU without VNNI — a choice made for the
+    CPU the build runs on, which ``deployopt recommend`` names when the artifact is measured on another."""
+    return x86_without_vnni() if config.weight_bits == "auto" else config.weight_bits == "7"
+
+
 def candidates_for(model: Any, config: Int8Config, mode: str) -> list[Candidate]:
     """The settings worth trying for this graph and target, in order of preference. Static candidates come in
     one encoding (QDQ unless the user fixed QOperator): the search compares calibration methods in it and tries
     the other encoding only on the settings it keeps (:func:`other_encoding`)."""
-    reduce = x86_without_vnni() if config.weight_bits == "auto" else config.weight_bits == "7"
+    reduce = seven_bit_weights(config)
     if mode == "dynamic":
         if config.target == "tensorrt":
             raise UsageError(
