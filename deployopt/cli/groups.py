@@ -8,6 +8,7 @@ spellings that still work for one release.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,7 @@ _HAND_WRITTEN = {
 
 def _type_name(annotation: Any) -> str:
     text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("NoneType", "None")
+    text = re.sub(r"\b(?:[a-z_]\w*\.)+([A-Z]\w*)", r"\1", text)  # deployopt.flow.pipeline.FleetEntry → FleetEntry
     return text.removeprefix("<class '").removesuffix("'>")
 
 

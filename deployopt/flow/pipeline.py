@@ -52,7 +52,10 @@ class Pipeline(BaseModel):
     model: Path | None = Field(None, description="the model file, relative to the pipeline file")
     train: TrainStep | None = Field(None, description="train a registered model into the run directory first")
     models: tuple[FleetEntry, ...] | None = Field(
-        None, min_length=1, description="several models, each built into its own run directory (a fleet)"
+        None,
+        min_length=1,
+        description="several models, each built into its own run directory (a fleet): a file, or {model: FILE, "
+        "build: {the settings that differ from the shared build section}}",
     )
     build: BuildConfig = Field(BuildConfig(), description="what deployopt build does (shared by every model listed)")
 

@@ -166,9 +166,14 @@ class Cluster:
         measure = ray.remote(max_retries=RETRIES, **self._measuring())(_measure_task)
         refs = []
         for member in members:
-            made = make.options(name=f"make {member.label}").remote(member, bool(self.bench_on), messages)
+            gpus = gpus_for(member)
+            made = make.options(name=f"make {member.label}", num_gpus=gpus).remote(
+                member, bool(self.bench_on), messages
+            )
             if self.bench_on:
-                made = measure.options(name=f"measure {member.label}").remote(made, member.label, messages)
+                made = measure.options(name=f"measure {member.label}", num_gpus=gpus).remote(
+                    made, member.label, messages
+                )
             refs.append(made)
         results = self._gather(refs, messages, progress, [m.label for m in members])
         where = f"judged and benchmarked on nodes with {self.bench_on}" if self.bench_on else "benchmarked here"
@@ -194,6 +199,11 @@ class Cluster:
             raise exc.cause from None
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
             return StageError(f"{label}: the Ray worker running it died {RETRIES + 1} times ({exc})")
+
+
+def gpus_for(member: Member) -> int:
+    """A TensorRT target builds its engines on the GPU they will run on: its tasks ask Ray for one."""
+    return 1 if member.config.target == "tensorrt" else 0
 
 
 def _finish_here(member: Member, state: BuildState, progress: Progress) -> MemberOutcome:

@@ -272,7 +272,13 @@ def _inspect_checkpoint(source: ModelSource) -> ModelSource:
 
     try:
         obj = torch_load(source.path, weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # not a class it refused: bytes that are no pickle at all
+            raise file_error(
+                source.path,
+                "is not a readable model (a pickle that is corrupt)",
+                "re-save it with torch.save, torch.jit.save, torch.export.save or torch.onnx.export",
+            ) from exc
         # weights_only refuses arbitrary classes: this is a whole pickled module (or other object).
         pickled = replace(source, kind=SourceKind.PICKLED_MODULE)
         require_trust(pickled)

@@ -68,6 +68,7 @@ def test_every_exit_code_is_documented(doc):
         (lambda d: d / "missing.pt", 3, "model file not found"),
         (lambda d: _write(d / "empty.pt", b""), 3, "is empty"),
         (lambda d: _write(d / "random.pt", os.urandom(2048)), 3, "not a readable model"),
+        (lambda d: _write(d / "pickle.pt", b"\x80\x02" + os.urandom(2048)), 3, "not a readable model"),
         (lambda d: d, 3, "is a directory"),
         (lambda d: _write(d / "model.xyz", b"plain text\n"), 3, "unrecognised model format"),
     ],

@@ -122,3 +122,12 @@ def test_a_weight_range_chosen_for_the_build_cpu_is_named_on_a_cpu_that_chooses_
     assert baked_decisions(manifest, report, built_on) == []  # on the CPU it was made for, nothing to name
     fixed = {"stages": {"int8": {"config": {"weight_bits": "7"}, "inputs": {"seven_bit_weights": True}}}}
     assert baked_decisions(fixed, report, target) == []  # asked for by the user: not the build CPU's choice
+
+
+def test_a_tensorrt_pipeline_asks_ray_for_a_gpu_and_a_cpu_pipeline_does_not(two_models, tmp_path):
+    from deployopt.api import fleet_members
+    from deployopt.flow.ray_fleet import gpus_for
+
+    pipeline = fleet_pipeline(tmp_path, two_models, **{"digits-b": {"target": "tensorrt"}})
+    cpu, tensorrt = fleet_members([pipeline])
+    assert (gpus_for(cpu), gpus_for(tensorrt)) == (0, 1)
