@@ -27,7 +27,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_INPUT: "bad input file: missing, empty, corrupt, unrecognised, or not matching the signature",
     EXIT_STAGE: "a stage failed on a valid input (e.g. an operator the ONNX exporter cannot convert, a runtime "
     "that crashed on an artifact you asked for)",
-    EXIT_BACKEND: "a runtime, provider or optional package is missing or not active on this machine",
+    EXIT_BACKEND: "a runtime, provider or optional package is missing or not active on this machine, or no Ray "
+    "cluster answers at --ray",
     EXIT_LOCKED: "the run directory is in use by another deployopt process",
     EXIT_INTERNAL: "internal error in deployopt (rerun with --debug and report the traceback)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C); finished artifacts are kept, unfinished ones discarded",
