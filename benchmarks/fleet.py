@@ -49,8 +49,9 @@ def timed_run(work: Path, label: str, models: tuple[str, ...], extra: list[str])
         raise SystemExit(f"{label}: exit {result.returncode}\n{result.stderr[-2000:]}")
     reports = {name: json.loads((runs / name / "report.json").read_text()) for name in models}
     verdicts = {name: [(v["name"], v["passed"], v["role"]) for v in r["variants"]] for name, r in reports.items()}
+    bench = sum(s["seconds"] for r in reports.values() for s in r["stages"] if s["stage"] == "bench")
     shutil.rmtree(runs)
-    return {"label": label, "wall": wall, "verdicts": verdicts}
+    return {"label": label, "wall": wall, "verdicts": verdicts, "bench": bench}
 
 
 def start_cluster(temp_dir: str) -> str:
@@ -92,8 +93,11 @@ def main() -> None:
         train_demo_model(work / "digits-1.pt", log=lambda message: None)
         for name in MODELS[1:]:
             shutil.copy(work / "digits-1.pt", work / f"{name}.pt")
+        no_bench = ["--set", "build.skip_bench=true"]
+        modes = [("serial", []), ("--jobs 2", ["--jobs", "2"])]
+        modes += [("serial, no benchmarks", no_bench), ("--jobs 2, no benchmarks", ["--jobs", "2", *no_bench])]
         for _ in range(args.repeats):
-            for label, extra in (("serial", []), ("--jobs 2", ["--jobs", "2"])):
+            for label, extra in modes:
                 rows.setdefault(label, []).append(timed_run(work, label, MODELS, extra))
                 print(label, f"{rows[label][-1]['wall']:.1f} s", flush=True)
         if not args.no_ray:
@@ -109,7 +113,7 @@ def main() -> None:
                 stop_cluster(temp_dir)
                 shutil.rmtree(temp_dir, ignore_errors=True)
     median = {label: statistics.median(r["wall"] for r in runs) for label, runs in rows.items()}
-    fleets = rows["serial"] + rows["--jobs 2"] + rows.get("ray fleet", [])
+    fleets = rows["serial"] + rows["--jobs 2"] + rows.get("ray fleet", [])  # the runs that benchmark
     same = all(r["verdicts"] == rows["serial"][0]["verdicts"] for r in fleets)
     command = "python benchmarks/fleet.py " + " ".join(sys.argv[1:])
     lines = [
@@ -120,13 +124,17 @@ def main() -> None:
         "build` (every variant, batch sizes 1 and 32); every run a process of its own from empty run directories, "
         f"the local modes alternated {args.repeats}×, medians",
         "",
-        "| run | wall (median) | runs | vs one after another |",
-        "|---|---|---|---|",
+        "| run | wall (median) | runs | of which benchmarks (serial by design) | vs one after another |",
+        "|---|---|---|---|---|",
     ]
+    baseline = {"--jobs 2": "serial", "ray fleet": "serial", "--jobs 2, no benchmarks": "serial, no benchmarks"}
     for label, runs in rows.items():
-        ratio = median[label] / median["serial"] if label in ("serial", "--jobs 2", "ray fleet") else None
+        ratio = median[label] / median[baseline[label]] if label in baseline else None
         walls = ", ".join(f"{r['wall']:.0f} s" for r in runs)
-        lines.append(f"| {label} | {median[label]:.1f} s | {walls} | {f'{ratio:.2f}×' if ratio else '–'} |")
+        bench = statistics.median(r["bench"] for r in runs)
+        lines.append(
+            f"| {label} | {median[label]:.1f} s | {walls} | {bench:.0f} s | {f'{ratio:.2f}×' if ratio else '–'} |"
+        )
     lines += ["", f"- Same verdicts in every run of the four models (each mode): {'yes' if same else 'NO'}"]
     if "one model on Ray" in median:
         overhead = median["one model on Ray"] - median["one model here"]

@@ -29,6 +29,7 @@ from deployopt.errors import RuntimeCrashError
 T = TypeVar("T")
 _PROGRESS = "\x1edeployopt-progress:"  # marks a progress line in the child's output
 _SAFE_PATH = ["-P"] if sys.version_info >= (3, 11) else []  # import the installed deployopt, not the cwd's
+_RUNNING: set[int] = set()  # process groups of the children running now (several at once under `run --jobs`)
 
 
 def child_progress(message: str) -> None:
@@ -61,6 +62,7 @@ def run_isolated(
             errors="replace",
             process_group=0,  # its own group: what it forks goes with it (see _end_group)
         )
+        _RUNNING.add(process.pid)
         last_lines: deque[str] = deque(maxlen=20)
         reader = threading.Thread(target=_relay, args=(process.stdout, progress, last_lines), daemon=True)
         reader.start()
@@ -77,6 +79,7 @@ def run_isolated(
             _remove_new_entries(scratch, before)
             raise
         finally:
+            _RUNNING.discard(process.pid)
             _end_group(process.pid)
             reader.join()
         if result.exists():
@@ -86,6 +89,13 @@ def run_isolated(
             return value
     _remove_new_entries(scratch, before)
     raise RuntimeCrashError(f"{label}: {describe_exit(code)} in its own process; {_last_words(last_lines)}")
+
+
+def stop_running_children() -> None:
+    """Kill every candidate's process this process is waiting for (from another thread: Ctrl-C while ``run --jobs``
+    builds several models), so that their threads return at once."""
+    for group in list(_RUNNING):
+        _end_group(group)
 
 
 def _end_group(group: int) -> None:

@@ -38,16 +38,13 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Member:
-    """One model of a fleet: where it was listed, its source (a file, or a model to train first), its build."""
+    """One model of a fleet: where it was listed, its source (a file, or a model to train first), its build, and
+    the run directory it writes (absolute)."""
 
     pipeline: Path
     source: Path | TrainStep
     config: BuildConfig
-
-    @property
-    def run_root(self) -> Path:
-        name = self.source.model if isinstance(self.source, TrainStep) else _name_of(self.source)
-        return (self.config.out or DEFAULT_OUT_ROOT / name).resolve()
+    run_root: Path
 
     @property
     def label(self) -> str:
@@ -118,7 +115,8 @@ def load_fleet(pipelines: list[Path], overrides: list[str] | None = None) -> lis
             for keys in INPUT_FILES + OUTPUT_FILES:
                 config, _ = _rebase(config, keys, Path.resolve)
             source = source if isinstance(source, TrainStep) else source.resolve()
-            members.append(Member(Path(pipeline), source, config))
+            name = source.model if isinstance(source, TrainStep) else _name_of(source)
+            members.append(Member(Path(pipeline), source, config, (config.out or DEFAULT_OUT_ROOT / name).resolve()))
     seen: dict[Path, Member] = {}
     for member in members:
         if (other := seen.setdefault(member.run_root, member)) is not member:
@@ -134,11 +132,14 @@ def _described(member: Member) -> str:
     return f"training {source.model}" if isinstance(source, TrainStep) else str(source)
 
 
-def check_fleet(members: list[Member]) -> None:
-    """Each model's own checks (model file, signature, data, what it asks for by name) before any model starts."""
+def checked_fleet(pipelines: list[str | Path], overrides: list[str] | None) -> list[Member]:
+    """The fleet's models, each with its own checks made (model file, signature, data, what it asks for by name)
+    before any model starts."""
+    members = load_fleet([Path(p) for p in pipelines], overrides)
     for member in members:
         if not isinstance(member.source, TrainStep):  # a model still to be trained is checked once it exists
             prepare(member.source, _with_out(member))
+    return members
 
 
 def _with_out(member: Member) -> BuildConfig:
@@ -176,23 +177,34 @@ def run_fleet(
     if ray_address is not None:
         from deployopt.flow.ray_fleet import connect
 
-        cluster = connect(ray_address, bench_on)  # before anything else: a missing package or cluster is exit 5
-    members = load_fleet([Path(p) for p in pipelines], overrides)
-    check_fleet(members)
-    if ray_address is not None:
-        return cluster.run(members, progress)
+        with connect(ray_address, bench_on) as cluster:  # first: a missing package or cluster is exit 5 at once
+            return cluster.run(checked_fleet(pipelines, overrides), progress)
+    members = checked_fleet(pipelines, overrides)
     if jobs == 1 or len(members) == 1:
         return FleetReport([_whole(member, progress) for member in members])
     return _in_parallel(members, jobs, progress)
 
 
 def _whole(member: Member, progress: Progress) -> MemberOutcome:
-    labelled = _labelled(member, progress)
     try:
-        return MemberOutcome(member, finish_build(make_and_judge(member, labelled), labelled))
+        state = make_and_judge(member, _labelled(member, progress))
     except DeployoptError as exc:
-        labelled(f"failed: {exc}")
-        return MemberOutcome(member, error=exc)
+        return failed(member, exc, progress)
+    return finish_here(member, state, progress)
+
+
+def failed(member: Member, error: DeployoptError, progress: Progress) -> MemberOutcome:
+    """A model whose build stopped: its outcome (the fleet goes on), said once on the progress lines."""
+    _labelled(member, progress)(f"failed: {error}")
+    return MemberOutcome(member, error=error)
+
+
+def finish_here(member: Member, state: BuildState, progress: Progress) -> MemberOutcome:
+    """The last part of a member's build (benchmarks, reports) in this process."""
+    try:
+        return MemberOutcome(member, finish_build(state, _labelled(member, progress)))
+    except DeployoptError as exc:
+        return failed(member, exc, progress)
 
 
 def _labelled(member: Member, progress: Progress) -> Progress:
@@ -201,7 +213,7 @@ def _labelled(member: Member, progress: Progress) -> Progress:
 
 def _in_parallel(members: list[Member], jobs: int, progress: Progress) -> FleetReport:
     """``--jobs``: makes and verifications N at a time, each model in its own process; then the benchmarks, serially."""
-    from deployopt.isolation import child_progress, run_isolated
+    from deployopt.isolation import child_progress, run_isolated, stop_running_children
 
     def made(member: Member) -> BuildState:
         job = {"member": member, "progress": child_progress}
@@ -210,28 +222,25 @@ def _in_parallel(members: list[Member], jobs: int, progress: Progress) -> FleetR
     states: dict[int, BuildState | DeployoptError] = {}
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
         futures = {pool.submit(made, member): number for number, member in enumerate(members)}
-        for future in concurrent.futures.as_completed(futures):
-            try:
-                states[futures[future]] = future.result()
-            except DeployoptError as exc:
-                states[futures[future]] = exc
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                try:
+                    states[futures[future]] = future.result()
+                except DeployoptError as exc:
+                    states[futures[future]] = exc
+        except BaseException:  # Ctrl-C or SIGTERM: the builds still running go too, then the pool can close
+            pool.shutdown(wait=False, cancel_futures=True)
+            stop_running_children()
+            raise
     report = FleetReport(mode=f"{jobs} models at a time, benchmarks one model at a time after every build")
     for number, member in enumerate(members):
         state = states[number]
         if isinstance(state, DeployoptError):
-            _labelled(member, progress)(f"failed: {state}")
-            report.outcomes.append(MemberOutcome(member, error=state))
+            report.outcomes.append(failed(member, state, progress))
             continue
         state.report.notes.append(
             f"built beside other models ({jobs} at a time, deployopt run --jobs {jobs}); benchmarked alone, after "
             "every model's build had finished"
         )
-        report.outcomes.append(_finished(member, state, progress))
+        report.outcomes.append(finish_here(member, state, progress))
     return report
-
-
-def _finished(member: Member, state: BuildState, progress: Progress) -> MemberOutcome:
-    try:
-        return MemberOutcome(member, finish_build(state, _labelled(member, progress)))
-    except DeployoptError as exc:
-        return MemberOutcome(member, error=exc)

@@ -23,7 +23,7 @@ from typing import Any
 
 from deployopt.errors import BackendUnavailableError, DeployoptError, StageError, UsageError
 from deployopt.flow.build import BuildState, finish_build, judge_artifacts, make_artifacts
-from deployopt.flow.fleet import FleetReport, Member, MemberOutcome, make_and_judge, start
+from deployopt.flow.fleet import FleetReport, Member, MemberOutcome, failed, finish_here, make_and_judge, start
 from deployopt.flow.pipeline import TrainStep
 
 RAY_ADDRESS_ENV = "DEPLOYOPT_RAY_ADDRESS"
@@ -95,26 +95,26 @@ class Cluster:
     nodes: list[dict]
     labelled: list[dict]
 
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.ray.shutdown()
+
     def run(self, members: list[Member], progress: Progress) -> FleetReport:
-        """Build every member on the cluster, then disconnect."""
-        try:
-            self._check_shared_paths(_paths_to_share(members))
-            return self._run(members, progress)
-        finally:
-            self.ray.shutdown()
+        """Build every member on the cluster."""
+        self._check_shared_paths(_paths_to_share(members))
+        return self._run(members, progress)
 
     def recommend(self, run_dirs: list[Path], repeats: int | None, progress: Progress) -> list[dict]:
-        """``deployopt recommend`` of each run directory on a node with the ``--bench-on`` label, then disconnect."""
+        """``deployopt recommend`` of each run directory on a node with the ``--bench-on`` label."""
         from ray.util.queue import Queue
 
-        try:
-            self._check_shared_paths([run_dir / "report.json" for run_dir in run_dirs])
-            messages = Queue()
-            task = self.ray.remote(max_retries=RETRIES, **self._measuring())(_recommend_task)
-            refs = [task.options(name=f"recommend {d.name}").remote(d, repeats, messages) for d in run_dirs]
-            results = self._gather(refs, messages, progress, [d.name for d in run_dirs])
-        finally:
-            self.ray.shutdown()
+        self._check_shared_paths([run_dir / "report.json" for run_dir in run_dirs])
+        messages = Queue()
+        task = self.ray.remote(max_retries=RETRIES, **self._measuring())(_recommend_task)
+        refs = [task.options(name=f"recommend {d.name}").remote(d, repeats, messages) for d in run_dirs]
+        results = self._gather(refs, messages, progress, [d.name for d in run_dirs])
         for result in results:
             if isinstance(result, DeployoptError):
                 raise result
@@ -181,12 +181,11 @@ class Cluster:
         for number, member in enumerate(members):
             result = results[number]
             if isinstance(result, DeployoptError):
-                progress(f"[{member.label}] failed: {result}")
-                report.outcomes.append(MemberOutcome(member, error=result))
+                report.outcomes.append(failed(member, result, progress))
             elif self.bench_on:
                 report.outcomes.append(MemberOutcome(member, result))
             else:  # judged on the cluster; benchmarked here, one model at a time
-                report.outcomes.append(_finish_here(member, result, progress))
+                report.outcomes.append(finish_here(member, result, progress))
         return report
 
     def _result(self, ref, label: str):
@@ -204,14 +203,6 @@ class Cluster:
 def gpus_for(member: Member) -> int:
     """A TensorRT target builds its engines on the GPU they will run on: its tasks ask Ray for one."""
     return 1 if member.config.target == "tensorrt" else 0
-
-
-def _finish_here(member: Member, state: BuildState, progress: Progress) -> MemberOutcome:
-    label = lambda message: progress(f"[{member.label}] {message}")  # noqa: E731
-    try:
-        return MemberOutcome(member, finish_build(state, label))
-    except DeployoptError as exc:
-        return MemberOutcome(member, error=exc)
 
 
 def _drain(messages, progress: Progress) -> None:

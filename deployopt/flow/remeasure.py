@@ -47,7 +47,8 @@ def recommend(
     if ray_address is not None:
         from deployopt.flow.ray_fleet import connect
 
-        return connect(ray_address, bench_on).recommend([Path(d).resolve() for d in run_dirs], repeats, progress)
+        with connect(ray_address, bench_on) as cluster:
+            return cluster.recommend([Path(d).resolve() for d in run_dirs], repeats, progress)
     return [recommend_here(d, repeats, progress) for d in run_dirs]
 
 

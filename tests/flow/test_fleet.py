@@ -4,11 +4,17 @@ anything is written; ``deployopt recommend`` on a finished build."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from tests.flow.fleets import SMALL, fleet_pipeline, write_pipeline
+from tests.flow.test_isolation import leftovers
 
 
 def test_jobs_two_builds_every_model_with_one_table_junit_and_exit_code(two_models, run_cli, tmp_path):
@@ -131,3 +137,48 @@ def test_a_tensorrt_pipeline_asks_ray_for_a_gpu_and_a_cpu_pipeline_does_not(two_
     pipeline = fleet_pipeline(tmp_path, two_models, **{"digits-b": {"target": "tensorrt"}})
     cpu, tensorrt = fleet_members([pipeline])
     assert (gpus_for(cpu), gpus_for(tensorrt)) == (0, 1)
+
+
+def test_a_terminated_jobs_run_stops_every_build_at_once_and_leaves_nothing_half_written(two_models, tmp_path):
+    """SIGTERM while two models build in their own processes: exit 130 promptly, every build process gone, no .lock
+    and no partial file in either run directory."""
+    command = [sys.executable, "-m", "deployopt", "run", str(fleet_pipeline(tmp_path, two_models)), "--jobs", "2"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    started = set()
+    for line in process.stderr:  # both builds under way
+        started |= {name for name in two_models if f"[{name}]" in line}
+        if len(started) == 2:
+            break
+    builds = _descendants(process.pid)
+    assert len(builds) >= 3  # the command, and one process per model building
+    process.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    process.communicate(timeout=60)
+    assert process.returncode == 130 and time.monotonic() - stopped < 20
+    for name in two_models:
+        assert leftovers(tmp_path / name) == []
+    time.sleep(0.5)
+    assert [pid for pid in builds if pid in _living()] == []
+
+
+def _living() -> dict[int, int]:
+    """pid → parent pid of every process not yet dead (a zombie waiting for its parent is dead)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            except (OSError, ValueError):
+                continue
+            if state != "Z":
+                parents[int(entry.name)] = int(parent)
+    return parents
+
+
+def _descendants(root: int) -> set[int]:
+    parents = _living()
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
