@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deployopt.errors import BackendUnavailableError, DeployoptError, StageError, UsageError
+from deployopt.errors import BackendUnavailableError, DeployoptError, StageError, UsageError, error_reason
 from deployopt.flow.build import BuildState, finish_build, judge_artifacts, make_artifacts
 from deployopt.flow.fleet import FleetReport, Member, MemberOutcome, failed, finish_here, make_and_judge, start
 from deployopt.flow.pipeline import TrainStep
@@ -60,7 +60,13 @@ def connect(address: str, bench_on: str | None) -> Cluster:
     """Connect to the cluster at ``address`` and check that ``bench_on`` is a resource its nodes advertise once."""
     ray = import_ray()
     _reachable(address)
-    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, RuntimeError, ValueError) as exc:  # something answers there, but not a Ray head
+        raise BackendUnavailableError(
+            f"--ray {address}: no Ray cluster could be joined there ({error_reason(exc)}); check the address "
+            "(`ray status` on the head prints it)"
+        ) from None
     try:
         nodes = [node for node in ray.nodes() if node["Alive"]]
         labelled = [node for node in nodes if bench_on in node["Resources"]] if bench_on else []
