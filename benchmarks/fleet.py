@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
 MODELS = ("digits-1", "digits-2", "digits-3", "digits-4")
 LABEL = "cpu_target"
 
@@ -54,29 +50,6 @@ def timed_run(work: Path, label: str, models: tuple[str, ...], extra: list[str])
     return {"label": label, "wall": wall, "verdicts": verdicts, "bench": bench}
 
 
-def start_cluster(temp_dir: str) -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ray = [str(Path(sys.executable).parent / "ray"), "start", "--disable-usage-stats", "--node-ip-address", "127.0.0.1"]
-    env = {**os.environ, "RAY_TMPDIR": temp_dir}
-    subprocess.run([*ray, "--head", "--port", str(port), "--num-cpus", "1", "--include-dashboard=false",
-                    "--temp-dir", temp_dir], check=True, capture_output=True, env=env)  # fmt: skip
-    subprocess.run([*ray, "--address", f"127.0.0.1:{port}", "--num-cpus", "1", "--resources",
-                    json.dumps({LABEL: 1})], check=True, capture_output=True, env=env)  # fmt: skip
-    return f"127.0.0.1:{port}"
-
-
-def stop_cluster(temp_dir: str) -> None:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if temp_dir in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    os.kill(int(entry.name), 9)
-            except OSError:
-                pass
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
@@ -84,8 +57,9 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    from benchmarks.docs_table import header, publish
     from deployopt.flow.demo import train_demo_model
-    from deployopt.platform.cpu import describe_cpu
+    from tests.ray_cluster import start_local_cluster, stop_local_cluster
 
     rows: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="deployopt-fleet-") as tmp:
@@ -103,26 +77,25 @@ def main() -> None:
         if not args.no_ray:
             temp_dir = tempfile.mkdtemp(prefix="ray-bf-", dir="/tmp")
             try:
-                address = start_cluster(temp_dir)
+                address = start_local_cluster(temp_dir, LABEL)
                 ray = ["--ray", address, "--bench-on", LABEL]
                 rows["ray fleet"] = [timed_run(work, "ray fleet", MODELS, ray)]
                 for _ in range(args.repeats):
                     rows.setdefault("one model here", []).append(timed_run(work, "one model here", MODELS[:1], []))
                     rows.setdefault("one model on Ray", []).append(timed_run(work, "one model on Ray", MODELS[:1], ray))
             finally:
-                stop_cluster(temp_dir)
+                stop_local_cluster(temp_dir)
                 shutil.rmtree(temp_dir, ignore_errors=True)
     median = {label: statistics.median(r["wall"] for r in runs) for label, runs in rows.items()}
     fleets = rows["serial"] + rows["--jobs 2"] + rows.get("ray fleet", [])  # the runs that benchmark
     same = all(r["verdicts"] == rows["serial"][0]["verdicts"] for r in fleets)
-    command = "python benchmarks/fleet.py " + " ".join(sys.argv[1:])
     lines = [
-        f"## A fleet of four models: one after another, --jobs 2, Ray — {date.today().isoformat()}",
-        "",
-        f"- Machine: {describe_cpu()}",
-        f"- Command: `{command.strip()}`; models: the demo's digits CNN under four names, each a default `deployopt "
-        "build` (every variant, batch sizes 1 and 32); every run a process of its own from empty run directories, "
-        f"the local modes alternated {args.repeats}×, medians",
+        *header(
+            "A fleet of four models: one after another, --jobs 2, Ray",
+            "models: the demo's digits CNN under four names, each a default `deployopt build` (every variant, batch "
+            "sizes 1 and 32); every run a process of its own from empty run directories, the local modes alternated "
+            f"{args.repeats}×, medians",
+        ),
         "",
         "| run | wall (median) | runs | of which benchmarks (serial by design) | vs one after another |",
         "|---|---|---|---|---|",
@@ -139,11 +112,7 @@ def main() -> None:
     if "one model on Ray" in median:
         overhead = median["one model on Ray"] - median["one model here"]
         lines.append(f"- Ray overhead per model (one model on the cluster minus here): {overhead:+.1f} s")
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if not args.no_write:
-        with DOCS.open("a") as docs:
-            docs.write("\n" + table)
+    publish("\n".join(lines) + "\n", write=not args.no_write)
 
 
 if __name__ == "__main__":

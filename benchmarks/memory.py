@@ -15,14 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
 sys.path.insert(0, str(ROOT))
+from benchmarks.docs_table import header, publish  # noqa: E402
 from tests.generated_models import waveform_model, waveforms  # noqa: E402
 
 PEAK = (
@@ -58,7 +57,6 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=9.0)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    from deployopt.platform.cpu import describe_cpu
 
     samples = int(args.seconds * 16000)
     rows = []
@@ -70,14 +68,13 @@ def main() -> None:
         common = ["--runtime", "onnxruntime", "--no-fp16"]
         rows.append(run(model, work, "default budget", common))
         rows.append(run(model, work, "every batch as asked", [*common, "--memory-budget-mb", "1000000"]))
-    command = "python benchmarks/memory.py " + " ".join(sys.argv[1:])
     lines = [
-        f"## Memory of a long-input build — {date.today().isoformat()}",
-        "",
-        f"- Machine: {describe_cpu()}",
-        f"- Command: `{command.strip()}`; model: tests/generated_models.waveform_model, {args.seconds:g} s at 16 kHz "
-        "(six 1-D convolutions of 32 channels), 32 calibration and 16 verification waveforms, `deployopt build "
-        "--runtime onnxruntime --no-fp16` (batch sizes 1 and 32, int8 search with minmax and percentile)",
+        *header(
+            "Memory of a long-input build",
+            f"model: tests/generated_models.waveform_model, {args.seconds:g} s at 16 kHz (six 1-D convolutions of 32 "
+            "channels), 32 calibration and 16 verification waveforms, `deployopt build --runtime onnxruntime "
+            "--no-fp16` (batch sizes 1 and 32, int8 search with minmax and percentile)",
+        ),
         "",
         "| run | exit | peak RSS (largest process) | int8 search | whole build |",
         "|---|---|---|---|---|",
@@ -87,11 +84,7 @@ def main() -> None:
         for r in rows
     ]
     lines += ["", "What the default run reduced:", ""] + [f"- {n}" for n in rows[0]["memory_notes"]]
-    table = "\n".join(lines) + "\n"
-    print(table)
-    if not args.no_write:
-        with DOCS.open("a") as docs:
-            docs.write("\n" + table)
+    publish("\n".join(lines) + "\n", write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -19,34 +16,18 @@ import pytest
 import yaml
 
 from tests.flow.fleets import SMALL, fleet_pipeline, write_pipeline
+from tests.ray_cluster import free_port, start_local_cluster, stop_local_cluster
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'deployopt[ray]')")
 LABEL = "cpu_target"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ray(*args: str, temp_dir: str) -> None:
-    command = [str(Path(sys.executable).parent / "ray"), "start", *args, "--disable-usage-stats"]
-    subprocess.run(command, check=True, capture_output=True, env={**os.environ, "RAY_TMPDIR": temp_dir})
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    """(address, labelled node id): a head with 1 CPU and no label, a node with 1 CPU and ``cpu_target: 1``. Torn
-    down by killing the processes of this cluster's own temp directory (never another cluster on the machine)."""
+    """(address, labelled node id): a head with 1 CPU and no label, a node with 1 CPU and ``cpu_target: 1``."""
     temp_dir = tempfile.mkdtemp(prefix="ray-dt-", dir="/tmp")  # short: Ray's socket paths live under it
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
     try:
-        _ray("--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "1",
-             "--include-dashboard=false", "--temp-dir", temp_dir, temp_dir=temp_dir)  # fmt: skip
-        _ray("--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-             "--resources", json.dumps({LABEL: 1}), temp_dir=temp_dir)  # fmt: skip
+        address = start_local_cluster(temp_dir, LABEL)
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         (labelled,) = [n["NodeID"] for n in ray.nodes() if n["Alive"] and LABEL in n["Resources"]]
         ray.shutdown()
@@ -54,15 +35,7 @@ def cluster():
     finally:
         with contextlib.suppress(Exception):
             ray.shutdown()
-        _kill_processes_mentioning(temp_dir)
-
-
-def _kill_processes_mentioning(text: str) -> None:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    os.kill(int(entry.name), signal.SIGKILL)
+        stop_local_cluster(temp_dir)
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +143,7 @@ def test_a_resource_no_node_has_is_one_line_listing_those_it_has(cluster, two_mo
 
 
 def test_an_unreachable_address_is_one_line_and_exit_5(two_models, run_cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("DEPLOYOPT_RAY_ADDRESS", f"127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("DEPLOYOPT_RAY_ADDRESS", f"127.0.0.1:{free_port()}")
     started = time.monotonic()
     code, _, err = run_cli("run", fleet_pipeline(tmp_path, two_models))
     assert code == 5 and err.count("\n") == 1 and "no Ray cluster answers there" in err
