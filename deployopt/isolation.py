@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -91,9 +92,16 @@ def run_isolated(
     raise RuntimeCrashError(f"{label}: {describe_exit(code)} in its own process; {_last_words(last_lines)}")
 
 
-def stop_running_children() -> None:
-    """Kill every candidate's process this process is waiting for (from another thread: Ctrl-C while ``run --jobs``
-    builds several models), so that their threads return at once."""
+def stop_running_children(grace: float = 10.0) -> None:
+    """Stop every candidate's process this process is waiting for (from another thread: Ctrl-C while ``run --jobs``
+    builds several models): each is interrupted as by Ctrl-C, so it removes what it half-wrote and its run
+    directory's lock, and is killed if it is still running after ``grace`` seconds."""
+    for group in list(_RUNNING):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(group, signal.SIGINT)
+    deadline = time.monotonic() + grace
+    while _RUNNING and time.monotonic() < deadline:  # the waiting threads drop each one as it exits
+        time.sleep(0.05)
     for group in list(_RUNNING):
         _end_group(group)
 
@@ -158,6 +166,14 @@ def _child(job_path: str, parent: int) -> int:
     if os.getppid() != parent:  # the parent died before the line above: nobody waits for this result
         return 1
     work, kwargs, result_path = pickle.loads(Path(job_path).read_bytes())
+    try:
+        return _run_child(work, kwargs, result_path)
+    except KeyboardInterrupt:  # stopped by its parent (stop_running_children): cleaned up on the way out, quietly
+        sys.stderr.flush()
+        os._exit(130)
+
+
+def _run_child(work: Callable[..., Any], kwargs: dict[str, Any], result_path: str) -> int:
     from deployopt.errors import DeployoptError
     from deployopt.fsutil import write_bytes_atomic
 

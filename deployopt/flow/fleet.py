@@ -17,6 +17,7 @@ the summary and the others still finish.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +212,17 @@ def _labelled(member: Member, progress: Progress) -> Progress:
     return lambda message: progress(f"[{member.label}] {message}")
 
 
+def _tidy(run_root: Path) -> None:
+    """A run directory whose build was stopped: what a build killed outright left there (partial files, its lock)
+    removed, as opening and closing it does."""
+    from deployopt.errors import RunDirectoryLockedError
+    from deployopt.rundir import RunDirectory
+
+    if run_root.is_dir():
+        with contextlib.suppress(RunDirectoryLockedError), RunDirectory(run_root):
+            pass
+
+
 def _in_parallel(members: list[Member], jobs: int, progress: Progress) -> FleetReport:
     """``--jobs``: makes and verifications N at a time, each model in its own process; then the benchmarks, serially."""
     from deployopt.isolation import child_progress, run_isolated, stop_running_children
@@ -228,9 +240,11 @@ def _in_parallel(members: list[Member], jobs: int, progress: Progress) -> FleetR
                     states[futures[future]] = future.result()
                 except DeployoptError as exc:
                     states[futures[future]] = exc
-        except BaseException:  # Ctrl-C or SIGTERM: the builds still running go too, then the pool can close
+        except BaseException:  # Ctrl-C or SIGTERM: the builds still running stop too, then the pool can close
             pool.shutdown(wait=False, cancel_futures=True)
             stop_running_children()
+            for member in members:
+                _tidy(member.run_root)
             raise
     report = FleetReport(mode=f"{jobs} models at a time, benchmarks one model at a time after every build")
     for number, member in enumerate(members):

@@ -88,7 +88,8 @@ def recommend_here(run_dir: str | Path, repeats: int | None = None, progress=lam
             "bench": bench_config.model_dump(mode="json"),
             "recommendations": [r.to_json() for r in chosen],
             "latency": {v.name: {str(b): row for b, row in v.latency.items()} for v in here.variants if v.latency},
-            "notes": [f"{name} not benchmarked here: {why}" for name, why in crashes.items()]
+            "notes": [f"timings only: the verdicts are the build's, reached on {describe_machine(report.verified_on)}"]
+            + [f"{name} not benchmarked here: {why}" for name, why in crashes.items()]
             + baked_decisions(run.manifest, report, machine)
             + deploy_where(report, machine, chosen),
         }

@@ -142,12 +142,16 @@ def test_a_tensorrt_pipeline_asks_ray_for_a_gpu_and_a_cpu_pipeline_does_not(two_
 def test_a_terminated_jobs_run_stops_every_build_at_once_and_leaves_nothing_half_written(two_models, tmp_path):
     """SIGTERM while two models build in their own processes: exit 130 promptly, every build process gone, no .lock
     and no partial file in either run directory."""
-    command = [sys.executable, "-m", "deployopt", "run", str(fleet_pipeline(tmp_path, two_models)), "--jobs", "2"]
+    checkpoints = {"digits-a": two_models["digits-a"], "digits-c": tmp_path / "digits-c.pt"}
+    checkpoints["digits-c"].write_bytes(checkpoints["digits-a"].read_bytes())  # calibrated on the digits dataset
+    int8 = {name: {"quantize": {"make": ["int8"]}} for name in checkpoints}  # a search long enough to be stopped in
+    pipeline = fleet_pipeline(tmp_path, checkpoints, **int8)
+    command = [sys.executable, "-m", "deployopt", "run", str(pipeline), "--jobs", "2"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    started = set()
-    for line in process.stderr:  # both builds under way
-        started |= {name for name in two_models if f"[{name}]" in line}
-        if len(started) == 2:
+    searching = set()
+    for line in process.stderr:  # both int8 searches under way
+        searching |= {name for name in checkpoints if f"[{name}] int8" in line}
+        if len(searching) == 2:
             break
     builds = _descendants(process.pid)
     assert len(builds) >= 3  # the command, and one process per model building
@@ -155,7 +159,7 @@ def test_a_terminated_jobs_run_stops_every_build_at_once_and_leaves_nothing_half
     stopped = time.monotonic()
     process.communicate(timeout=60)
     assert process.returncode == 130 and time.monotonic() - stopped < 20
-    for name in two_models:
+    for name in checkpoints:
         assert leftovers(tmp_path / name) == []
     time.sleep(0.5)
     assert [pid for pid in builds if pid in _living()] == []
