@@ -202,8 +202,8 @@ class Cluster:
             if isinstance(exc.cause, DeployoptError):
                 return exc.cause
             raise exc.cause from None
-        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
-            return StageError(f"{label}: the Ray worker running it died {RETRIES + 1} times ({exc})")
+        except ray.exceptions.RayError as exc:  # its worker or node died RETRIES + 1 times, Ray's memory monitor, …
+            return StageError(f"{label}: Ray could not run it ({type(exc).__name__}: {error_reason(exc)})")
 
 
 def gpus_for(member: Member) -> int:

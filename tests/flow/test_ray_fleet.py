@@ -161,3 +161,19 @@ def test_a_path_a_node_cannot_see_is_refused(cluster, digits_checkpoint, run_cli
     code, _, err = run_cli("run", pipeline, "--ray", address)
     assert code == 2 and err.count("\n") == 1 and "does not see this file as this machine does" in err
     assert yaml.safe_load((tmp_path / "p.yaml").read_text())  # the input is untouched
+
+
+def test_a_task_ray_gave_up_on_is_that_models_stage_error_not_an_internal_one():
+    """A worker that died on every retry (or Ray's memory monitor) is the model's exit 4, named; the fleet goes on."""
+    import types
+
+    from deployopt.errors import StageError
+    from deployopt.flow.ray_fleet import Cluster
+
+    def get(ref):
+        raise ray.exceptions.WorkerCrashedError()
+
+    cluster = Cluster(types.SimpleNamespace(get=get, exceptions=ray.exceptions), "127.0.0.1:1", None, [], [])
+    error = cluster._result(object(), "digits-a")
+    assert isinstance(error, StageError) and error.exit_code == 4
+    assert str(error).startswith("digits-a: Ray could not run it (WorkerCrashedError")
