@@ -31,7 +31,7 @@ from deployopt.flow.build import (
     judge_artifacts,
     prepare,
 )
-from deployopt.flow.pipeline import INPUT_FILES, OUTPUT_FILES, TrainStep, _rebase, load_pipeline_models, train_into
+from deployopt.flow.pipeline import INPUT_FILES, OUTPUT_FILES, TrainStep, load_pipeline_models, rebase_path, train_into
 from deployopt.reports.model import BuildReport
 
 Progress = Callable[[str], None]
@@ -114,7 +114,7 @@ def load_fleet(pipelines: list[Path], overrides: list[str] | None = None) -> lis
     for pipeline in pipelines:
         for source, config in load_pipeline_models(pipeline, overrides):
             for keys in INPUT_FILES + OUTPUT_FILES:
-                config, _ = _rebase(config, keys, Path.resolve)
+                config, _ = rebase_path(config, keys, Path.resolve)
             source = source if isinstance(source, TrainStep) else source.resolve()
             name = source.model if isinstance(source, TrainStep) else _name_of(source)
             members.append(Member(Path(pipeline), source, config, (config.out or DEFAULT_OUT_ROOT / name).resolve()))

@@ -197,7 +197,7 @@ def _validated(path: Path, root: Any, document: dict, where: tuple) -> tuple[Pat
     if pipeline.train is not None:
         model = _rebase_train(pipeline.train, base)
     for keys in INPUT_FILES + OUTPUT_FILES:
-        config, value = _rebase(config, keys, lambda p: p if p.is_absolute() else base / p)
+        config, value = rebase_path(config, keys, lambda p: p if p.is_absolute() else base / p)
         if keys in INPUT_FILES and value is not None and not value.exists():
             line = _line_of(root, (*where, "build", *keys)) or _line_of(root, ("build", *keys))
             name = ".".join(("build", *keys))
@@ -264,7 +264,7 @@ INPUT_FILES = (("verify", "data"), ("verify", "labels"), ("quantize", "calibrati
 OUTPUT_FILES = (("out",), ("engine", "timing_cache"))
 
 
-def _rebase(config: BuildConfig, keys: tuple[str, ...], change) -> tuple[BuildConfig, Path | None]:
+def rebase_path(config: BuildConfig, keys: tuple[str, ...], change) -> tuple[BuildConfig, Path | None]:
     """Apply ``change`` to the path at ``keys`` (e.g. ("verify", "data")) in the frozen config; return both."""
     *sections, field = keys
     owners = [config]
@@ -287,7 +287,7 @@ def to_yaml(model: str | Path, config: BuildConfig) -> str:
     import yaml
 
     for keys in INPUT_FILES + OUTPUT_FILES:
-        config, _ = _rebase(config, keys, Path.resolve)
+        config, _ = rebase_path(config, keys, Path.resolve)
     build = config.model_dump(mode="json", exclude_defaults=True)
     if "make" in build.get("quantize", {}):  # a written-out list names its variants unless `required` says otherwise
         build["quantize"]["required"] = list(config.quantize.required)

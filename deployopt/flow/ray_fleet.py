@@ -24,7 +24,7 @@ from typing import Any
 from deployopt.errors import BackendUnavailableError, DeployoptError, StageError, UsageError, error_reason
 from deployopt.flow.build import BuildState, finish_build, judge_artifacts, make_artifacts
 from deployopt.flow.fleet import FleetReport, Member, MemberOutcome, failed, finish_here, make_and_judge, start
-from deployopt.flow.pipeline import TrainStep
+from deployopt.flow.pipeline import INPUT_FILES, TrainStep, rebase_path
 
 RAY_ADDRESS_ENV = "DEPLOYOPT_RAY_ADDRESS"
 RETRIES = 3  # a task whose worker dies is run again this many times
@@ -217,8 +217,16 @@ def _drain(messages, progress: Progress) -> None:
 
 
 def _paths_to_share(members: list[Member]) -> list[Path]:
-    paths = {m.source for m in members if not isinstance(m.source, TrainStep)}
-    paths |= {_existing_ancestor(m.run_root) for m in members}
+    """What every node must see as the driver does: the model files, the data files the builds read (verification,
+    calibration, a teacher), and the folders the run directories go in."""
+    paths = {_existing_ancestor(m.run_root) for m in members}
+    for member in members:
+        if isinstance(member.source, TrainStep):
+            paths |= {Path(p) for p in (member.source.teacher, member.source.dataset) if p and Path(p).exists()}
+        else:
+            paths.add(member.source)
+        for keys in INPUT_FILES:
+            paths |= {value} if (value := rebase_path(member.config, keys, lambda path: path)[1]) is not None else set()
     return sorted(paths)
 
 

@@ -186,3 +186,16 @@ def _descendants(root: int) -> set[int]:
         frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
         found |= frontier
     return found
+
+
+def test_every_file_a_build_reads_is_checked_on_the_ray_nodes(two_models, tmp_path):
+    """The shared-path check covers the data files a build reads, not only the models (no cluster needed)."""
+    import numpy as np
+
+    from deployopt.api import fleet_members
+    from deployopt.flow.ray_fleet import _paths_to_share
+
+    np.savez(tmp_path / "inputs.npz", input=np.zeros((4, 1, 8, 8), np.float32))
+    data = {"verify": {"data": str(tmp_path / "inputs.npz")}}
+    paths = _paths_to_share(fleet_members([fleet_pipeline(tmp_path, two_models, **{"digits-b": data})]))
+    assert set(paths) == {*(p.resolve() for p in two_models.values()), (tmp_path / "inputs.npz").resolve(), tmp_path}
