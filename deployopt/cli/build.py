@@ -174,7 +174,7 @@ def run(pipelines: tuple[Path, ...], overrides: tuple[str, ...], as_json: bool, 
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_ray_options
 @click.option("--repeats", type=click.IntRange(min=1), help="Interleaved rounds [default: the build's].")
-@click.option("--json", "as_json", is_flag=True, help="Print this machine's recommendation as JSON.")
+@g.json_option("this machine's recommendation per run directory")
 def recommend(run_dirs: tuple[Path, ...], ray_address: str | None, bench_on: str | None, repeats, as_json) -> int:
     """Benchmark finished builds' passing artifacts again on this machine (or a Ray node with --bench-on) and write
     its recommendation beside the build machine's, keyed by CPU (RUN_DIR/recommendations/<cpu>.json, the reports).
