@@ -173,7 +173,9 @@ class Cluster:
         refs = []
         for member in members:
             gpus = gpus_for(member)
-            made = make.options(name=f"make {member.label}", num_gpus=gpus).remote(
+            # engines are built on the GPU they are timed and served on: a labelled node's, when there is a label
+            where = {"resources": {self.bench_on: 1}} if gpus and self.bench_on else {}
+            made = make.options(name=f"make {member.label}", num_gpus=gpus, **where).remote(
                 member, bool(self.bench_on), messages
             )
             if self.bench_on:
