@@ -172,14 +172,11 @@ class Cluster:
         measure = ray.remote(max_retries=RETRIES, **self._measuring())(_measure_task)
         refs = []
         for member in members:
-            gpus = gpus_for(member)
-            # engines are built on the GPU they are timed and served on: a labelled node's, when there is a label
-            where = {"resources": {self.bench_on: 1}} if gpus and self.bench_on else {}
-            made = make.options(name=f"make {member.label}", num_gpus=gpus, **where).remote(
+            made = make.options(name=f"make {member.label}", **make_placement(member, self.bench_on)).remote(
                 member, bool(self.bench_on), messages
             )
             if self.bench_on:
-                made = measure.options(name=f"measure {member.label}", num_gpus=gpus).remote(
+                made = measure.options(name=f"measure {member.label}", num_gpus=gpus_for(member)).remote(
                     made, member.label, messages
                 )
             refs.append(made)
@@ -211,6 +208,13 @@ class Cluster:
 def gpus_for(member: Member) -> int:
     """A TensorRT target builds its engines on the GPU they will run on: its tasks ask Ray for one."""
     return 1 if member.config.target == "tensorrt" else 0
+
+
+def make_placement(member: Member, bench_on: str | None) -> dict:
+    """Where a member's make task may run: any node with a CPU; a TensorRT pipeline's on a GPU node — with a label,
+    a labelled one, so its engines are built on the GPU type they are timed and served on."""
+    gpus = gpus_for(member)
+    return {"num_gpus": gpus} | ({"resources": {bench_on: 1}} if gpus and bench_on else {})
 
 
 def _drain(messages, progress: Progress) -> None:

@@ -130,13 +130,16 @@ def test_a_weight_range_chosen_for_the_build_cpu_is_named_on_a_cpu_that_chooses_
     assert baked_decisions(fixed, report, target) == []  # asked for by the user: not the build CPU's choice
 
 
-def test_a_tensorrt_pipeline_asks_ray_for_a_gpu_and_a_cpu_pipeline_does_not(two_models, tmp_path):
+def test_a_tensorrt_pipeline_is_made_on_a_gpu_node_of_the_label_and_a_cpu_pipeline_anywhere(two_models, tmp_path):
     from deployopt.api import fleet_members
-    from deployopt.flow.ray_fleet import gpus_for
+    from deployopt.flow.ray_fleet import gpus_for, make_placement
 
     pipeline = fleet_pipeline(tmp_path, two_models, **{"digits-b": {"target": "tensorrt"}})
     cpu, tensorrt = fleet_members([pipeline])
     assert (gpus_for(cpu), gpus_for(tensorrt)) == (0, 1)
+    assert make_placement(cpu, "gpu_h100") == {"num_gpus": 0}
+    assert make_placement(tensorrt, "gpu_h100") == {"num_gpus": 1, "resources": {"gpu_h100": 1}}
+    assert make_placement(tensorrt, None) == {"num_gpus": 1}
 
 
 def test_a_terminated_jobs_run_stops_every_build_at_once_and_leaves_nothing_half_written(two_models, tmp_path):
