@@ -126,6 +126,7 @@ def _tradeoff_figure(points: list[tuple[str, float, float]], batch: int, label: 
     ax.set_xlim(min(lat for _, lat, _ in points) / 1.5, edge)
     ax.legend(fontsize=7, loc="lower right")
     _plain_log_ticks(ax.xaxis)
+    ax.ticklabel_format(axis="y", style="plain", useOffset=False)  # cosines near 1 as 0.99990, not "+1" and -1e-4
     return fig
 
 

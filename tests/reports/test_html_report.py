@@ -33,6 +33,18 @@ def test_tradeoff_plot_keeps_the_axis_in_range_and_the_front_visible():
     assert not ax.texts
 
 
+def test_a_cosine_axis_near_1_shows_plain_values_without_an_offset():
+    from deployopt.reports.html import _tradeoff_figure
+
+    points = [("onnx-fp32", 0.05, 0.99999), ("onnx-fp16", 0.04, 0.99991), ("onnx-int8", 0.03, 0.99988)]
+    figure = _tradeoff_figure(points, 1, "cosine to reference")
+    figure.canvas.draw()
+    axis = figure.axes[0].yaxis
+    assert axis.get_offset_text().get_text() == ""
+    labels = [float(t.get_text().replace("−", "-")) for t in axis.get_ticklabels() if t.get_text()]
+    assert labels and all(0.9998 <= value <= 1.0001 for value in labels)
+
+
 @pytest.fixture(scope="module")
 def built_report(digits_checkpoint, tmp_path_factory):
     from deployopt.api import BenchConfig, BuildConfig, build
