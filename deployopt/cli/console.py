@@ -221,7 +221,7 @@ def finish_fleet(fleet, as_json: bool, junit, summary) -> int:
 
 def show_recommend(entries: dict[str, dict], as_json: bool) -> int:
     """``deployopt recommend``: this machine's recommendation per run directory, and what differs from the build."""
-    from deployopt.reports.model import describe_machine
+    from deployopt.platform.machine import describe_machine
     from deployopt.reports.recommend import Recommendation
 
     end_progress()

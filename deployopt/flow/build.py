@@ -298,7 +298,7 @@ def judge_artifacts(state: BuildState, progress: Progress = _silent, *, make: bo
         return state.after(ctx, _judge(ctx))
 
 
-def finish_build(state: BuildState, progress: Progress = _silent) -> BuildReport:
+def complete_build(state: BuildState, progress: Progress = _silent) -> BuildReport:
     """The last part on its own: the judged artifacts benchmarked on this machine, the reports written."""
     with RunDirectory(state.run_root, force=state.config.force) as run:
         return measure_artifacts(state.context(run, progress), state.report)

@@ -27,7 +27,7 @@ from deployopt.flow.build import (
     DEFAULT_OUT_ROOT,
     BuildConfig,
     BuildState,
-    finish_build,
+    complete_build,
     judge_artifacts,
     prepare,
 )
@@ -203,7 +203,7 @@ def failed(member: Member, error: DeployoptError, progress: Progress) -> MemberO
 def finish_here(member: Member, state: BuildState, progress: Progress) -> MemberOutcome:
     """The last part of a member's build (benchmarks, reports) in this process."""
     try:
-        return MemberOutcome(member, finish_build(state, _labelled(member, progress)))
+        return MemberOutcome(member, complete_build(state, _labelled(member, progress)))
     except DeployoptError as exc:
         return failed(member, exc, progress)
 

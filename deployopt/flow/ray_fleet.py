@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from deployopt.errors import BackendUnavailableError, DeployoptError, StageError, UsageError, error_reason
-from deployopt.flow.build import BuildState, finish_build, judge_artifacts, make_artifacts
+from deployopt.flow.build import BuildState, complete_build, judge_artifacts, make_artifacts
 from deployopt.flow.fleet import FleetReport, Member, MemberOutcome, failed, finish_here, make_and_judge, start
 from deployopt.flow.pipeline import INPUT_FILES, TrainStep, rebase_path
 
@@ -260,8 +260,7 @@ def _sender(messages, label: str) -> Progress:
 
 def _make_task(member: Member, only_make: bool, messages) -> BuildState:
     """Ray task: the member's artifacts (and, without --bench-on, their verdicts), on whichever node runs it."""
-    from deployopt.platform.machine import this_machine
-    from deployopt.reports.model import describe_machine
+    from deployopt.platform.machine import describe_machine, this_machine
 
     progress = _sender(messages, member.label)
     state = make_artifacts(start(member, progress), progress) if only_make else make_and_judge(member, progress)
@@ -279,4 +278,4 @@ def _recommend_task(run_dir: Path, repeats: int | None, messages) -> dict:
 def _measure_task(state: BuildState, label: str, messages):
     """Ray task on a labelled node: verify and benchmark the artifacts there, write the reports."""
     progress = _sender(messages, label)
-    return finish_build(judge_artifacts(state, progress), progress)
+    return complete_build(judge_artifacts(state, progress), progress)

@@ -18,8 +18,8 @@ from deployopt.flow.measurement import write_reports
 from deployopt.fsutil import read_json, write_json_atomic
 from deployopt.measure.bench import BenchConfig, BenchVariant, bench
 from deployopt.platform.cpu import lacks_vnni
-from deployopt.platform.machine import cpu_key, this_machine
-from deployopt.reports.model import NOT_KEPT, BuildReport, describe_machine
+from deployopt.platform.machine import cpu_key, describe_machine, this_machine
+from deployopt.reports.model import NOT_KEPT, BuildReport
 from deployopt.reports.recommend import Recommendation
 from deployopt.reports.recommend import recommend as fastest_within_budget
 from deployopt.rundir import RunDirectory

@@ -39,3 +39,12 @@ def cpu_key(machine: dict) -> str:
     """A file-name-safe key for a CPU model and its flags: machines that share it share a recommendation."""
     name = re.sub(r"[^a-z0-9]+", "-", machine["processor"].lower()).strip("-")
     return "-".join([name, *machine["isa_flags"]]) or "unknown-cpu"
+
+
+def describe_machine(machine: dict | None) -> str:
+    """``AMD EPYC 9B45 [avx2, avx512f, …] on host (Ray node 1a2b3c4d5e6f)``: where a figure came from."""
+    if not machine:
+        return "unknown machine"
+    node = f", Ray node {machine['node'][:12]}" if machine.get("node") else ""
+    flags = ", ".join(machine["isa_flags"]) or "no decisive flags"
+    return f"{machine['processor']} [{flags}] on {machine['host']}{node}"

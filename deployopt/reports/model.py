@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from deployopt.measure.verify import VerifyResult
-from deployopt.platform.machine import this_machine
+from deployopt.platform.machine import describe_machine, this_machine
 from deployopt.reports.recommend import Recommendation
 from deployopt.types import ONNX_FP32, REPORT_FORMAT, StepRecord
 
@@ -256,15 +256,6 @@ def recommendation_lines(report: BuildReport) -> list[str]:
     for code in dict.fromkeys(r.load_code for r in report.recommendations if r.load_code):
         lines += ["", "```python", code, "```"]
     return [*lines, ""]
-
-
-def describe_machine(machine: dict | None) -> str:
-    """``AMD EPYC 9B45 [avx2, avx512f, …] on host (Ray node 1a2b3c4d5e6f)``: where a figure came from."""
-    if not machine:
-        return "unknown machine"
-    node = f", Ray node {machine['node'][:12]}" if machine.get("node") else ""
-    flags = ", ".join(machine["isa_flags"]) or "no decisive flags"
-    return f"{machine['processor']} [{flags}] on {machine['host']}{node}"
 
 
 def machine_lines(report: BuildReport) -> list[str]:

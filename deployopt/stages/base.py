@@ -19,7 +19,7 @@ from deployopt.data.memory import MemoryBudget, MemoryPlan, activation_bytes_per
 from deployopt.measure.budgets import resolve_budget
 from deployopt.measure.kinds import classify_outputs, kinds_note
 from deployopt.measure.verify import CollectedOutputs, Judge, collect_outputs
-from deployopt.platform.machine import this_machine
+from deployopt.platform.machine import cpu_key, this_machine
 from deployopt.rundir import RunDirectory, StageOutcome
 from deployopt.runners import RunnerSpec, create_runner, reference_spec
 from deployopt.types import ONNX_FP32, StepRecord
@@ -135,9 +135,8 @@ class BuildContext:
     def verification_key(self, artifact_sha256: str, judge: Judge) -> dict:
         """What a verification result depends on: the original, the artifact's bytes, the data, the budget and
         the batch, and the CPU (its kernels are the ones judged) — the cache key of ``verify:<variant>``."""
-        machine = this_machine()
         return {
-            "cpu": [machine["processor"], machine["isa_flags"]],
+            "cpu": cpu_key(this_machine()),
             "reference": self.source.sha256,
             "candidate": artifact_sha256,
             "data": data_fingerprint(judge.data),
