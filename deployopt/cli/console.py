@@ -272,32 +272,19 @@ def show_bench(measurements, models: list[Path]) -> None:
 
 
 def show_quantize(out: Path, outcome) -> None:
+    from deployopt.reports.search import attempt_rows
+    from deployopt.stages.int8 import int8_search
+
     end_progress()
     details, result = outcome.details, outcome.verify
     if outcome.precision == "int8":
         click.echo(f"{out}: int8 {details['mode']}, kept {details['chosen']}")
         for op, count in details["op_counts"].items():
             click.echo(f"  {op}: {count['int8']} int8, {count['float']} float")
-        header = ["#", "phase", "candidate", "in float", "cosine", "top-1", "p50 (× fp32)", "verdict"]
-        rows = []
-        for a in details["attempts"]:
-            speed = ", ".join(f"b{b} {v:.2f} ms ({a['speedup'][b]:.2f}×)" for b, v in a["p50_ms"].items())
-            rows.append(
-                [
-                    str(a["round"]),
-                    a["phase"],
-                    a["candidate"],
-                    str(len(a["excluded"])),
-                    f"{a['cosine']:.5f}" if a["cosine"] is not None else "–",
-                    f"{a['top1_agreement']:.1%}" if a["top1_agreement"] is not None else "–",
-                    speed,
-                    "pass" if a["passed"] else "miss",
-                ]
-            )
-        print_table(header, rows)
+        print_table(*attempt_rows(int8_search(details, out.name), nodes_shown=0))
         searched = f"search {details['search_seconds']:.0f} s"
         click.echo(f"  judged like the final check, on {details['judged_on']}; {searched}")
-        for note in details["notes"]:
+        for note in [details["why_kept"], *details["notes"]]:
             click.echo(f"  note: {note}")
         if details["excluded"]:
             click.echo(f"  kept in float: {', '.join(details['excluded'])}")

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from deployopt.data.eval_data import EvalData
-from deployopt.fsutil import write_json_atomic, write_text_atomic
+from deployopt.fsutil import write_bytes_atomic, write_json_atomic, write_text_atomic
 from deployopt.measure.bench import BenchConfig, BenchVariant, bench, measurable_batches
 from deployopt.platform.machine import this_machine
 from deployopt.reports.html import render_html
 from deployopt.reports.model import NOT_KEPT, BuildReport, fp16_speed_note, render_markdown
 from deployopt.reports.recommend import recommend
+from deployopt.reports.search import plot_file, plot_png
 from deployopt.rundir import RunDirectory
 from deployopt.runners import RunnerSpec, reference_spec, spec_for_model
 from deployopt.sources.signature import Signature
@@ -57,7 +58,11 @@ def measure_artifacts(ctx: BuildContext, report: BuildReport) -> BuildReport:
 
 
 def write_reports(run: RunDirectory, report: BuildReport) -> None:
+    """report.json, report.md and report.html, and the search plots report.md shows beside it."""
     write_json_atomic(run.path("report.json"), report.to_json())
+    for search in (s.search for s in report.stages if s.search):
+        if (png := plot_png(search)) is not None:
+            write_bytes_atomic(run.path(plot_file(search)), png)
     for filename, render in REPORT_FILES.items():
         write_text_atomic(run.path(filename), render(report))
 

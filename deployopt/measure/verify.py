@@ -20,7 +20,7 @@ from deployopt.data.eval_data import EvalData
 from deployopt.data.plan import DataSources
 from deployopt.errors import DeployoptError, InputFileError, StageError, UsageError, error_reason
 from deployopt.measure.budgets import Budget, BudgetOverrides
-from deployopt.measure.compare import OutputMetrics, compare_outputs
+from deployopt.measure.compare import OutputMetrics, budget_slack, compare_outputs
 from deployopt.measure.kinds import resolve_kinds
 from deployopt.runners import Runner, RunnerSpec, create_runner
 
@@ -105,6 +105,8 @@ class VerifyResult:
             "psnr": min,
             "residual_cosine": min,
         }
+        # the element-wise errors only where the budget bounds them (they always are measured)
+        worst |= {error: max for error in ("max_abs_error", "max_rel_error") if getattr(self.budget, error) is not None}
         numbers = {}
         for metric, pick in worst.items():
             values = [getattr(o, metric) for o in self.outputs if getattr(o, metric) is not None]
@@ -113,6 +115,12 @@ class VerifyResult:
         if self.candidate_accuracy is not None:
             numbers["accuracy"] = self.candidate_accuracy
         return numbers
+
+    @property
+    def slack(self) -> float:
+        """The judge's margin to the budget as one number (:func:`~.compare.budget_slack`): what a search's plot
+        puts against speed, with the budget's line at 0."""
+        return budget_slack(self.outputs, self.failures, self.budget, self.reference_accuracy, self.candidate_accuracy)
 
     @property
     def verdict(self) -> str:

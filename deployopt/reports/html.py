@@ -1,4 +1,6 @@
-"""``report.html``: one self-contained page per build — verdict, variant table, steps, and three plots.
+"""``report.html``: one self-contained page per build — verdict, variant table, three plots, each precision
+search as a table of attempts and a plot, steps and notes. It reads on a phone too: wide tables scroll sideways
+inside their box, plots shrink to the page's width.
 
 Plots (matplotlib, embedded as base64 PNG so the file can be mailed or attached to a CI run):
 latency vs accuracy with the Pareto front marked, size per variant, latency by batch size. Accuracy is
@@ -12,14 +14,19 @@ import html
 import io
 
 from deployopt.reports.model import REFERENCE, BuildReport, VariantReport, machine_lines
-from deployopt.types import ONNX_FP32
+from deployopt.reports.search import MARGIN_MEANING, attempt_rows, node_lists, plot_png
+from deployopt.types import ONNX_FP32, PrecisionSearch
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#1b1b1b;max-width:1200px}
+.scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f0f3f7}td:first-child,th:first-child{text-align:left}
-.pass{color:#0a7a28;font-weight:bold}.fail{color:#b00020;font-weight:bold}
+td.why{text-align:left;min-width:16em}td.tried{text-align:left;white-space:nowrap}
+.pass{color:#0a7a28;font-weight:bold}.fail{color:#b00020;font-weight:bold}tr.kept td{background:#fff6d6}
 .plots img{max-width:32%;margin-right:1%;border:1px solid #ddd}li{margin:.3em 0}
+img.search{max-width:100%;border:1px solid #ddd}details{margin:.5em 0 1.5em}code,pre{white-space:pre-wrap}
+@media (max-width:800px){body{margin:.6em}.plots img{max-width:100%;margin:0 0 .5em}}
 """
 
 
@@ -161,7 +168,8 @@ def _table(report: BuildReport) -> str:
             + f"<td{css}>{html.escape(cells[-1])}</td></tr>"
         )
     header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    return f'<table id="variants"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    table = f'<table id="variants"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return f'<div class="scroll">{table}</div>'
 
 
 def _recommendation(report: BuildReport) -> str:
@@ -190,6 +198,49 @@ def _machines(report: BuildReport) -> str:
     return f'<h2>Machines</h2><div id="machines">{"".join(parts)}</div>'
 
 
+def _searches(report: BuildReport) -> str:
+    """Each precision search: why the kept attempt won, its plot, the attempt table, the node lists folded."""
+    sections = "".join(_search_section(s.search) for s in report.stages if s.search)
+    return f"<h2>Precision searches</h2>{sections}" if sections else ""
+
+
+def _search_section(search: PrecisionSearch) -> str:
+    png = plot_png(search)
+    plot = (
+        f'<img class="search" alt="{html.escape(search.title)}" '
+        f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+        if png
+        else "<p>No plot: fewer than two attempts were timed (benchmarks skipped, or nothing to compare).</p>"
+    )
+    nodes = "".join(
+        f"<li>attempt {a.number} ({len(a.kept_higher)}): {html.escape(names)}</li>" for a, names in node_lists(search)
+    )
+    summary = f"nodes kept in {html.escape(search.higher)}, by attempt"
+    folded = f"<details><summary>{summary}</summary><ul>{nodes}</ul></details>" if nodes else ""
+    return (
+        f'<section class="search" id="search-{html.escape(search.variant)}">'
+        f"<h3>{html.escape(search.title)} ({html.escape(search.variant)})</h3>"
+        f"<p><b>Kept: attempt {search.kept}</b> — {html.escape(search.why_kept)}.</p>{plot}"
+        f"{_attempt_table(search)}<p><small>{html.escape(MARGIN_MEANING)}.</small></p>{folded}</section>"
+    )
+
+
+def _attempt_table(search: PrecisionSearch) -> str:
+    """One row per attempt; the kept one highlighted, its outcome coloured by the verdict."""
+    header, rows = attempt_rows(search, nodes_shown=3)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for attempt, row in zip(search.attempts, rows, strict=True):
+        number, tried, *numbers, result, why = (html.escape(cell) for cell in row)
+        verdict = "pass" if attempt.passed else "fail"
+        kept = ' class="kept"' if attempt.number == search.kept else ""
+        cells = [f"<td>{number}</td>", f'<td class="tried">{tried}</td>', *(f"<td>{c}</td>" for c in numbers)]
+        cells += [f'<td class="{verdict}">{result}</td>', f'<td class="why">{why}</td>']
+        body.append(f"<tr{kept}>{''.join(cells)}</tr>")
+    table = f'<table class="attempts" data-search="{html.escape(search.variant)}">'
+    return f'<div class="scroll">{table}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
 def render_html(report: BuildReport) -> str:
     verdict = '<span class="pass">PASS</span>' if report.passed else '<span class="fail">FAIL</span>'
     steps = "".join(
@@ -203,6 +254,7 @@ def render_html(report: BuildReport) -> str:
     )
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>deployopt: {html.escape(report.model)}</title>"
         f"<style>{_STYLE}</style></head><body>"
         f"<h1>deployopt build: {html.escape(report.model)} — {verdict}</h1>"
@@ -213,5 +265,8 @@ def render_html(report: BuildReport) -> str:
         + _recommendation(report)
         + _machines(report)
         + f'<div class="plots">{images}</div>'
-        f"<h2>Steps</h2><ol>{steps}</ol>" + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "") + "</body></html>\n"
+        + _searches(report)
+        + f"<h2>Steps</h2><ol>{steps}</ol>"
+        + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "")
+        + "</body></html>\n"
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from deployopt.measure.verify import VerifyResult
 from deployopt.platform.machine import describe_machine, this_machine
 from deployopt.reports.recommend import Recommendation
+from deployopt.reports.search import MARGIN_MEANING, attempt_rows, has_plot, node_lists, plot_file
 from deployopt.types import ONNX_FP32, REPORT_FORMAT, StepRecord
 
 REFERENCE = "pytorch"
@@ -240,11 +241,32 @@ def render_markdown(report: BuildReport) -> str:
     for step in report.stages:
         state = "reused from cache" if step.cached else f"{step.seconds:.1f} s"
         lines.append(f"- **{step.stage}** ({state}): {step.summary}")
+    lines += search_lines(report)
     if report.failures:
         lines += ["", "## Budget failures", ""] + [f"- {f}" for f in report.failures]
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     return "\n".join(lines) + "\n"
+
+
+def search_lines(report: BuildReport) -> list[str]:
+    """report.md's "Precision searches" section: per search why the kept attempt won, its plot (a PNG beside
+    report.md), the attempt table, and the node lists folded in ``<details>``."""
+    searches = [s.search for s in report.stages if s.search]
+    if not searches:
+        return []
+    lines = ["", "## Precision searches"]
+    for search in searches:
+        lines += ["", f"### {search.title} ({search.variant})", ""]
+        lines += [f"**Kept: attempt {search.kept}** — {search.why_kept}.", ""]
+        if has_plot(search):
+            lines += [f"![{search.title}]({plot_file(search)})", ""]
+        lines += [markdown_table(*attempt_rows(search)), "", f"_{MARGIN_MEANING}._"]
+        if nodes := node_lists(search):
+            lines += ["", f"<details><summary>nodes kept in {search.higher}, by attempt</summary>", ""]
+            lines += [f"- attempt {a.number} ({len(a.kept_higher)}): {names}" for a, names in nodes]
+            lines += ["", "</details>"]
+    return lines
 
 
 def recommendation_lines(report: BuildReport) -> list[str]:

@@ -22,7 +22,8 @@ from deployopt.measure.verify import CollectedOutputs, Judge, collect_outputs
 from deployopt.platform.machine import cpu_key, this_machine
 from deployopt.rundir import RunDirectory, StageOutcome
 from deployopt.runners import RunnerSpec, create_runner, reference_spec
-from deployopt.types import ONNX_FP32, StepRecord
+from deployopt.stages.precision_search import AttemptTiming
+from deployopt.types import ONNX_FP32, PrecisionSearch, StepRecord
 
 if TYPE_CHECKING:
     from deployopt.data.plan import DataPlan
@@ -73,6 +74,15 @@ class BuildContext:
     def reference(self) -> RunnerSpec:
         """The original, as every artifact is judged against it."""
         return reference_spec(self.source)
+
+    def attempt_timing(self) -> AttemptTiming | None:
+        """How a precision search times its attempts: beside the optimised fp32 graph on ONNX Runtime at the smallest
+        benchmarked batch, with the benchmark's threads; None under ``--no-bench`` (nothing is timed)."""
+        if self.config.skip_bench or ONNX_FP32 not in self.artifacts:
+            return None
+        bench = self.config.bench
+        fp32 = RunnerSpec("onnxruntime", str(self.artifacts[ONNX_FP32].path), threads=bench.threads)
+        return AttemptTiming(fp32, min(bench.batch_sizes), bench.threads)
 
     def memory(self) -> MemoryPlan | None:
         """The build's memory budget (resolved once) with the bytes of activations one sample makes in the fp32
@@ -149,8 +159,8 @@ class BuildContext:
         self.artifacts[name] = artifact
         return artifact
 
-    def record(self, stage: str, outcome: StageOutcome, summary: str) -> None:
-        self.steps.append(StepRecord(stage, outcome.cached, outcome.record["seconds"], summary))
+    def record(self, stage: str, outcome: StageOutcome, summary: str, search: PrecisionSearch | None = None) -> None:
+        self.steps.append(StepRecord(stage, outcome.cached, outcome.record["seconds"], summary, search))
         if outcome.cached:
             self.progress(f"{stage}: reused from the run directory (same inputs, config and tool versions)")
 

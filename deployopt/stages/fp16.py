@@ -10,8 +10,6 @@ Every node kept in fp32 is reported. On CPUs without fp16 arithmetic this is a s
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import tempfile
 import time
 import traceback
@@ -29,8 +27,10 @@ from deployopt.measure.verify import Judge
 from deployopt.runners import RunnerSpec
 from deployopt.sources.onnxutil import already_quantized, load_model, name_nodes
 from deployopt.stages.base import BuildContext
+from deployopt.stages.fp16_graph import drop_round_trips, load_error
 from deployopt.stages.fp16_sensitivity import most_sensitive
-from deployopt.types import ONNX_FP32, Precision
+from deployopt.stages.precision_search import AttemptTiming, named_briefly, speedups, time_beside_baseline
+from deployopt.types import ONNX_FP32, Precision, PrecisionSearch, SearchAttempt
 
 MAX_FALLBACKS = 50
 ANALYSIS_SAMPLES = 32  # samples whose every tensor the sensitivity ranking compares (fewer under a memory budget)
@@ -60,6 +60,10 @@ class Fp16Attempt:
     failures: list[str]
     max_rel_error: float | None
     cosine: float | None
+    metrics: dict[str, float] = field(default_factory=dict)  # VerifyResult.headline()
+    slack: float | None = None  # VerifyResult.slack
+    p50_ms: dict[int, float] = field(default_factory=dict)  # timed beside the fp32 graph when the search searched
+    speedup: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -94,13 +98,15 @@ def convert_fp16_within_budget(
     threads: int | None = None,
     progress=lambda message: None,
     analysis_batch: int = ANALYSIS_SAMPLES,
+    timing: AttemptTiming | None = None,
 ) -> Fp16Result:
     """Convert, verify with ``judge`` — the final verification itself (same reference outputs, data and
     budget, so an accepted model cannot fail it) — and while the budget is missed keep the nodes that lose the
     most accuracy in fp32 and retry (``config.max_rounds`` times), as Polygraphy's ``debug precision`` and
     ModelOpt's AutoCast do. A round that comes out worse than the best so far is undone: its nodes are set
-    aside and the next round ranks the rest on the best candidate. Every attempt is recorded; the best one is
-    written even when none passes."""
+    aside and the next round ranks the rest on the best candidate. Every attempt is recorded (and, with
+    ``timing``, timed beside the fp32 graph when there was more than one); the best one is written even when none
+    passes."""
     import onnx
 
     started = time.perf_counter()
@@ -111,12 +117,12 @@ def convert_fp16_within_budget(
     best: tuple[tuple, Any, list[str], list[str]] | None = None  # rank, model, node block, kept
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="deployopt-fp16-") as tmp:
-        named, candidate = Path(tmp) / "fp32.onnx", Path(tmp) / "fp16.onnx"
-        best_path = Path(tmp) / "best-fp16.onnx"
+        named, best_path = Path(tmp) / "fp32.onnx", Path(tmp) / "best-fp16.onnx"
         onnx.save_model(model, str(named))
         for round_index in range(config.max_rounds + 1):
             progress(f"fp16: round {round_index + 1}, {len(kept)} node(s) kept in fp32 for accuracy")
             converted, node_block = _loadable(model, config, op_block, kept, in_path)
+            candidate = Path(tmp) / f"fp16-round{round_index + 1}.onnx"
             onnx.save_model(converted, str(candidate))
             fp16_spec = RunnerSpec("onnxruntime", str(candidate), threads=threads)
             result = judge(fp16_spec)
@@ -129,6 +135,8 @@ def convert_fp16_within_budget(
                     result.failures,
                     worst.max_rel_error if worst else None,
                     min((o.cosine for o in result.outputs), default=None),
+                    result.headline(),
+                    result.slack,
                 )
             )
             # passing first, then any with metrics (a shape or output-count failure has none), then the closest
@@ -163,6 +171,12 @@ def convert_fp16_within_budget(
                 )
                 break
             kept = [*kept, *newly]
+        if timing is not None and len(attempts) > 1:
+            progress(f"fp16: timing {len(attempts)} attempt(s) beside fp32 at batch {timing.batch}")
+            rounds = [RunnerSpec("onnxruntime", str(Path(tmp) / f"fp16-round{a.round}.onnx")) for a in attempts]
+            fp32, timed = time_beside_baseline(timing.baseline, rounds, (timing.batch,), judge.data, timing.threads)
+            for attempt, p50_ms in zip(attempts, timed, strict=True):
+                attempt.p50_ms, attempt.speedup = p50_ms, speedups(fp32, p50_ms)
     _, converted, node_block, best_kept = best
     result = _finish(converted, out_path, config, [n for n in node_block if n not in best_kept], started)
     result.accuracy_nodes = [n for n in node_block if n in best_kept]
@@ -192,7 +206,7 @@ def _loadable(
         probe = Path(tmp) / "probe.onnx"
         for _ in range(MAX_FALLBACKS):
             converted = _convert(model, config, op_block, node_block)
-            refused = _load_error(converted, probe)
+            refused = load_error(converted, probe)
             if refused is None:
                 return converted, node_block
             culprits = _node_named_in(refused, converted, node_block) or _search_culprits(
@@ -234,71 +248,7 @@ def _convert(model: Any, config: Fp16Config, op_block: list[str], node_block: li
             + (f": {error_reason(exc, 200)}" if str(exc) else "")
             + ")"
         ) from exc
-    return _drop_round_trips(converted, set(node_block) | {n.name for n in model.graph.node if n.op_type in op_block})
-
-
-def _drop_round_trips(model: Any, fp32_nodes: set[str]) -> Any:
-    """Remove the converter's fp32 → fp16 → fp32 Cast pairs between two nodes kept in fp32: it casts each
-    kept node on its own, so a value beyond fp16's range between two of them overflows all the same."""
-    from onnx import TensorProto
-
-    def cast_to(node: Any) -> int | None:
-        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
-
-    graph = model.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    outputs = {o.name for o in graph.output}
-    rename: dict[str, str] = {}
-    dropped: set[int] = set()
-    for down in graph.node:
-        if cast_to(down) != TensorProto.FLOAT16 or down.output[0] in outputs:
-            continue
-        source = producer.get(down.input[0])
-        if source is None or source.name not in fp32_nodes:
-            continue
-        ups = consumers.get(down.output[0], [])
-        if not ups or any(cast_to(up) != TensorProto.FLOAT or up.output[0] in outputs for up in ups):
-            continue
-        for up in ups:
-            rename[up.output[0]] = down.input[0]
-            dropped.add(id(up))
-        dropped.add(id(down))
-    if not rename:
-        return model
-    kept = [node for node in graph.node if id(node) not in dropped]
-    for node in kept:
-        for i, name in enumerate(node.input):
-            node.input[i] = rename.get(name, name)
-    del graph.node[:]
-    graph.node.extend(kept)
-    return model
-
-
-_LOAD_PROBE = (
-    "import sys, onnxruntime as ort\n"
-    "o = ort.SessionOptions(); o.log_severity_level = 3\n"
-    "try: ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider'])\n"
-    "except Exception as e: print(e); sys.exit(1)\n"
-)
-
-
-def _load_error(model: Any, probe: Path) -> str | None:
-    """Load the model in a child process: ONNX Runtime can crash outright (SIGSEGV) on a bad fp16 graph."""
-    import onnx
-
-    onnx.save_model(model, str(probe))
-    result = subprocess.run(
-        [sys.executable, "-c", _LOAD_PROBE, str(probe)], capture_output=True, text=True, check=False
-    )
-    if result.returncode == 0:
-        return None
-    if result.returncode < 0:
-        return f"ONNX Runtime crashed (signal {-result.returncode}) while loading the fp16 model"
-    return (result.stdout or result.stderr).strip()
+    return drop_round_trips(converted, set(node_block) | {n.name for n in model.graph.node if n.op_type in op_block})
 
 
 def _search_culprits(
@@ -311,11 +261,11 @@ def _search_culprits(
         if node.op_type not in op_block and node.name not in node_block:
             by_type.setdefault(node.op_type, []).append(node.name)
     for names in sorted(by_type.values(), key=len):
-        if _load_error(_convert(model, config, op_block, node_block + names), probe) is not None:
+        if load_error(_convert(model, config, op_block, node_block + names), probe) is not None:
             continue
         if len(names) > 1:
             for name in names:
-                if _load_error(_convert(model, config, op_block, [*node_block, name]), probe) is None:
+                if load_error(_convert(model, config, op_block, [*node_block, name]), probe) is None:
                     return [name]
         return names
     return []
@@ -362,6 +312,7 @@ class Fp16Step:
                 threads=ctx.config.bench.threads,
                 progress=child_progress,
                 analysis_batch=ctx.batch_within_memory(ANALYSIS_SAMPLES, None, TWO_GRAPHS_ALL_TENSORS),
+                timing=ctx.attempt_timing(),
             )
             return run_isolated(self.variant, _convert_in_child, job, ctx.progress, scratch=ctx.run.root)
 
@@ -372,7 +323,8 @@ class Fp16Step:
                 raise
             return ctx.skip(self.name, str(exc))
         ctx.add_artifact(self.variant, outcome)
-        ctx.record(self.name, outcome, fp16_summary(outcome.record["details"]))
+        details = outcome.record["details"]
+        ctx.record(self.name, outcome, fp16_summary(details), fp16_search(details, self.variant))
 
 
 def _convert_in_child(**job) -> dict:
@@ -381,19 +333,41 @@ def _convert_in_child(**job) -> dict:
 
 
 def fp16_summary(d: dict) -> str:
+    """The fp16 step in brief; its rounds are the search table of report.md/.html (:func:`fp16_search`)."""
     kept, accuracy = d["fallback_nodes"], d.get("accuracy_nodes", [])
     text = (
         f"float16 weights and activations with float32 inputs/outputs; {d['fp16_nodes']} fp16 nodes, "
         f"{d['fp32_nodes']} fp32 nodes (converter block list)"
-        + (f"; kept in fp32 because ONNX Runtime refused them: {', '.join(kept)}" if kept else "")
-        + (f"; kept in fp32 for accuracy: {', '.join(accuracy)}" if accuracy else "")
+        + (f"; kept in fp32 because ONNX Runtime refused them: {named_briefly(kept)}" if kept else "")
+        + (f"; kept in fp32 for accuracy: {named_briefly(accuracy)}" if accuracy else "")
     )
     attempts = d.get("attempts", [])
     if len(attempts) > 1:
-        text += ". Attempts: " + "; ".join(
-            f"round {a['round']} ({len(a['kept_fp32'])} in fp32): "
-            + (f"max rel {a['max_rel_error']:.3g}" if a["max_rel_error"] is not None else a["failures"][0])
-            + (" pass" if a["passed"] else " miss")
-            for a in attempts
-        )
+        text += f"; {len(attempts)} rounds judged"
     return text + "".join(f"; {note}" for note in d.get("notes", []))
+
+
+def fp16_search(d: dict, variant: str) -> PrecisionSearch | None:
+    """The accuracy rounds as the report's search table and plot (None when one round settled it)."""
+    if len(d.get("attempts", [])) < 2:
+        return None
+    attempts = tuple(
+        SearchAttempt(
+            a["round"],
+            f"round {a['round']}",
+            tuple(a["kept_fp32"]),
+            a.get("metrics") or ({"cosine": a["cosine"]} if a["cosine"] is not None else {}),
+            a.get("slack"),
+            tuple(a["failures"]),
+            {int(b): v for b, v in a.get("p50_ms", {}).items()},
+            {int(b): v for b, v in a.get("speedup", {}).items()},
+        )
+        for a in d["attempts"]
+    )
+    kept = next(a for a in attempts if list(a.kept_higher) == d.get("accuracy_nodes", []))
+    why = (
+        f"round {kept.number} passes with {len(kept.kept_higher)} node(s) kept in fp32 for accuracy"
+        if kept.passed
+        else f"no round passes; round {kept.number} comes closest (smallest relative error)"
+    )
+    return PrecisionSearch("fp16 accuracy search", variant, "fp32", kept.number, why, attempts)

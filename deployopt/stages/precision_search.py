@@ -1,5 +1,6 @@
 """What every mixed-precision search shares: the damage a node (or block) does alone at the model's outputs,
-the samples a ranking can afford, and the search for the fewest ranked blocks to keep in higher precision.
+the samples a ranking can afford, the search for the fewest ranked blocks to keep in higher precision, and the
+timing of its attempts beside the fp32 graph (the report's accuracy-against-speed table and plot).
 
 The int8 search (ONNX Runtime, blocks kept in float) and the OpenVINO per-layer search (layers kept in f32
 inside a bf16/fp16 model) differ in how they switch one block; they rank, time-box and bisect the same way.
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from deployopt.data.eval_data import EvalData
+from deployopt.runners import RunnerSpec
 
 # Samples (evenly spread over the verification data) each block is judged on when ranked: one run per block,
 # so this bounds the ranking's time on a large model.
@@ -110,3 +112,41 @@ def fewest_passing(ranked: int, attempt: Callable[[int], bool], max_rounds: int)
             count *= 2
     exhausted = rounds == max_rounds and (passing is None or passing - failing > 1)
     return FewestPassing(passing, failing, rounds, exhausted)
+
+
+@dataclass(frozen=True)
+class AttemptTiming:
+    """How a search times its attempts: beside ``baseline`` (the fp32 graph on ONNX Runtime, what the report's
+    ratios are against) at ``batch``, with the benchmark's threads, so every ratio comes from one run."""
+
+    baseline: RunnerSpec
+    batch: int
+    threads: int | None = None
+
+
+def time_beside_baseline(
+    baseline: RunnerSpec, candidates: list[RunnerSpec], batches: tuple[int, ...], data: EvalData, threads: int | None
+) -> tuple[dict[int, float], list[dict[int, float]]]:
+    """p50 in ms per batch of ``baseline`` and of each candidate, each in its own process on the verification
+    inputs — short runs (a search's attempts are compared with each other, not published as benchmarks)."""
+    from deployopt.measure.bench import BenchConfig, BenchVariant, bench
+
+    config = BenchConfig(batch_sizes=batches, threads=threads, warmup_seconds=0.1, min_iterations=3, min_seconds=0.3)
+    variants = [BenchVariant("baseline", baseline)] + [BenchVariant(str(i), c) for i, c in enumerate(candidates)]
+    measured: dict[str, dict[int, float]] = {}
+    for m in bench(variants, data.signature, config, data=data):
+        measured.setdefault(m.variant, {})[m.batch] = m.p50_ms
+    return measured.get("baseline", {}), [measured.get(str(i), {}) for i in range(len(candidates))]
+
+
+def speedups(baseline: dict[int, float], p50_ms: dict[int, float]) -> dict[int, float]:
+    """× the baseline per batch (above 1: faster)."""
+    return {b: round(baseline[b] / v, 3) for b, v in p50_ms.items() if b in baseline and v > 0}
+
+
+def named_briefly(names: list[str] | tuple[str, ...], shown: int = 6) -> str:
+    """A node list for a sentence: every name when few, else the first ``shown`` and the count (the search table of
+    report.md/.html lists them all)."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])}, … ({len(names)} in all)"

@@ -1,16 +1,16 @@
-"""report.html: self-contained, with the variant table and three plots; rendered by headless Chromium."""
+"""report.html: self-contained, with the variant table, three plots and the precision searches; rendered by
+headless Chromium at a desktop's and a phone's width (.ci/run installs Debian's chromium where it is missing)."""
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import pytest
 
 from deployopt.reports.html import pareto_front
+from tests.reports.browser import CHROMIUM, render
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed")
 
 
@@ -51,7 +51,9 @@ def built_report(digits_checkpoint, tmp_path_factory):
     from deployopt.flow.build import QuantizedVariants
 
     out = tmp_path_factory.mktemp("html") / "run"
-    config = BuildConfig(out=out, quantize=QuantizedVariants(make=("fp16",)), bench=BenchConfig(batch_sizes=(1, 32)))
+    config = BuildConfig(
+        out=out, quantize=QuantizedVariants(make=("fp16", "int8")), bench=BenchConfig(batch_sizes=(1, 32))
+    )
     report = build(digits_checkpoint, config)
     return report, out / "report.html"
 
@@ -63,8 +65,8 @@ def test_report_html_is_self_contained_with_table_and_three_plots(built_report):
     for variant in report.variants:
         assert f"<td>{variant.name}</td>" in text
     assert "<th>vs ONNX fp32 b32</th>" in text and "<th>vs PyTorch b1</th>" in text
-    images = re.findall(r'<img alt="([^"]+)"[^>]*src="data:image/png;base64,', text)
-    assert images == ["latency vs accuracy", "size per variant", "latency by batch size"]
+    images = re.findall(r'<img (?:class="search" )?alt="([^"]+)"[^>]*src="data:image/png;base64,', text)
+    assert images == ["latency vs accuracy", "size per variant", "latency by batch size", "int8 accuracy search"]
     assert "http://" not in text and "https://" not in text  # nothing fetched from elsewhere
 
 
@@ -86,6 +88,35 @@ def test_headless_chromium_renders_a_non_blank_page_with_the_table(built_report,
         [*common, "--dump-dom", page.as_uri()], check=True, capture_output=True, text=True, timeout=120
     ).stdout
     assert '<table id="variants">' in dom and dom.count("<tr>") >= 4
+
+
+@needs_chromium
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_page_reads_at_a_desktop_and_a_phone_width(built_report, tmp_path, width):
+    """No console error; every table and plot on screen inside the page's width (wide tables scroll in their box,
+    the page itself never does); the search table has one row per attempt."""
+    report, page = built_report
+    measured = render(page, width, tmp_path)
+    assert measured["width"] == width and measured["problems"] == []
+    assert measured["pageWidth"] <= width
+    assert all(t["shown"] for t in measured["tables"]), measured["tables"]
+    assert all(i["shown"] and i["decoded"] for i in measured["images"]), measured["images"]
+    assert len(measured["images"]) == 4 and all(i["width"] >= min(300, width * 0.8) for i in measured["images"][3:])
+    (search,) = [s.search for s in report.stages if s.search]
+    (table,) = [t for t in measured["tables"] if t["name"] == search.variant]
+    assert table["rows"] == len(search.attempts) >= 2
+
+
+@needs_chromium
+def test_the_probe_sees_a_console_error_and_a_broken_image(built_report, tmp_path):
+    """The check above can fail: a page that logs an error and shows an image that does not load is caught."""
+    _, page = built_report
+    broken = tmp_path / "broken.html"
+    extra = '<img alt="missing" src="missing.png"><script>console.error("boom")</script>'
+    broken.write_text(page.read_text().replace("</body>", extra + "</body>"))
+    measured = render(broken, 390, tmp_path)
+    assert "boom" in measured["problems"] and any("missing.png" in p for p in measured["problems"])
+    assert not next(i for i in measured["images"] if i["alt"] == "missing")["decoded"]
 
 
 def test_a_variant_whose_outputs_could_not_be_compared_still_renders(built_report):

@@ -135,7 +135,8 @@ def test_bf16_asked_for_by_name_is_made_here_or_refused_before_anything_is_writt
 def test_the_per_layer_search_keeps_the_damaging_layers_in_f32(tmp_path, run_cli):
     model = _cancellation_graph(tmp_path)
     run = tmp_path / "run"
-    code, _, err = run_cli("build", model, "-o", run, "--no-int8", *QUICK)
+    timed = ("--no-fp16", "--batch-sizes", "1", "--repeats", "1", "--max-repeats", "1")
+    code, _, err = run_cli("build", model, "-o", run, "--no-int8", *timed)
     assert code == 0, err
     report, manifest = _run(run)
     if (problem := _bf16_problem()) is not None:
@@ -154,8 +155,15 @@ def test_the_per_layer_search_keeps_the_damaging_layers_in_f32(tmp_path, run_cli
     ran = _compiled_precisions(xml, "bf16")
     assert ran["wide"] == ran["difference"] == "f32"  # the marking holds in the compiled model
     assert "bf16" in ran.values()  # and the rest computes in bf16
-    summary = next(s["summary"] for s in report["stages"] if s["stage"] == "openvino-bf16")
-    assert "2 layer block(s) kept in f32: " in summary and "blocks costing the most accuracy" in summary
+    step = next(s for s in report["stages"] if s["stage"] == "openvino-bf16")
+    assert "2 layer block(s) kept in f32: " in step["summary"] and "blocks costing the most accuracy" in step["summary"]
+    search = step["search"]  # the attempts as the report's search table: one row each, the kept one named
+    assert [a["number"] for a in search["attempts"]] == [a["round"] for a in details["attempts"]]
+    kept = search["attempts"][search["kept"] - 1]
+    assert sorted(kept["kept_higher"]) == ["difference", "wide"] and not kept["failures"] and kept["slack"] >= 0
+    assert search["attempts"][0]["slack"] < 0 and all(set(a["speedup"]) == {"1"} for a in search["attempts"])
+    assert "### openvino-bf16: precision search (openvino-bf16)" in (run / "report.md").read_text()
+    assert (run / "report-search-openvino-bf16.png").stat().st_size > 0
 
 
 def test_a_per_layer_search_that_cannot_meet_the_budget_names_the_best_trade_off(tmp_path, run_cli):

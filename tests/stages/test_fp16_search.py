@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from deployopt.api import BuildConfig, Fp16Config, QuantizedVariants, build, quantize
+from deployopt.api import BenchConfig, BuildConfig, Fp16Config, QuantizedVariants, build, quantize
 from deployopt.errors import EXIT_BUDGET
 
 
@@ -57,13 +57,23 @@ def test_fp16_that_cannot_meet_its_budget_is_written_marked_failing_and_exits_1(
 
 def test_build_reports_the_fp16_rounds_and_the_nodes_kept(tmp_path):
     model = _overflowing_graph(tmp_path / "overflow.onnx")
-    config = BuildConfig(out=tmp_path / "run", skip_bench=True, quantize=QuantizedVariants(make=("fp16",)))
+    bench = BenchConfig(batch_sizes=(1,), repeats=1, max_repeats=1)
+    config = BuildConfig(out=tmp_path / "run", bench=bench, quantize=QuantizedVariants(make=("fp16",)))
     report = build(model, config)
     assert report.passed, report.failures
     step = next(s for s in report.stages if s.stage == "fp16")
     assert "kept in fp32 for accuracy" in step.summary and "round 2" in step.summary
     details = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["fp16"]["details"]
     assert details["passed"] and details["accuracy_nodes"]
+    # the rounds as the report's search: one row each, timed beside fp32, the passing round kept and plotted
+    search = step.search
+    assert [a.number for a in search.attempts] == [a["round"] for a in details["attempts"]]
+    kept = search.attempts[search.kept - 1]
+    assert kept.passed and list(kept.kept_higher) == details["accuracy_nodes"] and kept.slack >= 0
+    assert not search.attempts[0].passed and search.attempts[0].slack < 0
+    assert all(set(a.speedup) == {1} and a.p50_ms[1] > 0 for a in search.attempts)
+    assert (tmp_path / "run" / "report-search-onnx-fp16.png").stat().st_size > 0
+    assert "### fp16 accuracy search (onnx-fp16)" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_a_round_that_makes_it_worse_is_undone(tmp_path, monkeypatch):

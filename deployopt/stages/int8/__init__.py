@@ -14,7 +14,7 @@ from deployopt.stages.base import Artifact, BuildContext
 from deployopt.stages.int8.quantize import Int8Config, quantizable_nodes, resolve_mode, seven_bit_weights
 from deployopt.stages.int8.search import quantize_int8
 from deployopt.stages.int8.sensitivity import ANALYSIS_BATCH
-from deployopt.types import ONNX_FP32, Precision
+from deployopt.types import ONNX_FP32, Precision, PrecisionSearch, SearchAttempt
 
 
 class Int8Step:
@@ -85,7 +85,8 @@ class Int8Step:
             return ctx.skip(self.name, str(exc))
         ctx.add_artifact(self.variant, outcome)
         ctx.qdq_graphs[self.variant] = Artifact(outcome.output("qdq"), outcome.record["outputs"]["qdq"]["sha256"])
-        ctx.record(self.name, outcome, int8_summary(outcome.record["details"]))
+        details = outcome.record["details"]
+        ctx.record(self.name, outcome, int8_summary(details), int8_search(details, self.variant))
         if note := ctx.data.calibration_overlap_note():
             ctx.notes.append(note)
 
@@ -110,7 +111,8 @@ def _quantize(**job) -> dict:
 
 
 def int8_summary(d: dict) -> str:
-    """The int8 step in words: what was kept, why, each attempt's accuracy and speed, and the search's time."""
+    """The int8 step in brief: what was kept and why, the int8 op counts and the search's time; its attempts are
+    the search table of report.md/.html (:func:`int8_search`)."""
     ops = ", ".join(f"{op} {c['int8']}/{c['int8'] + c['float']}" for op, c in d["op_counts"].items())
     calibration = d.get("calibration")
     calibrated = (
@@ -119,26 +121,37 @@ def int8_summary(d: dict) -> str:
         if calibration
         else ""
     )
-    attempts = "; ".join(_attempt_summary(a) for a in d["attempts"])
-    excluded = f"; kept in float: {', '.join(d['excluded'])}" if d["excluded"] else ""
+    excluded = f"; {len(d['excluded'])} node(s) kept in float" if d["excluded"] else ""
     verdict = "within budget" if d["passed"] else "MISSES the budget"
     text = (
         f"{d['mode']} quantization, kept {d['chosen']} ({verdict}); {calibrated}int8 ops {ops}{excluded}. "
-        f"Every attempt judged like the final check, on {d['judged_on']}: {attempts}. "
-        f"Search took {d['search_seconds']:.0f} s"
+        f"{len(d['attempts'])} attempt(s), each judged like the final check, on {d['judged_on']}; "
+        f"search took {d['search_seconds']:.0f} s"
     )
-    return text + "".join(f"; {note}" for note in d.get("notes", []))
+    return text + "".join(f"; {note}" for note in [d.get("why_kept", ""), *d.get("notes", [])] if note)
 
 
-def _attempt_summary(a: dict) -> str:
-    quality = [f"cosine {a['cosine']:.5f}"] if a["cosine"] is not None else []
-    if a["top1_agreement"] is not None:
-        quality.append(f"top-1 {a['top1_agreement']:.1%}")
-    if a["accuracy"] is not None:
-        quality.append(f"accuracy {a['accuracy']:.2f}%")
-    speed = [f"b{b} {v:.2f} ms ({a['speedup'][b]:.2f}× fp32)" for b, v in a["p50_ms"].items()]
-    return (
-        f"{a['round']}. {a['phase']} {a['candidate']} ({len(a['excluded'])} in float): "
-        + ", ".join(quality + speed)
-        + (" pass" if a["passed"] else " miss")
+def int8_search(d: dict, variant: str) -> PrecisionSearch:
+    """The int8 search's attempts as the report's table and plot show every precision search."""
+    attempts = tuple(
+        SearchAttempt(
+            a["round"],
+            f"{a['phase']}: {a['candidate']}",
+            tuple(a["excluded"]),
+            a.get("metrics") or _metrics(a),
+            a.get("slack"),
+            tuple(a["failures"]),
+            {int(b): v for b, v in a["p50_ms"].items()},
+            {int(b): v for b, v in a["speedup"].items()},
+        )
+        for a in d["attempts"]
     )
+    kept = d.get("kept_round") or next(a.number for a in attempts if a.kept_higher == tuple(d["excluded"]))
+    why = d.get("why_kept", "").removeprefix("kept: ")
+    return PrecisionSearch("int8 accuracy search", variant, "float", kept, why, attempts)
+
+
+def _metrics(a: dict) -> dict[str, float]:
+    """The judge's numbers of an attempt recorded before attempts kept them all (a cached stage)."""
+    names = {"cosine": "cosine", "top1_agreement": "top1_agreement", "accuracy": "accuracy"}
+    return {name: a[key] for key, name in names.items() if a.get(key) is not None}

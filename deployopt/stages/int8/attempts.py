@@ -28,6 +28,8 @@ class Attempt:
     op_counts: dict[str, dict[str, int]]
     p50_ms: dict[int, float] = field(default_factory=dict)
     speedup: dict[int, float] = field(default_factory=dict)  # against the fp32 graph, same benchmark run
+    metrics: dict[str, float] = field(default_factory=dict)  # VerifyResult.headline()
+    slack: float | None = None  # VerifyResult.slack
 
 
 @dataclass
@@ -44,6 +46,8 @@ class Int8Result:
     fp32_p50_ms: dict[int, float] = field(default_factory=dict)
     search_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    kept_round: int = 0  # the attempt written
+    why_kept: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)

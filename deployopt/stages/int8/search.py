@@ -19,7 +19,6 @@ is written, marked failing, and the notes name the costliest nodes and the best 
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 import time
@@ -28,7 +27,6 @@ from typing import Any
 
 from deployopt.data.calibration import BatchSource
 from deployopt.errors import InputFileError, StageError, UsageError
-from deployopt.measure.bench import BenchConfig, BenchVariant, bench
 from deployopt.measure.verify import Judge
 from deployopt.runners import RunnerSpec
 from deployopt.sources.onnxutil import drop_initializer_value_info, load_model, name_nodes
@@ -61,7 +59,7 @@ from deployopt.stages.int8.quantize import (
 )
 from deployopt.stages.int8.sensitivity import ANALYSIS_BATCH, rank_by_output, rank_nodes
 from deployopt.stages.int8.switchboard import SimulationError
-from deployopt.stages.precision_search import NodeDamage, fewest_passing
+from deployopt.stages.precision_search import NodeDamage, fewest_passing, speedups, time_beside_baseline
 
 # A QOperator twin replaces the QDQ model only when it is clearly faster: timing noise then cannot flip the
 # choice between two runs, so the same inputs give the same int8 artifact, byte for byte.
@@ -105,7 +103,7 @@ class _Search:
         cosine, top1, accuracy = headline(result)
         attempt = Attempt(
             index + 1, phase, candidate.label, list(excluded), result.passed, result.failures, cosine, top1, accuracy,
-            counts,
+            counts, metrics=result.headline(), slack=result.slack,
         )  # fmt: skip
         self.attempts.append(attempt)
         self.paths.append(path)
@@ -185,7 +183,6 @@ def quantize_int8(
         if qdq_out is not None:
             shutil.copyfile(search.paths[kept_settings], qdq_out)
     best = search.attempts[chosen]
-    notes.append(why_kept(search.attempts, kept_settings, chosen))
     if not best.passed:
         notes += why_not(best, ranking, judge)
     notes += slower_than_fp32(best)
@@ -202,6 +199,8 @@ def quantize_int8(
         fp32_p50,
         round(time.perf_counter() - started, 1),
         notes,
+        best.round,
+        why_kept(search.attempts, kept_settings, chosen),
     )
 
 
@@ -286,25 +285,22 @@ def _measure(search: _Search, batches: tuple[int, ...], threads: int | None, fin
     then the fp32 graph and the ``finalists`` at the other batches; returns the fp32 p50 per batch."""
     representative, others = min(batches), tuple(b for b in batches if b != min(batches))
     search.progress(f"int8: timing {len(search.attempts)} attempt(s) beside fp32 at batch {representative}")
-    fp32_variant = BenchVariant("fp32", RunnerSpec("onnxruntime", str(search.named)))
-    attempts = [BenchVariant(str(i), RunnerSpec("onnxruntime", str(p))) for i, p in enumerate(search.paths)]
-    measurements = _timed(search, [fp32_variant, *attempts], (representative,), threads)
+    fp32_spec = RunnerSpec("onnxruntime", str(search.named))
+    specs = [RunnerSpec("onnxruntime", str(p)) for p in search.paths]
+    fp32, timed = time_beside_baseline(fp32_spec, specs, (representative,), search.judge.data, threads)
     if others:
         search.progress(f"int8: timing the finalists at batch {', '.join(map(str, others))}")
-        finalist_variants = [attempts[i] for i in sorted(finalists)]
-        measurements += _timed(search, [fp32_variant, *finalist_variants], others, threads)
-    fp32 = {m.batch: m.p50_ms for m in measurements if m.variant == "fp32"}
-    for m in measurements:
-        if m.variant != "fp32":
-            attempt = search.attempts[int(m.variant)]
-            attempt.p50_ms[m.batch] = m.p50_ms
-            attempt.speedup[m.batch] = round(fp32[m.batch] / m.p50_ms, 3) if m.batch in fp32 else math.nan
+        order = sorted(finalists)
+        fp32_others, finalist_times = time_beside_baseline(
+            fp32_spec, [specs[i] for i in order], others, search.judge.data, threads
+        )
+        fp32 |= fp32_others
+        for index, measured in zip(order, finalist_times, strict=True):
+            timed[index] = timed[index] | measured
+    for attempt, p50_ms in zip(search.attempts, timed, strict=True):
+        attempt.p50_ms.update(p50_ms)
+        attempt.speedup.update(speedups(fp32, p50_ms))
     return fp32
-
-
-def _timed(search: _Search, variants: list[BenchVariant], batches: tuple[int, ...], threads: int | None) -> list:
-    config = BenchConfig(batch_sizes=batches, threads=threads, warmup_seconds=0.1, min_iterations=3, min_seconds=0.3)
-    return bench(variants, search.judge.data.signature, config, data=search.judge.data)
 
 
 def _with_faster_encoding(attempts: list[Attempt], chosen: int) -> int:

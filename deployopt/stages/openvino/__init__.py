@@ -39,7 +39,8 @@ from deployopt.errors import BackendUnavailableError, DeployoptError
 from deployopt.sources.onnxutil import already_quantized, load_model
 from deployopt.stages.base import BuildContext
 from deployopt.stages.openvino.ir import convert_onnx, op_counts, save_ir
-from deployopt.stages.openvino.layers import SearchRounds, describe, settle
+from deployopt.stages.openvino.layers import SearchRounds, describe, layer_search, settle
+from deployopt.stages.precision_search import AttemptTiming
 from deployopt.types import ONNX_FP32, Precision, StepRecord
 
 Runtime = Literal["auto", "onnxruntime", "openvino"]
@@ -168,6 +169,7 @@ def make_candidate(ctx: BuildContext, variant: str, candidate: IrCandidate) -> N
             signature=ctx.signature.to_json(),
             out=out,
             progress=child_progress,
+            timing=ctx.attempt_timing(),
         )
         return run_isolated(variant, make_ir, job, ctx.progress, scratch=ctx.run.root)
 
@@ -184,7 +186,7 @@ def make_candidate(ctx: BuildContext, variant: str, candidate: IrCandidate) -> N
     d = outcome.record["details"]
     summary = describe(outputs["model"], source.path.name, d)
     artifact = ctx.add_artifact(variant, outcome)  # a miss too: the build's miss policy decides whether it is kept
-    ctx.record(variant, outcome, summary if d["passed"] else f"{summary}; misses its budget")
+    ctx.record(variant, outcome, summary if d["passed"] else f"{summary}; misses its budget", layer_search(d, variant))
     # the final verification would repeat this very judgement: hand it over under its cache key
     verdict = d["verify"] | {"candidate": str(artifact.path)}
     ctx.run.record_result(f"verify:{variant}", ctx.verification_key(artifact.sha256, judge), verdict)
@@ -199,6 +201,7 @@ def make_ir(
     signature: dict,
     out: dict[str, Path],
     progress,
+    timing: AttemptTiming | None = None,
 ) -> dict:
     """One IR candidate: converted (or quantized by NNCF, with its accuracy control when the default misses),
     compiled as :func:`~.layers.settle` decides, written to ``out``; returns the stage's details."""
@@ -210,7 +213,7 @@ def make_ir(
     def settled_ir(model: Any, folder: Path) -> tuple[Any, dict]:
         folder.mkdir()
         base = save_ir(model, folder / "base.xml", signature, candidate.precision, candidate.compress_to_fp16)
-        chosen = settle(base, folder, candidate.inference, judge, rounds, progress, variant)
+        chosen = settle(base, folder, candidate.inference, judge, rounds, progress, variant, timing)
         return chosen, op_counts(base) | chosen.details()
 
     with tempfile.TemporaryDirectory(dir=out["model"].parent, prefix=".ir-") as scratch:

@@ -29,12 +29,17 @@ from deployopt.measure.verify import Judge, VerifyResult, collect_outputs
 from deployopt.runners import RunnerSpec, create_runner
 from deployopt.stages.openvino.ir import LayerGraph, compiled_copy
 from deployopt.stages.precision_search import (
+    AttemptTiming,
     NodeDamage,
     fewest_passing,
+    named_briefly,
     output_damage,
     ranking_sample_indices,
     seconds_per_sample,
+    speedups,
+    time_beside_baseline,
 )
+from deployopt.types import PrecisionSearch, SearchAttempt
 
 COSTLIEST_SHOWN = 6
 
@@ -56,6 +61,9 @@ class LayerAttempt:
     passed: bool
     failures: list[str]
     headline: dict[str, float]  # VerifyResult.headline(): the judge's numbers in brief
+    slack: float | None = None  # VerifyResult.slack
+    p50_ms: dict[int, float] = field(default_factory=dict)  # timed beside the fp32 graph when the search searched
+    speedup: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,8 +95,10 @@ def settle(
     search: SearchRounds,
     progress: Callable[[str], None],
     label: str,
+    timing: AttemptTiming | None = None,
 ) -> Settled:
-    """Decide how the IR ``base`` is compiled (see the module docstring); copies are written into ``work``."""
+    """Decide how the IR ``base`` is compiled (see the module docstring); copies are written into ``work``. With
+    ``timing``, the attempts of a search (more than one) are timed beside the fp32 graph."""
     started = time.perf_counter()
     attempts: list[LayerAttempt] = []
     judged: list[tuple[Path, VerifyResult]] = []
@@ -98,7 +108,16 @@ def settle(
         progress(f"{label}: {phase}, {inference}, {len(kept)} block(s) in f32")
         result = judge(RunnerSpec("openvino", str(xml), precision=inference))
         attempts.append(
-            LayerAttempt(len(attempts) + 1, phase, inference, kept, result.passed, result.failures, result.headline())
+            LayerAttempt(
+                len(attempts) + 1,
+                phase,
+                inference,
+                kept,
+                result.passed,
+                result.failures,
+                result.headline(),
+                result.slack,
+            )
         )
         judged.append((xml, result))
         return result.passed
@@ -121,6 +140,15 @@ def settle(
             ended = fewest_passing(len(ranking), keep_top, search.rounds)
             if note := ended.note(len(ranking), "f32", search.option):
                 notes.append(f"per-layer search: {note}")
+    if timing is not None and len(attempts) > 1:
+        progress(f"{label}: timing {len(attempts)} attempt(s) beside fp32 at batch {timing.batch}")
+        specs = [
+            RunnerSpec("openvino", str(xml), threads=timing.threads, precision=a.inference)
+            for (xml, _), a in zip(judged, attempts, strict=True)
+        ]
+        fp32, timed = time_beside_baseline(timing.baseline, specs, (timing.batch,), judge.data, timing.threads)
+        for attempt_record, p50_ms in zip(attempts, timed, strict=True):
+            attempt_record.p50_ms, attempt_record.speedup = p50_ms, speedups(fp32, p50_ms)
     chosen = _chosen(attempts, low)
     best = attempts[chosen]
     if not best.passed:
@@ -210,13 +238,35 @@ def describe(model_file: str, source_name: str, d: dict) -> str:
         )
     text += f"; compiled in {d['inference']}"
     if d["kept_f32"]:
-        text += f" with {len(d['kept_f32'])} layer block(s) kept in f32: {', '.join(d['kept_f32'])}"
+        text += f" with {len(d['kept_f32'])} layer block(s) kept in f32: {named_briefly(d['kept_f32'])}"
     if len(d["attempts"]) > 1:
-        text += ". Attempts: " + "; ".join(_attempt_text(a) for a in d["attempts"])
+        text += f"; {len(d['attempts'])} attempts judged"
     return text + "".join(f"; {note}" for note in d["notes"])
 
 
-def _attempt_text(a: dict) -> str:
-    numbers = ", ".join(f"{name} {value:.5g}" for name, value in a["headline"].items())
-    verdict = "pass" if a["passed"] else "miss"
-    return f"{a['round']}. {a['phase']} {a['inference']}, {len(a['kept_f32'])} in f32: {numbers} {verdict}"
+def layer_search(d: dict, variant: str) -> PrecisionSearch | None:
+    """The IR's attempts (as is, the f32 fallback, the per-layer search) as the report's search table and plot;
+    None when the first attempt was kept (nothing was searched)."""
+    if len(d["attempts"]) < 2:
+        return None
+    attempts = tuple(
+        SearchAttempt(
+            a["round"],
+            f"{a['phase']}: {a['inference']}",
+            tuple(a["kept_f32"]),
+            a["headline"],
+            a.get("slack"),
+            tuple(a["failures"]),
+            {int(b): v for b, v in a.get("p50_ms", {}).items()},
+            {int(b): v for b, v in a.get("speedup", {}).items()},
+        )
+        for a in d["attempts"]
+    )
+    kept = next(a for a in attempts if a.tried.endswith(d["inference"]) and list(a.kept_higher) == d["kept_f32"])
+    why = (
+        f"attempt {kept.number} passes in {d['inference']} with the fewest layer blocks in f32 "
+        f"({len(kept.kept_higher)})"
+        if kept.passed
+        else f"no attempt passes; attempt {kept.number} is the most accurate"
+    )
+    return PrecisionSearch(f"{variant}: precision search", variant, "f32", kept.number, why, attempts)
