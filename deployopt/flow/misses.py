@@ -1,5 +1,5 @@
 """The one miss policy of a build: which artifact that misses its budget fails the build, and which is only
-"not kept" (README, "What fails a build")."""
+"not kept" (docs/commands/build.md, "What fails a build")."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ class Pipeline(BaseModel):
 
 
 def pipeline_schema() -> dict:
-    """The JSON Schema of a pipeline file (``deployopt schema``; README's pipeline reference is made from it)."""
+    """The JSON Schema of a pipeline file (``deployopt schema``; docs/reference/pipeline.md is made from it)."""
     schema = Pipeline.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "deployopt pipeline"
@@ -177,7 +177,7 @@ def _checked(path: Path, root: Any, document: dict, where: tuple) -> Pipeline:
         key = ".".join(str(p) for p in loc)
         raise InputFileError(
             f"{path}:{_line_of(root, loc)}: key '{key}': {error['msg']}; `deployopt schema` lists every key "
-            "(README: Pipeline reference)"
+            "(docs/reference/pipeline.md)"
         ) from exc
 
 

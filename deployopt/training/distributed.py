@@ -68,7 +68,8 @@ def join_from_environment(device: str) -> ProcessGroup | None:
         except (RuntimeError, ValueError, KeyError) as exc:
             raise UsageError(
                 f"could not join the torchrun process group ({exc}); launch with "
-                "torchrun --nproc-per-node N -m deployopt train ... (see README, 'Training on several processes')"
+                "torchrun --nproc-per-node N -m deployopt train ... "
+                "(docs/commands/train.md: 'Training on several processes or machines')"
             ) from exc
     return ProcessGroup(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), backend)
 

@@ -15,7 +15,7 @@ from deployopt.cli.fields import OptionGroup
 from deployopt.flow.build import BuildConfig
 from deployopt.stages.int8.quantize import Int8Config
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PIPELINE_REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "pipeline.md"
 ALL_GROUPS = [value for value in vars(groups).values() if isinstance(value, OptionGroup)]
 
 
@@ -121,15 +121,15 @@ def test_quiet_hides_progress_but_not_results(run_cli, digits_onnx):
     assert code == 0 and "cosine" in out and "»" not in err
 
 
-def test_schema_verb_and_readme_reference_match_the_configs(run_cli):
+def test_schema_verb_and_the_docs_pipeline_reference_match_the_configs(run_cli):
     code, out, _ = run_cli("schema")
     schema = json.loads(out)
     assert code == 0 and {"model", "train", "build"} <= set(schema["properties"])
     assert "BuildConfig" in schema["$defs"] and "Int8Config" in schema["$defs"]
     code, reference, _ = run_cli("schema", "--markdown")
     assert "| `build.quantize.int8.samples` | int | 128 | `--calibration-samples` |" in reference
-    text = README.read_text(encoding="utf-8")
+    text = PIPELINE_REFERENCE.read_text(encoding="utf-8")
     start, end = "<!-- pipeline-reference:start -->\n", "<!-- pipeline-reference:end -->"
     assert start in text and end in text
-    readme_table = text.split(start)[1].split(end)[0]
-    assert readme_table == reference, "README's pipeline reference is stale: paste `deployopt schema --markdown` in"
+    page_table = text.split(start)[1].split(end)[0]
+    assert page_table == reference, "docs/reference/pipeline.md is stale: paste `deployopt schema --markdown` in"
