@@ -49,7 +49,7 @@ class SearchAttempt:
 
     @classmethod
     def from_json(cls, data: dict) -> SearchAttempt:
-        batches = {"p50_ms": _keys_to_int(data["p50_ms"]), "speedup": _keys_to_int(data["speedup"])}
+        batches = {"p50_ms": by_batch(data["p50_ms"]), "speedup": by_batch(data["speedup"])}
         return cls(
             **{k: data[k] for k in ("number", "tried", "metrics", "slack")},
             kept_higher=tuple(data["kept_higher"]),
@@ -82,8 +82,9 @@ def _keys_to_str(by_batch: dict[int, float]) -> dict[str, float]:
     return {str(batch): value for batch, value in by_batch.items()}
 
 
-def _keys_to_int(by_batch: dict) -> dict[int, float]:
-    return {int(batch): value for batch, value in by_batch.items()}
+def by_batch(values: dict) -> dict[int, float]:
+    """Values per batch size with int keys again (JSON keeps them as strings)."""
+    return {int(batch): value for batch, value in values.items()}
 
 
 @dataclass(frozen=True)

@@ -259,9 +259,11 @@ def torch_load(path: Path, *, weights_only: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError:
         raise
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    # torch.load's only input is the file: corrupt bytes fail in many ways (EOFError, UnicodeDecodeError, KeyError,
+    # IndexError from the unpickler's stack, …), each one the file's fault, never deployopt's (not exit 70)
+    except Exception as exc:
         raise file_error(
-            path, f"cannot be loaded by torch.load ({str(exc).splitlines()[0]})", "re-save the model"
+            path, f"is not a readable model: torch.load fails ({str(exc).splitlines()[0]})", "re-save the model"
         ) from exc
 
 

@@ -30,7 +30,7 @@ from deployopt.stages.base import BuildContext
 from deployopt.stages.fp16_graph import drop_round_trips, load_error
 from deployopt.stages.fp16_sensitivity import most_sensitive
 from deployopt.stages.precision_search import AttemptTiming, named_briefly, speedups, time_beside_baseline
-from deployopt.types import ONNX_FP32, Precision, PrecisionSearch, SearchAttempt
+from deployopt.types import ONNX_FP32, Precision, PrecisionSearch, SearchAttempt, by_batch
 
 MAX_FALLBACKS = 50
 ANALYSIS_SAMPLES = 32  # samples whose every tensor the sensitivity ranking compares (fewer under a memory budget)
@@ -359,8 +359,8 @@ def fp16_search(d: dict, variant: str) -> PrecisionSearch | None:
             a.get("metrics") or ({"cosine": a["cosine"]} if a["cosine"] is not None else {}),
             a.get("slack"),
             tuple(a["failures"]),
-            {int(b): v for b, v in a.get("p50_ms", {}).items()},
-            {int(b): v for b, v in a.get("speedup", {}).items()},
+            by_batch(a.get("p50_ms", {})),
+            by_batch(a.get("speedup", {})),
         )
         for a in d["attempts"]
     )

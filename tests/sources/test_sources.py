@@ -111,6 +111,18 @@ def test_bad_files_get_one_line_naming_file_and_fix(tmp_path, make, message):
     assert str(path) in text and "\n" not in text and ";" in text  # file; problem; fix
 
 
+def test_corrupt_pickles_are_bad_files_whatever_the_unpickler_trips_on(tmp_path):
+    """Bytes after a pickle header make torch.load fail in many ways (UnpicklingError, UnicodeDecodeError, and
+    KeyError / IndexError from the unpickler's own stack, which once surfaced as exit 70): each is the file's fault."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    for index in range(150):
+        path = _write(tmp_path / f"corrupt{index}.pt", b"\x80\x02" + rng.bytes(2048))
+        with pytest.raises(InputFileError, match="not a readable model"):
+            inspect_source(path)
+
+
 def test_truncated_checkpoint_is_reported(tmp_path, digits_checkpoint):
     data = digits_checkpoint.read_bytes()
     path = _write(tmp_path / "truncated.pt", data[: len(data) // 2])

@@ -14,7 +14,7 @@ from deployopt.stages.base import Artifact, BuildContext
 from deployopt.stages.int8.quantize import Int8Config, quantizable_nodes, resolve_mode, seven_bit_weights
 from deployopt.stages.int8.search import quantize_int8
 from deployopt.stages.int8.sensitivity import ANALYSIS_BATCH
-from deployopt.types import ONNX_FP32, Precision, PrecisionSearch, SearchAttempt
+from deployopt.types import ONNX_FP32, Precision, PrecisionSearch, SearchAttempt, by_batch
 
 
 class Int8Step:
@@ -141,8 +141,8 @@ def int8_search(d: dict, variant: str) -> PrecisionSearch:
             a.get("metrics") or _metrics(a),
             a.get("slack"),
             tuple(a["failures"]),
-            {int(b): v for b, v in a["p50_ms"].items()},
-            {int(b): v for b, v in a["speedup"].items()},
+            by_batch(a["p50_ms"]),
+            by_batch(a["speedup"]),
         )
         for a in d["attempts"]
     )

@@ -39,7 +39,7 @@ from deployopt.stages.precision_search import (
     speedups,
     time_beside_baseline,
 )
-from deployopt.types import PrecisionSearch, SearchAttempt
+from deployopt.types import PrecisionSearch, SearchAttempt, by_batch
 
 COSTLIEST_SHOWN = 6
 
@@ -257,8 +257,8 @@ def layer_search(d: dict, variant: str) -> PrecisionSearch | None:
             a["headline"],
             a.get("slack"),
             tuple(a["failures"]),
-            {int(b): v for b, v in a.get("p50_ms", {}).items()},
-            {int(b): v for b, v in a.get("speedup", {}).items()},
+            by_batch(a.get("p50_ms", {})),
+            by_batch(a.get("speedup", {})),
         )
         for a in d["attempts"]
     )
