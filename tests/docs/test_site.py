@@ -70,4 +70,5 @@ def test_ci_installs_the_docs_extra_and_chromium():
     command = next(line for line in README.read_text(encoding="utf-8").splitlines() if "pytest -q" in line)
     extras = re.search(r'pip install -e "(\.\[[^]]+\])"', command).group(1)
     assert "docs" in extras and extras in script
+    assert command in (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")  # the same two commands
     assert "apt-get install -y -qq chromium" in script and "command -v chromium" in script
