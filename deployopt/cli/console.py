@@ -281,7 +281,7 @@ def show_quantize(out: Path, outcome) -> None:
         click.echo(f"{out}: int8 {details['mode']}, kept {details['chosen']}")
         for op, count in details["op_counts"].items():
             click.echo(f"  {op}: {count['int8']} int8, {count['float']} float")
-        print_table(*attempt_rows(int8_search(details, out.name), nodes_shown=0))
+        print_table(*attempt_rows(int8_search(details, out.name)))
         searched = f"search {details['search_seconds']:.0f} s"
         click.echo(f"  judged like the final check, on {details['judged_on']}; {searched}")
         for note in [details["why_kept"], *details["notes"]]:

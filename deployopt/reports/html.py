@@ -25,8 +25,10 @@ th{background:#f0f3f7}td:first-child,th:first-child{text-align:left}
 td.why{text-align:left;min-width:16em}td.tried{text-align:left;white-space:nowrap}
 .pass{color:#0a7a28;font-weight:bold}.fail{color:#b00020;font-weight:bold}tr.kept td{background:#fff6d6}
 .plots img{max-width:32%;margin-right:1%;border:1px solid #ddd}li{margin:.3em 0}
-img.search{max-width:100%;border:1px solid #ddd}details{margin:.5em 0 1.5em}code,pre{white-space:pre-wrap}
-@media (max-width:800px){body{margin:.6em}.plots img{max-width:100%;margin:0 0 .5em}}
+h1,h2,h3,p,li{overflow-wrap:anywhere}img.search{max-width:100%;border:1px solid #ddd}
+details{margin:.5em 0 1.5em}code,pre{white-space:pre-wrap}
+@media (max-width:800px){body{margin:.6em}h1{font-size:1.4em}.plots img{max-width:100%;margin:0 0 .5em}
+td.tried{white-space:normal;min-width:9em}td.why{min-width:11em}th,td{padding:3px 5px}}
 """
 
 
@@ -227,7 +229,7 @@ def _search_section(search: PrecisionSearch) -> str:
 
 def _attempt_table(search: PrecisionSearch) -> str:
     """One row per attempt; the kept one highlighted, its outcome coloured by the verdict."""
-    header, rows = attempt_rows(search, nodes_shown=3)
+    header, rows = attempt_rows(search)  # node counts only: the names are folded below the table
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = []
     for attempt, row in zip(search.attempts, rows, strict=True):

@@ -52,25 +52,28 @@ def _batches(search: PrecisionSearch) -> list[int]:
 def outcome(search: PrecisionSearch, attempt: SearchAttempt) -> tuple[str, str]:
     """(kept | rejected, why) for one row of the table."""
     if attempt.number == search.kept:  # why it won is the sentence above the table
-        return "kept", "passes" if attempt.passed else "misses, the best found: " + "; ".join(attempt.failures)
+        return "kept", "passes" if attempt.passed else "misses, the best found: " + _first_failure(attempt)
     if not attempt.passed:
-        return "rejected", "misses: " + "; ".join(attempt.failures)
+        return "rejected", "misses: " + _first_failure(attempt)
     return "rejected", f"passes, but attempt {search.kept} was kept"
 
 
-def attempt_rows(search: PrecisionSearch, nodes_shown: int | None = None) -> tuple[list[str], list[list[str]]]:
-    """The attempt table as header and rows of text. ``nodes_shown``: list up to that many kept nodes in their cell
-    (None: the count only — the node lists are folded below the table)."""
+def _first_failure(attempt: SearchAttempt) -> str:
+    """The first failed check, and how many more (the full list is the attempt's verdict in report.json)."""
+    more = len(attempt.failures) - 1
+    return attempt.failures[0] + (f" (+{more} more)" if more > 0 else "")
+
+
+def attempt_rows(search: PrecisionSearch) -> tuple[list[str], list[list[str]]]:
+    """The attempt table as header and rows of text; a cell counts the nodes kept in higher precision (their names are
+    :func:`node_lists`, folded below the table)."""
     metrics = list(dict.fromkeys(name for a in search.attempts for name in a.metrics))
     batches = _batches(search)
     header = ["#", "tried", f"kept in {search.higher}", *(_LABELS.get(m, m) for m in metrics), "margin"]
     header += [f"b{b} p50 (× fp32)" for b in batches] + ["outcome", "why"]
     rows = []
     for a in search.attempts:
-        kept = str(len(a.kept_higher))
-        if nodes_shown and a.kept_higher:
-            kept += ": " + ", ".join(a.kept_higher[:nodes_shown]) + (", …" if len(a.kept_higher) > nodes_shown else "")
-        row = [str(a.number), a.tried, kept]
+        row = [str(a.number), a.tried, str(len(a.kept_higher))]
         row += [_metric(m, a.metrics[m]) if m in a.metrics else "–" for m in metrics]
         row.append(f"{a.slack:+.2f}" if a.slack is not None else "–")
         row += [f"{a.p50_ms[b]:.3g} ms ({a.speedup[b]:.2f}×)" if b in a.speedup else "–" for b in batches]
@@ -149,7 +152,7 @@ def search_figure(search: PrecisionSearch):
         title=search.title,
     )
     ax.ticklabel_format(axis="both", style="plain", useOffset=False)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the plot: never over a point
     return fig
 
 

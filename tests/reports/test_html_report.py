@@ -108,6 +108,20 @@ def test_the_page_reads_at_a_desktop_and_a_phone_width(built_report, tmp_path, w
 
 
 @needs_chromium
+def test_a_long_model_name_does_not_widen_the_page_on_a_phone(built_report, tmp_path):
+    """PaddleOCR's file names have no break in 30 characters: the title wraps instead of pushing the page wider."""
+    import copy
+
+    from deployopt.reports.html import render_html
+
+    report = copy.deepcopy(built_report[0])
+    report.model = "ch_ppocr_mobile_v2.0_cls_infer_quantized_for_the_edge"
+    page = tmp_path / "long.html"
+    page.write_text(render_html(report), encoding="utf-8")
+    assert render(page, 390, tmp_path)["pageWidth"] <= 390
+
+
+@needs_chromium
 def test_the_probe_sees_a_console_error_and_a_broken_image(built_report, tmp_path):
     """The check above can fail: a page that logs an error and shows an image that does not load is caught."""
     _, page = built_report
