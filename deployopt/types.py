@@ -48,8 +48,22 @@ class SearchAttempt:
         return fields
 
     @classmethod
+    def recorded(cls, attempt: dict, tried: str, kept_higher: list[str], metrics: dict[str, float]) -> SearchAttempt:
+        """From an attempt as a search stage records it (its ``round``, ``failures``, ``slack`` and timings)."""
+        return cls(
+            attempt["round"],
+            tried,
+            tuple(kept_higher),
+            metrics,
+            attempt.get("slack"),
+            tuple(attempt["failures"]),
+            _by_batch(attempt.get("p50_ms", {})),
+            _by_batch(attempt.get("speedup", {})),
+        )
+
+    @classmethod
     def from_json(cls, data: dict) -> SearchAttempt:
-        batches = {"p50_ms": by_batch(data["p50_ms"]), "speedup": by_batch(data["speedup"])}
+        batches = {"p50_ms": _by_batch(data["p50_ms"]), "speedup": _by_batch(data["speedup"])}
         return cls(
             **{k: data[k] for k in ("number", "tried", "metrics", "slack")},
             kept_higher=tuple(data["kept_higher"]),
@@ -78,11 +92,11 @@ class PrecisionSearch:
         return cls(**{k: data[k] for k in ("title", "variant", "higher", "kept", "why_kept")}, attempts=attempts)
 
 
-def _keys_to_str(by_batch: dict[int, float]) -> dict[str, float]:
-    return {str(batch): value for batch, value in by_batch.items()}
+def _keys_to_str(values: dict[int, float]) -> dict[str, float]:
+    return {str(batch): value for batch, value in values.items()}
 
 
-def by_batch(values: dict) -> dict[int, float]:
+def _by_batch(values: dict) -> dict[int, float]:
     """Values per batch size with int keys again (JSON keeps them as strings)."""
     return {int(batch): value for batch, value in values.items()}
 

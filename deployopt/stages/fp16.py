@@ -30,7 +30,7 @@ from deployopt.stages.base import BuildContext
 from deployopt.stages.fp16_graph import drop_round_trips, load_error
 from deployopt.stages.fp16_sensitivity import most_sensitive
 from deployopt.stages.precision_search import AttemptTiming, named_briefly, speedups, time_beside_baseline
-from deployopt.types import ONNX_FP32, Precision, PrecisionSearch, SearchAttempt, by_batch
+from deployopt.types import ONNX_FP32, Precision, PrecisionSearch, SearchAttempt
 
 MAX_FALLBACKS = 50
 ANALYSIS_SAMPLES = 32  # samples whose every tensor the sensitivity ranking compares (fewer under a memory budget)
@@ -351,18 +351,12 @@ def fp16_search(d: dict, variant: str) -> PrecisionSearch | None:
     """The accuracy rounds as the report's search table and plot (None when one round settled it)."""
     if len(d.get("attempts", [])) < 2:
         return None
+
+    def metrics(a: dict) -> dict[str, float]:  # all the judge's numbers; a stage cached before: the cosine
+        return a.get("metrics") or ({"cosine": a["cosine"]} if a["cosine"] is not None else {})
+
     attempts = tuple(
-        SearchAttempt(
-            a["round"],
-            f"round {a['round']}",
-            tuple(a["kept_fp32"]),
-            a.get("metrics") or ({"cosine": a["cosine"]} if a["cosine"] is not None else {}),
-            a.get("slack"),
-            tuple(a["failures"]),
-            by_batch(a.get("p50_ms", {})),
-            by_batch(a.get("speedup", {})),
-        )
-        for a in d["attempts"]
+        SearchAttempt.recorded(a, f"round {a['round']}", a["kept_fp32"], metrics(a)) for a in d["attempts"]
     )
     kept = next(a for a in attempts if list(a.kept_higher) == d.get("accuracy_nodes", []))
     why = (

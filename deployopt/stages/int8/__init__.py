@@ -14,7 +14,7 @@ from deployopt.stages.base import Artifact, BuildContext
 from deployopt.stages.int8.quantize import Int8Config, quantizable_nodes, resolve_mode, seven_bit_weights
 from deployopt.stages.int8.search import quantize_int8
 from deployopt.stages.int8.sensitivity import ANALYSIS_BATCH
-from deployopt.types import ONNX_FP32, Precision, PrecisionSearch, SearchAttempt, by_batch
+from deployopt.types import ONNX_FP32, Precision, PrecisionSearch, SearchAttempt
 
 
 class Int8Step:
@@ -134,16 +134,7 @@ def int8_summary(d: dict) -> str:
 def int8_search(d: dict, variant: str) -> PrecisionSearch:
     """The int8 search's attempts as the report's table and plot show every precision search."""
     attempts = tuple(
-        SearchAttempt(
-            a["round"],
-            f"{a['phase']}: {a['candidate']}",
-            tuple(a["excluded"]),
-            a.get("metrics") or _metrics(a),
-            a.get("slack"),
-            tuple(a["failures"]),
-            by_batch(a["p50_ms"]),
-            by_batch(a["speedup"]),
-        )
+        SearchAttempt.recorded(a, f"{a['phase']}: {a['candidate']}", a["excluded"], a.get("metrics") or _metrics(a))
         for a in d["attempts"]
     )
     kept = d.get("kept_round") or next(a.number for a in attempts if a.kept_higher == tuple(d["excluded"]))

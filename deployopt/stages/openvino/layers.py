@@ -39,7 +39,7 @@ from deployopt.stages.precision_search import (
     speedups,
     time_beside_baseline,
 )
-from deployopt.types import PrecisionSearch, SearchAttempt, by_batch
+from deployopt.types import PrecisionSearch, SearchAttempt
 
 COSTLIEST_SHOWN = 6
 
@@ -250,16 +250,7 @@ def layer_search(d: dict, variant: str) -> PrecisionSearch | None:
     if len(d["attempts"]) < 2:
         return None
     attempts = tuple(
-        SearchAttempt(
-            a["round"],
-            f"{a['phase']}: {a['inference']}",
-            tuple(a["kept_f32"]),
-            a["headline"],
-            a.get("slack"),
-            tuple(a["failures"]),
-            by_batch(a.get("p50_ms", {})),
-            by_batch(a.get("speedup", {})),
-        )
+        SearchAttempt.recorded(a, f"{a['phase']}: {a['inference']}", a["kept_f32"], a["headline"])
         for a in d["attempts"]
     )
     kept = next(a for a in attempts if a.tried.endswith(d["inference"]) and list(a.kept_higher) == d["kept_f32"])
