@@ -14,7 +14,7 @@ import html
 import io
 
 from deployopt.reports.model import REFERENCE, BuildReport, VariantReport, machine_lines
-from deployopt.reports.search import MARGIN_MEANING, attempt_rows, node_lists, plot_png
+from deployopt.reports.search import TABLE_LEGEND, attempt_rows, node_lists, plot_png
 from deployopt.types import ONNX_FP32, PrecisionSearch
 
 _STYLE = """
@@ -223,7 +223,7 @@ def _search_section(search: PrecisionSearch) -> str:
         f'<section class="search" id="search-{html.escape(search.variant)}">'
         f"<h3>{html.escape(search.title)} ({html.escape(search.variant)})</h3>"
         f"<p><b>Kept: attempt {search.kept}</b> — {html.escape(search.why_kept)}.</p>{plot}"
-        f"{_attempt_table(search)}<p><small>{html.escape(MARGIN_MEANING)}.</small></p>{folded}</section>"
+        f"{_attempt_table(search)}<p><small>{html.escape(TABLE_LEGEND)}.</small></p>{folded}</section>"
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from deployopt.measure.verify import VerifyResult
 from deployopt.platform.machine import describe_machine, this_machine
 from deployopt.reports.recommend import Recommendation
-from deployopt.reports.search import MARGIN_MEANING, attempt_rows, has_plot, node_lists, plot_file
+from deployopt.reports.search import TABLE_LEGEND, attempt_rows, has_plot, node_lists, plot_file
 from deployopt.types import ONNX_FP32, REPORT_FORMAT, StepRecord
 
 REFERENCE = "pytorch"
@@ -261,7 +261,7 @@ def search_lines(report: BuildReport) -> list[str]:
         lines += [f"**Kept: attempt {search.kept}** — {search.why_kept}.", ""]
         if has_plot(search):
             lines += [f"![{search.title}]({plot_file(search)})", ""]
-        lines += [markdown_table(*attempt_rows(search)), "", f"_{MARGIN_MEANING}._"]
+        lines += [markdown_table(*attempt_rows(search)), "", f"_{TABLE_LEGEND}._"]
         if nodes := node_lists(search):
             lines += ["", f"<details><summary>nodes kept in {search.higher}, by attempt</summary>", ""]
             lines += [f"- attempt {a.number} ({len(a.kept_higher)}): {names}" for a, names in nodes]

@@ -161,7 +161,8 @@ def plot_file(search: PrecisionSearch) -> str:
     return f"report-search-{search.variant}.png"
 
 
-MARGIN_MEANING = (
+TABLE_LEGEND = (
     "margin: the judge's distance to the budget — 1 as the original, 0 at the limit of the closest metric, "
-    "below 0 a miss"
+    "below 0 a miss; p50: short runs beside the fp32 graph, each in its own process, medians of two rounds in "
+    "alternating order (the variants table has the full benchmark of what was kept)"
 )
