@@ -19,7 +19,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 _PROBE = """<script>
 const problems = [];
-const failed = e => e.message || 'failed to load ' + (e.target.src || '').slice(0, 80);
+const failed = e => e.message || 'failed to load ' + (e.target.src || '').slice(-80);
 window.addEventListener('error', e => problems.push(failed(e)), true);
 const consoleError = console.error;
 console.error = (...args) => { problems.push(args.join(' ')); consoleError(...args); };

@@ -51,8 +51,11 @@ def built_report(digits_checkpoint, tmp_path_factory):
     from deployopt.flow.build import QuantizedVariants
 
     out = tmp_path_factory.mktemp("html") / "run"
-    config = BuildConfig(
-        out=out, quantize=QuantizedVariants(make=("fp16", "int8")), bench=BenchConfig(batch_sizes=(1, 32))
+    config = BuildConfig(  # ONNX Runtime's variants, the int8 search, one bench round: the page's every part
+        out=out,
+        runtime="onnxruntime",
+        quantize=QuantizedVariants(make=("fp16", "int8")),
+        bench=BenchConfig(batch_sizes=(1, 32), max_repeats=1),
     )
     report = build(digits_checkpoint, config)
     return report, out / "report.html"
