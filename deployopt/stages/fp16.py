@@ -29,7 +29,7 @@ from deployopt.sources.onnxutil import already_quantized, load_model, name_nodes
 from deployopt.stages.base import BuildContext
 from deployopt.stages.fp16_graph import drop_round_trips, load_error
 from deployopt.stages.fp16_sensitivity import most_sensitive
-from deployopt.stages.precision_search import AttemptTiming, named_briefly, speedups, time_beside_baseline
+from deployopt.stages.precision_search import AttemptTiming, named_briefly, time_attempts
 from deployopt.types import ONNX_FP32, Precision, PrecisionSearch, SearchAttempt
 
 MAX_FALLBACKS = 50
@@ -174,9 +174,7 @@ def convert_fp16_within_budget(
         if timing is not None and len(attempts) > 1:
             progress(f"fp16: timing {len(attempts)} attempt(s) beside fp32 at batch {timing.batch}")
             rounds = [RunnerSpec("onnxruntime", str(Path(tmp) / f"fp16-round{a.round}.onnx")) for a in attempts]
-            fp32, timed = time_beside_baseline(timing.baseline, rounds, (timing.batch,), judge.data, timing.threads)
-            for attempt, p50_ms in zip(attempts, timed, strict=True):
-                attempt.p50_ms, attempt.speedup = p50_ms, speedups(fp32, p50_ms)
+            time_attempts(timing, attempts, rounds, judge.data)
     _, converted, node_block, best_kept = best
     result = _finish(converted, out_path, config, [n for n in node_block if n not in best_kept], started)
     result.accuracy_nodes = [n for n in node_block if n in best_kept]

@@ -156,3 +156,11 @@ def named_briefly(names: list[str] | tuple[str, ...], shown: int = 6) -> str:
     if len(names) <= shown:
         return ", ".join(names)
     return f"{', '.join(names[:shown])}, … ({len(names)} in all)"
+
+
+def time_attempts(timing: AttemptTiming, attempts: list, specs: list[RunnerSpec], data: EvalData) -> None:
+    """Set each attempt's ``p50_ms`` and ``speedup`` (× the fp32 graph) at the timing's batch: the fp16 rounds and
+    an IR's attempts (the int8 search times its finalists at more batches, with :func:`time_beside_baseline`)."""
+    fp32, timed = time_beside_baseline(timing.baseline, specs, (timing.batch,), data, timing.threads)
+    for attempt, p50_ms in zip(attempts, timed, strict=True):
+        attempt.p50_ms, attempt.speedup = p50_ms, speedups(fp32, p50_ms)

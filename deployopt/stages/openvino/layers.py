@@ -36,8 +36,7 @@ from deployopt.stages.precision_search import (
     output_damage,
     ranking_sample_indices,
     seconds_per_sample,
-    speedups,
-    time_beside_baseline,
+    time_attempts,
 )
 from deployopt.types import PrecisionSearch, SearchAttempt
 
@@ -146,9 +145,7 @@ def settle(
             RunnerSpec("openvino", str(xml), threads=timing.threads, precision=a.inference)
             for (xml, _), a in zip(judged, attempts, strict=True)
         ]
-        fp32, timed = time_beside_baseline(timing.baseline, specs, (timing.batch,), judge.data, timing.threads)
-        for attempt_record, p50_ms in zip(attempts, timed, strict=True):
-            attempt_record.p50_ms, attempt_record.speedup = p50_ms, speedups(fp32, p50_ms)
+        time_attempts(timing, attempts, specs, judge.data)
     chosen = _chosen(attempts, low)
     best = attempts[chosen]
     if not best.passed:
