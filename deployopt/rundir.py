@@ -27,7 +27,9 @@ from deployopt import __version__
 from deployopt.errors import RunDirectoryLockedError, UsageError
 from deployopt.fsutil import atomic_path, read_json, remove_partials, sha256_file, sha256_json, write_json_atomic
 
-MANIFEST_FORMAT = "deployopt.manifest/1"
+# bumped when a stage's recorded details change shape: a run directory of another format is rebuilt, not misread
+# (2: every precision search's attempts carry the judge's metrics, its slack and their timings)
+MANIFEST_FORMAT = "deployopt.manifest/2"
 LOCK_WAIT_SECONDS = 2.0
 _TOOL_PACKAGES = (
     "torch",

@@ -55,10 +55,10 @@ class SearchAttempt:
             tried,
             tuple(kept_higher),
             metrics,
-            attempt.get("slack"),
+            attempt["slack"],
             tuple(attempt["failures"]),
-            _by_batch(attempt.get("p50_ms", {})),
-            _by_batch(attempt.get("speedup", {})),
+            _by_batch(attempt["p50_ms"]),
+            _by_batch(attempt["speedup"]),
         )
 
     @classmethod

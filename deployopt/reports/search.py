@@ -163,6 +163,7 @@ def plot_file(search: PrecisionSearch) -> str:
 
 TABLE_LEGEND = (
     "margin: the judge's distance to the budget — 1 as the original, 0 at the limit of the closest metric, "
-    "below 0 a miss; p50: short runs beside the fp32 graph, each in its own process, medians of two rounds in "
-    "alternating order (the variants table has the full benchmark of what was kept)"
+    "below 0 a miss; p50: one short run of each attempt beside the fp32 graph, each in its own process — "
+    "indicative only (a shared machine's speed can flip 2× between two runs); the variants table has the full "
+    "benchmark of what was kept"
 )

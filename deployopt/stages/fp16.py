@@ -347,16 +347,12 @@ def fp16_summary(d: dict) -> str:
 
 def fp16_search(d: dict, variant: str) -> PrecisionSearch | None:
     """The accuracy rounds as the report's search table and plot (None when one round settled it)."""
-    if len(d.get("attempts", [])) < 2:
+    if len(d["attempts"]) < 2:
         return None
-
-    def metrics(a: dict) -> dict[str, float]:  # all the judge's numbers; a stage cached before: the cosine
-        return a.get("metrics") or ({"cosine": a["cosine"]} if a["cosine"] is not None else {})
-
     attempts = tuple(
-        SearchAttempt.recorded(a, f"round {a['round']}", a["kept_fp32"], metrics(a)) for a in d["attempts"]
+        SearchAttempt.recorded(a, f"round {a['round']}", a["kept_fp32"], a["metrics"]) for a in d["attempts"]
     )
-    kept = next(a for a in attempts if list(a.kept_higher) == d.get("accuracy_nodes", []))
+    kept = next(a for a in attempts if list(a.kept_higher) == d["accuracy_nodes"])
     why = (
         f"round {kept.number} passes with {len(kept.kept_higher)} node(s) kept in fp32 for accuracy"
         if kept.passed

@@ -22,7 +22,9 @@ from deployopt.runners import RunnerSpec
 RANKING_SAMPLES = 32
 MIN_RANKING_SAMPLES = 8
 RANKING_SECONDS = 60.0  # a ranking's time budget; the sample count shrinks (not below 8) to fit it
-TIMING_ROUNDS = 2  # a search's attempts are timed beside the fp32 graph forwards, then backwards
+# Rounds a search times its attempts in: one. Two or three rounds of alternating order were no steadier on the 2-core
+# machines here, whose speed flips 2× for seconds to minutes (benchmarks/search_timing.py, docs/benchmarks.md)
+TIMING_ROUNDS = 1
 
 
 @dataclass(frozen=True)
@@ -126,17 +128,21 @@ class AttemptTiming:
 
 
 def time_beside_baseline(
-    baseline: RunnerSpec, candidates: list[RunnerSpec], batches: tuple[int, ...], data: EvalData, threads: int | None
+    baseline: RunnerSpec,
+    candidates: list[RunnerSpec],
+    batches: tuple[int, ...],
+    data: EvalData,
+    threads: int | None,
+    rounds: int = TIMING_ROUNDS,
 ) -> tuple[dict[int, float], list[dict[int, float]]]:
     """p50 in ms per batch of ``baseline`` and of each candidate, each in its own process on the verification
-    inputs: short runs, in :data:`TIMING_ROUNDS` rounds of alternating order, medians — a shared machine's speed
-    drifts (2× for minutes on the 2-core machines here), and one pass in one order would put that drift into the
-    ratios of whichever attempts came last."""
+    inputs: short runs (``rounds`` of them in alternating order, medians). They rank a search's attempts against each
+    other; they are no benchmark: a shared machine's speed can flip 2× between two of them."""
     from deployopt.measure.bench import BenchConfig, BenchVariant, bench
 
     config = BenchConfig(
         batch_sizes=batches, threads=threads, warmup_seconds=0.1, min_iterations=3, min_seconds=0.3,
-        repeats=TIMING_ROUNDS, max_repeats=TIMING_ROUNDS,
+        repeats=rounds, max_repeats=rounds,
     )  # fmt: skip
     variants = [BenchVariant("baseline", baseline)] + [BenchVariant(str(i), c) for i, c in enumerate(candidates)]
     measured: dict[str, dict[int, float]] = {}

@@ -128,21 +128,13 @@ def int8_summary(d: dict) -> str:
         f"{len(d['attempts'])} attempt(s), each judged like the final check, on {d['judged_on']}; "
         f"search took {d['search_seconds']:.0f} s"
     )
-    return text + "".join(f"; {note}" for note in [d.get("why_kept", ""), *d.get("notes", [])] if note)
+    return text + "".join(f"; {note}" for note in [d["why_kept"], *d["notes"]])
 
 
 def int8_search(d: dict, variant: str) -> PrecisionSearch:
     """The int8 search's attempts as the report's table and plot show every precision search."""
     attempts = tuple(
-        SearchAttempt.recorded(a, f"{a['phase']}: {a['candidate']}", a["excluded"], a.get("metrics") or _metrics(a))
-        for a in d["attempts"]
+        SearchAttempt.recorded(a, f"{a['phase']}: {a['candidate']}", a["excluded"], a["metrics"]) for a in d["attempts"]
     )
-    kept = d.get("kept_round") or next(a.number for a in attempts if a.kept_higher == tuple(d["excluded"]))
-    why = d.get("why_kept", "").removeprefix("kept: ")
-    return PrecisionSearch("int8 accuracy search", variant, "float", kept, why, attempts)
-
-
-def _metrics(a: dict) -> dict[str, float]:
-    """The judge's numbers of an attempt recorded before attempts kept them all (a cached stage)."""
-    names = {"cosine": "cosine", "top1_agreement": "top1_agreement", "accuracy": "accuracy"}
-    return {name: a[key] for key, name in names.items() if a.get(key) is not None}
+    why = d["why_kept"].removeprefix("kept: ")
+    return PrecisionSearch("int8 accuracy search", variant, "float", d["kept_round"], why, attempts)
